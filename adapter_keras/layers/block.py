@@ -1,0 +1,105 @@
+"""A Model Garden TransformerEncoderBlock with Houlsby adapters.
+
+`TransformerEncoderBlock.call()` applies, in order, the attention output
+projection, `self._attention_dropout`, the residual add and LayerNorm, then the
+FFN, its output projection, `self._output_dropout`, residual add and LayerNorm.
+The paper's two adapter points are exactly the outputs of those two dropouts.
+After the parent `build()` creates its sublayers we wrap the two dropouts with
+`SublayerWithAdapter`; every pre-trained sublayer, variable name and checkpoint
+key stays as Model Garden made it, and no parent code is copied. With
+`norm_first=True` the same points sit before the residual add, which is still
+the paper's placement.
+
+This relies on the private attribute names of tf-models-official 2.20
+(pinned in setup.cfg); tests/test_layers.py checks the wiring.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import tf_keras
+from official.nlp.modeling import layers as mg_layers
+
+from adapter_keras.config import AdapterConfig
+from adapter_keras.layers.adapter import BottleneckAdapter, SublayerWithAdapter
+
+_PACKAGE = "AdapterKeras"
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
+  """TransformerEncoderBlock plus adapters after attention and after the FFN.
+
+  Args:
+    adapter_config: AdapterConfig (or its dict). None builds the plain block.
+    layer_index: position of this block in the encoder; selects the per-layer
+      adapter size and whether this layer gets adapters at all.
+    adapter_seed: optional seed; each adapter gets its own derived seed.
+    **kwargs: everything TransformerEncoderBlock takes.
+  """
+
+  def __init__(self,
+               *args,
+               adapter_config: Optional[Union[AdapterConfig, dict]] = None,
+               layer_index: int = 0,
+               adapter_seed: Optional[int] = None,
+               **kwargs):
+    super().__init__(*args, **kwargs)
+    if isinstance(adapter_config, dict):
+      adapter_config = AdapterConfig.from_dict(adapter_config)
+    self._adapter_config = adapter_config
+    self._layer_index = layer_index
+    self._adapter_seed = adapter_seed
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    config = self._adapter_config
+    size = config.size_for_layer(self._layer_index) if config else 0
+    if not size:
+      return
+    if config.use_attention_adapter:
+      self._attention_dropout = SublayerWithAdapter(
+          self._attention_dropout,
+          self._new_adapter(config, size, position=0, name="adapter"),
+          name="attention_adapter")
+    if config.use_ffn_adapter:
+      self._output_dropout = SublayerWithAdapter(
+          self._output_dropout,
+          self._new_adapter(config, size, position=1, name="adapter"),
+          name="ffn_adapter")
+
+  def _new_adapter(self, config: AdapterConfig, size: int, position: int, name: str):
+    seed = None
+    if self._adapter_seed is not None:
+      seed = self._adapter_seed * 1000 + self._layer_index * 2 + position
+    return BottleneckAdapter(
+        bottleneck_size=size,
+        activation=config.activation,
+        init_std=config.init_std,
+        seed=seed,
+        name=name)
+
+  @property
+  def adapters(self) -> list[BottleneckAdapter]:
+    """This block's adapters, attention first; empty before build or if none."""
+    found = []
+    for wrapper in (getattr(self, "_attention_dropout", None), getattr(self, "_output_dropout", None)):
+      if isinstance(wrapper, SublayerWithAdapter):
+        found.append(wrapper.adapter)
+    return found
+
+  @property
+  def layer_index(self) -> int:
+    return self._layer_index
+
+  def set_adapters_enabled(self, enabled: bool) -> None:
+    for adapter in self.adapters:
+      adapter.set_enabled(enabled)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(
+        adapter_config=self._adapter_config.to_dict() if self._adapter_config else None,
+        layer_index=self._layer_index,
+        adapter_seed=self._adapter_seed)
+    return config

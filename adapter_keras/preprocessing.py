@@ -1,0 +1,113 @@
+"""In-graph BERT tokenization: raw strings (single or pairs) -> encoder inputs.
+
+`BertPreprocessor` is a tf_keras layer around tensorflow-text's
+FastBertTokenizer (WordPiece with BERT's normaliser), so exported models take
+raw strings and the vocabulary travels inside the SavedModel graph. It packs
+`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` with type ids 0/1, truncates the
+segments round-robin to `max_seq_length`, and pads only to the longest example
+of the batch (dynamic padding) unless `pad_to_max_length` is set.
+
+`pack()` returns the unpadded (ragged) ids so that input pipelines can tokenize
+once per example and pad per batch.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Union
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+import tf_keras
+
+_PACKAGE = "AdapterKeras"
+TextInputs = Union[tf.Tensor, Sequence[tf.Tensor], Dict[str, tf.Tensor]]
+
+
+def read_vocab(vocab_file: str) -> list:
+  with open(vocab_file, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f]
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class BertPreprocessor(tf_keras.layers.Layer):
+  """Raw strings -> {input_word_ids, input_mask, input_type_ids} (int32).
+
+  Args:
+    vocab_file: WordPiece vocabulary, one token per line.
+    lower_case: lower-case and strip accents (uncased BERT vocabularies).
+    max_seq_length: maximum packed length, special tokens included.
+    pad_to_max_length: pad every batch to max_seq_length (static shapes, for
+      accelerators that need them) instead of to the batch's longest example.
+  """
+
+  def __init__(self,
+               vocab_file: str,
+               lower_case: bool = True,
+               max_seq_length: int = 128,
+               pad_to_max_length: bool = False,
+               **kwargs):
+    kwargs.setdefault("trainable", False)
+    super().__init__(**kwargs)
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 5:
+      raise ValueError(f"max_seq_length must be an integer >= 5, got {max_seq_length!r}")
+    self.vocab_file = vocab_file
+    self.lower_case = bool(lower_case)
+    self.max_seq_length = max_seq_length
+    self.pad_to_max_length = bool(pad_to_max_length)
+    vocab = read_vocab(vocab_file)
+    missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if t not in vocab]
+    if missing:
+      raise ValueError(f"vocabulary {vocab_file} lacks the special tokens {missing}")
+    self.vocab_size = len(vocab)
+    self.cls_id = vocab.index("[CLS]")
+    self.sep_id = vocab.index("[SEP]")
+    self.pad_id = vocab.index("[PAD]")
+    self._tokenizer = tf_text.FastBertTokenizer(
+        vocab=vocab, lower_case_nfd_strip_accents=self.lower_case, token_out_type=tf.int32)
+
+  @staticmethod
+  def _segments(inputs: TextInputs) -> list:
+    if isinstance(inputs, dict):
+      segments = [inputs["text"]] + ([inputs["text_b"]] if inputs.get("text_b") is not None else [])
+    elif isinstance(inputs, (list, tuple)):
+      segments = list(inputs)
+    else:
+      segments = [inputs]
+    if not 1 <= len(segments) <= 2:
+      raise ValueError(f"expected one or two text segments, got {len(segments)}")
+    return [tf.reshape(tf.convert_to_tensor(s, tf.string), [-1]) for s in segments]
+
+  def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+    """[batch] strings -> [batch, (wordpieces)] int32 ids."""
+    return self._tokenizer.tokenize(texts)
+
+  def pack(self, inputs: TextInputs):
+    """Ragged (word_ids, type_ids), each [batch, (length <= max_seq_length)]."""
+    segments = [self.tokenize(s) for s in self._segments(inputs)]
+    budget = self.max_seq_length - 1 - len(segments)  # [CLS] + one [SEP] per segment
+    trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
+    word_ids, type_ids = tf_text.combine_segments(
+        trimmed, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
+    return tf.cast(word_ids, tf.int32), tf.cast(type_ids, tf.int32)
+
+  def call(self, inputs: TextInputs) -> Dict[str, tf.Tensor]:
+    word_ids, type_ids = self.pack(inputs)
+    shape = [None, self.max_seq_length] if self.pad_to_max_length else None
+    mask = tf.ones_like(word_ids)
+    return dict(
+        input_word_ids=word_ids.to_tensor(default_value=self.pad_id, shape=shape),
+        input_mask=mask.to_tensor(default_value=0, shape=shape),
+        input_type_ids=type_ids.to_tensor(default_value=0, shape=shape))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(
+        vocab_file=self.vocab_file,
+        lower_case=self.lower_case,
+        max_seq_length=self.max_seq_length,
+        pad_to_max_length=self.pad_to_max_length)
+    return config
+
+  def settings(self) -> dict:
+    """What an artifact manifest records about tokenization."""
+    return dict(lower_case=self.lower_case, max_seq_length=self.max_seq_length,
+                vocab_size=self.vocab_size)

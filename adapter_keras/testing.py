@@ -1,0 +1,127 @@
+"""Tiny generated encoders and data, for tests and the notebooks' fast mode.
+
+Everything here is written from a seeded numpy generator in the real on-disk
+formats (Hugging Face BERT directory: config.json, model.safetensors,
+vocab.txt), so the same loading code runs on it as on real weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY_WORDS = [
+    "the", "a", "movie", "film", "was", "is", "good", "great", "bad", "awful", "fun", "boring",
+    "plot", "acting", "not", "very", "and", "but", "i", "it", "loved", "hated", "story", "ending",
+    "cat", "dog", "sat", "on", "mat", "news", "sport", "game", "team", "won", "lost", "market",
+    "stock", "price", "rose", "fell", "vote", "party", "election", "music", "band", "play",
+    "un", "##able", "##s", "##ing", "##ed", "##ly", "happy", "sad", "best", "worst", ".", ",", "!",
+    "?", "'", "-",
+]
+
+
+def tiny_vocab() -> List[str]:
+  return SPECIAL_TOKENS + TINY_WORDS
+
+
+def tiny_bert_tensors(config: Dict, seed: int = 0, weight_std: float = 0.2) -> Dict[str, np.ndarray]:
+  """Random BERT weights in Hugging Face (torch) layout for `config`."""
+  rng = np.random.default_rng(seed)
+  h, inner = config["hidden_size"], config["intermediate_size"]
+
+  def normal(*shape, std=weight_std):
+    return (rng.standard_normal(shape) * std).astype(np.float32)
+
+  def ln():
+    return (1.0 + normal(h, std=0.1)), normal(h, std=0.1)
+
+  t = {
+      "embeddings.word_embeddings.weight": normal(config["vocab_size"], h),
+      "embeddings.position_embeddings.weight": normal(config["max_position_embeddings"], h),
+      "embeddings.token_type_embeddings.weight": normal(config["type_vocab_size"], h),
+      "pooler.dense.weight": normal(h, h),
+      "pooler.dense.bias": normal(h),
+  }
+  t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"] = ln()
+  for i in range(config["num_hidden_layers"]):
+    p = f"encoder.layer.{i}."
+    for part in ("query", "key", "value"):
+      t[f"{p}attention.self.{part}.weight"] = normal(h, h)
+      t[f"{p}attention.self.{part}.bias"] = normal(h)
+    t[f"{p}attention.output.dense.weight"] = normal(h, h)
+    t[f"{p}attention.output.dense.bias"] = normal(h)
+    t[f"{p}attention.output.LayerNorm.weight"], t[f"{p}attention.output.LayerNorm.bias"] = ln()
+    t[f"{p}intermediate.dense.weight"] = normal(inner, h)
+    t[f"{p}intermediate.dense.bias"] = normal(inner)
+    t[f"{p}output.dense.weight"] = normal(h, inner)
+    t[f"{p}output.dense.bias"] = normal(h)
+    t[f"{p}output.LayerNorm.weight"], t[f"{p}output.LayerNorm.bias"] = ln()
+  return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in t.items()}
+
+
+def write_tiny_hf_bert(out_dir: str,
+                       seed: int = 0,
+                       num_layers: int = 2,
+                       hidden_size: int = 32,
+                       num_heads: int = 4,
+                       intermediate_size: int = 64,
+                       max_position_embeddings: int = 64,
+                       hidden_act: str = "gelu",
+                       vocab: Optional[List[str]] = None,
+                       sentence_transformers_mean_pooling: bool = False,
+                       weight_std: float = 0.2,
+                       dropout: float = 0.1) -> str:
+  """Writes a tiny random BERT as a Hugging Face directory and returns its path."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  vocab = vocab or tiny_vocab()
+  config = {
+      "model_type": "bert",
+      "architectures": ["BertModel"],
+      "vocab_size": len(vocab),
+      "hidden_size": hidden_size,
+      "num_hidden_layers": num_layers,
+      "num_attention_heads": num_heads,
+      "intermediate_size": intermediate_size,
+      "max_position_embeddings": max_position_embeddings,
+      "type_vocab_size": 2,
+      "hidden_act": hidden_act,
+      "hidden_dropout_prob": dropout,
+      "attention_probs_dropout_prob": dropout,
+      "layer_norm_eps": 1e-12,
+  }
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(config, f, indent=2)
+  with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    json.dump({"do_lower_case": True}, f)
+  tensors = tiny_bert_tensors(config, seed, weight_std)
+  tensors["embeddings.position_ids"] = np.arange(max_position_embeddings, dtype=np.int64)[None]
+  save_file(tensors, os.path.join(out_dir, "model.safetensors"))
+  if sentence_transformers_mean_pooling:
+    os.makedirs(os.path.join(out_dir, "1_Pooling"), exist_ok=True)
+    with open(os.path.join(out_dir, "1_Pooling", "config.json"), "w", encoding="utf-8") as f:
+      json.dump({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, f)
+  return out_dir
+
+
+_POSITIVE = ["good", "great", "fun", "loved", "best", "happy"]
+_NEGATIVE = ["bad", "awful", "boring", "hated", "worst", "sad"]
+_FILLER = ["the", "movie", "film", "was", "is", "plot", "acting", "very", "and", "it", "story", "ending"]
+
+
+def tiny_sentiment_data(n: int, seed: int = 0):
+  """(texts, labels): short sentences whose label is set by one sentiment word."""
+  rng = np.random.default_rng(seed)
+  texts, labels = [], []
+  for _ in range(n):
+    label = int(rng.integers(2))
+    words = list(rng.choice(_FILLER, size=int(rng.integers(2, 7))))
+    words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(_POSITIVE if label else _NEGATIVE)))
+    texts.append(" ".join(words))
+    labels.append(label)
+  return texts, np.asarray(labels, np.int64)

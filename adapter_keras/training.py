@@ -1,0 +1,206 @@
+"""Training with `model.fit`: the paper's optimizer and schedule, input pipelines.
+
+* Adam with a linear warm-up over the first 10% of steps, then linear decay
+  to 0 (Houlsby et al. 2019, following BERT).
+* Inputs are tokenized once per example and padded per batch to the longest
+  example in that batch (dynamic padding).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from adapter_keras.data import TextExamples
+from adapter_keras.models import TaskModel
+from adapter_keras.preprocessing import BertPreprocessor
+
+_PACKAGE = "AdapterKeras"
+
+
+@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+  """0 -> peak linearly over `warmup_steps`, then peak -> 0 linearly at `total_steps`."""
+
+  def __init__(self, peak_learning_rate: float, total_steps: int, warmup_steps: int):
+    if peak_learning_rate <= 0:
+      raise ValueError(f"learning rate must be > 0, got {peak_learning_rate}")
+    if total_steps < 1:
+      raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    self.peak_learning_rate = float(peak_learning_rate)
+    self.total_steps = int(total_steps)
+    self.warmup_steps = int(min(max(warmup_steps, 0), total_steps))
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    peak = tf.constant(self.peak_learning_rate, tf.float32)
+    warmup = tf.constant(float(self.warmup_steps), tf.float32)
+    total = tf.constant(float(self.total_steps), tf.float32)
+    warming = peak * (step + 1.0) / tf.maximum(warmup, 1.0)
+    decaying = peak * tf.maximum(total - step, 0.0) / tf.maximum(total - warmup, 1.0)
+    return tf.where(step < warmup, warming, decaying)
+
+  def get_config(self):
+    return dict(peak_learning_rate=self.peak_learning_rate, total_steps=self.total_steps,
+                warmup_steps=self.warmup_steps)
+
+
+def create_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float = 0.1
+                     ) -> tf_keras.optimizers.Optimizer:
+  """Adam with the paper's warm-up + linear-decay schedule."""
+  schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(warmup_fraction * total_steps)))
+  return tf_keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-6)
+
+
+@dataclasses.dataclass
+class EncodedExamples:
+  """Token ids per example (ragged, unpadded) and labels."""
+
+  word_ids: tf.RaggedTensor
+  type_ids: tf.RaggedTensor
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return int(self.labels.shape[0])
+
+  @property
+  def lengths(self) -> np.ndarray:
+    return self.word_ids.row_lengths().numpy()
+
+
+def encode_examples(preprocessor: BertPreprocessor, examples: TextExamples,
+                    chunk_size: int = 4096) -> EncodedExamples:
+  """Tokenizes every example once (in chunks, to bound memory)."""
+  if len(examples) == 0:
+    raise ValueError("no examples to encode (the data set is empty)")
+  word_parts, type_parts = [], []
+  for start in range(0, len(examples), chunk_size):
+    stop = start + chunk_size
+    segments = [tf.constant(examples.text[start:stop])]
+    if examples.text_b is not None:
+      segments.append(tf.constant(examples.text_b[start:stop]))
+    w, t = preprocessor.pack(segments)
+    word_parts.append(w)
+    type_parts.append(t)
+  return EncodedExamples(tf.concat(word_parts, axis=0), tf.concat(type_parts, axis=0),
+                         np.asarray(examples.labels))
+
+
+LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 256)
+
+
+def make_dataset(encoded: EncodedExamples,
+                 batch_size: int = 32,
+                 shuffle: bool = False,
+                 seed: int = 0,
+                 repeat: bool = False,
+                 bucket_by_length: bool = False) -> tf.data.Dataset:
+  """(features, labels) batches, each padded to its longest example.
+
+  The dataset runs over example indices, so a shuffle is a permutation of
+  integers and the same seed gives the same order on every run. With
+  `bucket_by_length`, examples of similar length are batched together
+  (boundaries LENGTH_BUCKETS), which cuts the padding a random batch carries;
+  every example still appears exactly once per epoch.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  word_ids, type_ids = encoded.word_ids, encoded.type_ids
+  label_dtype = tf.float32 if encoded.labels.dtype.kind == "f" else tf.int32
+  labels = tf.constant(encoded.labels, label_dtype)
+
+  def lookup(index):
+    ids = word_ids[index]
+    return (dict(input_word_ids=ids, input_mask=tf.ones_like(ids), input_type_ids=type_ids[index]),
+            labels[index])
+
+  ds = tf.data.Dataset.range(len(encoded))
+  if shuffle:
+    ds = ds.shuffle(len(encoded), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if bucket_by_length:
+    boundaries = [b for b in LENGTH_BUCKETS if b > 1]
+    ds = ds.bucket_by_sequence_length(
+        element_length_func=lambda features, _: tf.shape(features["input_word_ids"])[0],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
+  else:
+    ds = ds.padded_batch(batch_size)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def compile_task_model(model: TaskModel, optimizer, jit_compile: bool = False) -> TaskModel:
+  if model.task_type == "classification":
+    loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    metrics = [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+  else:
+    loss = tf_keras.losses.MeanSquaredError()
+    metrics = [tf_keras.metrics.MeanAbsoluteError(name="mae")]
+  model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+  return model
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  return max(1, math.ceil(num_examples / batch_size))
+
+
+class ProgressLogger(tf_keras.callbacks.Callback):
+  """One line every `every_seconds`: step, loss/metrics, examples/s, ETA.
+
+  Works the same in a terminal and in a CI log (Keras's bar does not).
+  """
+
+  def __init__(self, total_steps: int, batch_size: int, every_seconds: float = 15.0,
+               stream=None, prefix: str = ""):
+    super().__init__()
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self.every_seconds = every_seconds
+    self.stream = stream or sys.stdout
+    self.prefix = prefix
+    self._step = 0
+    self._start = None
+    self._last_print = 0.0
+    self._epoch = 0
+
+  def on_train_begin(self, logs=None):
+    self._start = time.perf_counter()
+    self._last_print = self._start
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._step += 1
+    now = time.perf_counter()
+    if now - self._last_print >= self.every_seconds or self._step == self.total_steps:
+      self._last_print = now
+      elapsed = now - self._start
+      rate = self._step * self.batch_size / max(elapsed, 1e-9)
+      eta = (self.total_steps - self._step) * elapsed / self._step
+      metrics = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+      print(f"{self.prefix}epoch {self._epoch + 1} step {self._step}/{self.total_steps} {metrics} "
+            f"{rate:.1f} ex/s elapsed {elapsed:.0f}s eta {eta:.0f}s", file=self.stream, flush=True)
+
+
+def predict_outputs(model: TaskModel, dataset: tf.data.Dataset) -> np.ndarray:
+  """Model outputs (logits or scores) for every example of an unshuffled dataset."""
+  return model.predict(dataset.map(lambda features, _: features), verbose=0)
+
+
+def accuracy(model: TaskModel, encoded: EncodedExamples, batch_size: int = 64) -> float:
+  logits = predict_outputs(model, make_dataset(encoded, batch_size))
+  return float(np.mean(np.argmax(logits, axis=-1) == encoded.labels))
+
+
+def seed_everything(seed: Optional[int]) -> None:
+  if seed is not None:
+    tf_keras.utils.set_random_seed(seed)

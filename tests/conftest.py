@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny generated BERT directories and models."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from adapter_keras import testing  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GLUE_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "glue")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory):
+  """A 2-layer, hidden-32 random BERT in Hugging Face format."""
+  return testing.write_tiny_hf_bert(str(tmp_path_factory.mktemp("tiny_bert")), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_mean_pooling_dir(tmp_path_factory):
+  """Like tiny_hf_dir, marked as a sentence-transformers (mean-pooling) model."""
+  return testing.write_tiny_hf_bert(str(tmp_path_factory.mktemp("tiny_st")), seed=1,
+                                    sentence_transformers_mean_pooling=True)
+
+
+def minilm_dir():
+  """The installed all-MiniLM-L6-v2 directory, or None."""
+  try:
+    from adapter_keras.pretrained import resolve_named_encoder
+    return resolve_named_encoder("minilm-l6")
+  except FileNotFoundError:
+    return None

@@ -1,0 +1,140 @@
+"""Tuning methods: exact trainable variable sets; the parameter report."""
+import json
+
+import pytest
+
+from adapter_keras import cli
+from adapter_keras.config import AdapterConfig
+from adapter_keras.encoder import BertConfig, build_encoder
+from adapter_keras.models import TaskModel
+from adapter_keras.tuning import apply_method, parameter_report
+
+TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=32)
+
+EMBEDDINGS = {"encoder/word_embeddings/embeddings", "encoder/position_embedding/embeddings",
+              "encoder/type_embeddings/embeddings"}
+EMBEDDING_LN = {"encoder/embeddings/layer_norm/gamma", "encoder/embeddings/layer_norm/beta"}
+POOLER = {"encoder/pooler_transform/kernel", "encoder/pooler_transform/bias"}
+HEAD = {"task_model/head/kernel", "task_model/head/bias"}
+
+
+def block_layer_norms(i):
+  return {f"encoder/transformer/layer_{i}/{n}/{p}"
+          for n in ("self_attention_layer_norm", "output_layer_norm") for p in ("gamma", "beta")}
+
+
+def block_adapters(i):
+  return {f"encoder/transformer/layer_{i}/{pos}/adapter/{proj}/{p}"
+          for pos in ("attention_adapter", "ffn_adapter") for proj in ("down", "up")
+          for p in ("kernel", "bias")}
+
+
+def block_base(i):
+  names = {f"encoder/transformer/layer_{i}/self_attention/{d}/{p}"
+           for d in ("query", "key", "value", "attention_output") for p in ("kernel", "bias")}
+  names |= {f"encoder/transformer/layer_{i}/{d}/{p}"
+            for d in ("intermediate", "output") for p in ("kernel", "bias")}
+  return names | block_layer_norms(i)
+
+
+ALL_LN = EMBEDDING_LN | block_layer_norms(0) | block_layer_norms(1)
+ALL_ADAPTERS = block_adapters(0) | block_adapters(1)
+EVERYTHING = EMBEDDINGS | EMBEDDING_LN | block_base(0) | block_base(1) | ALL_ADAPTERS | HEAD
+
+
+def _model(pooling, adapters=True):
+  encoder = build_encoder(TINY, AdapterConfig(size=4) if adapters else None)
+  return TaskModel(encoder, 3, pooling=pooling, name="task_model").build_with_dummy_inputs()
+
+
+def _trainable(model):
+  return {v.name[:-2] for v in model.trainable_variables}
+
+
+@pytest.mark.parametrize("method,top_k,pooling,expected", [
+    ("adapter", None, "cls", ALL_ADAPTERS | ALL_LN | HEAD),
+    ("adapter", None, "mean", ALL_ADAPTERS | ALL_LN | HEAD),
+    ("layer-norm", None, "cls", ALL_LN | HEAD),
+    ("full", None, "cls", EVERYTHING | POOLER),
+    ("full", None, "mean", EVERYTHING),
+    ("top-k", 1, "cls", block_base(1) | block_adapters(1) | POOLER | HEAD),
+    ("top-k", 2, "mean", block_base(0) | block_base(1) | ALL_ADAPTERS | HEAD),
+])
+def test_exact_trainable_sets(method, top_k, pooling, expected):
+  model = _model(pooling)
+  apply_method(model, method, top_k)
+  assert _trainable(model) == expected
+  gates = [v for v in model.variables if v.name.endswith("enabled:0")]
+  assert gates and not any(g.trainable for g in gates)
+
+
+def test_methods_can_be_switched_back_and_forth():
+  model = _model("cls")
+  apply_method(model, "layer-norm")
+  apply_method(model, "full")
+  apply_method(model, "adapter")
+  assert _trainable(model) == ALL_ADAPTERS | ALL_LN | HEAD
+
+
+@pytest.mark.parametrize("method,top_k,message", [
+    ("prefix", None, "Unknown method"), ("top-k", None, "top-k"), ("top-k", 3, "exceeds"),
+    ("top-k", 0, "top-k")])
+def test_invalid_methods(method, top_k, message):
+  with pytest.raises(ValueError, match=message):
+    apply_method(_model("cls"), method, top_k)
+
+
+def test_report_for_tiny_model_follows_the_formula():
+  model = _model("cls")
+  apply_method(model, "adapter")
+  report = parameter_report(model)
+  d, m, layers = 32, 4, 2
+  assert report.adapter_params == layers * 2 * (2 * m * d + d + m)
+  assert report.layer_norm_params == (2 * layers + 1) * 2 * d
+  assert report.head_params == d * 3 + 3
+  assert report.trained_params == report.adapter_params + report.layer_norm_params + report.head_params
+  assert report.trained_fraction == report.trained_params / report.base_params
+
+
+def _params_json(capsys, *argv):
+  assert cli.main(["params", *argv, "--json"]) == 0
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_params_cli_bert_base_exact_numbers(capsys):
+  result = _params_json(capsys, "--arch", "bert-base", "--adapter-size", "64", "--num-labels", "2",
+                        "--method", "adapter")
+  assert result == dict(base_params=109482240, adapter_params=2379264, layer_norm_params=38400,
+                        head_params=1538, trained_params=2419202,
+                        trained_fraction=pytest.approx(2419202 / 109482240))
+  assert isinstance(result["trained_fraction"], float)
+
+
+def test_params_cli_minilm_and_bert_large(capsys):
+  result = _params_json(capsys, "--arch", "minilm-l6")
+  assert (result["base_params"], result["trained_params"]) == (22713216, 605954)
+  result = _params_json(capsys, "--arch", "bert-large", "--adapter-size", "64")
+  adapters = 24 * 2 * (2 * 64 * 1024 + 1024 + 64)
+  assert result["base_params"] == 335141888  # BERT-large with pooler
+  assert result["adapter_params"] == adapters
+  assert result["layer_norm_params"] == 49 * 2048
+  assert result["trained_params"] == adapters + 49 * 2048 + 1024 * 2 + 2
+
+
+def test_params_cli_other_methods_have_no_adapters(capsys):
+  result = _params_json(capsys, "--arch", "minilm-l6", "--method", "top-k", "--top-k", "2")
+  assert result["adapter_params"] == 0
+  assert result["trained_params"] == 2 * 1774464 + 770  # two MiniLM blocks + head (mean pooling)
+
+
+def test_params_cli_on_a_pretrained_encoder_dir(capsys, tiny_mean_pooling_dir):
+  result = _params_json(capsys, "--encoder", tiny_mean_pooling_dir, "--adapter-size", "4",
+                        "--num-labels", "1")
+  assert result["head_params"] == 33
+  assert result["adapter_params"] == 2 * 2 * (2 * 4 * 32 + 32 + 4)
+
+
+def test_params_cli_rejects_top_k_above_layers(capsys):
+  assert cli.main(["params", "--arch", "minilm-l6", "--method", "top-k", "--top-k", "7"]) == 2
+  assert "exceeds" in capsys.readouterr().err
