@@ -73,6 +73,116 @@ def _cmd_demo(args) -> dict:
                   seed=args.seed, max_train_examples=args.max_train_examples)
 
 
+def _adapter_config_from_args(args):
+  from adapter_keras.config import AdapterConfig  # pylint: disable=import-outside-toplevel
+  return AdapterConfig(size=args.adapter_size, init_std=args.adapter_init_std,
+                       activation=args.adapter_activation, positions=args.adapter_positions)
+
+
+def _train_config_from_args(args):
+  from adapter_keras.trainer import TrainConfig  # pylint: disable=import-outside-toplevel
+  return TrainConfig(
+      encoder=args.encoder, method=args.method, top_k=args.top_k,
+      adapter=_adapter_config_from_args(args), learning_rate=args.learning_rate, epochs=args.epochs,
+      batch_size=args.batch_size, max_seq_length=args.max_seq_length, seed=args.seed,
+      max_train_examples=args.max_train_examples, pooling=args.pooling, strategy=args.strategy)
+
+
+def _cmd_train(args) -> dict:
+  from adapter_keras import task_data  # pylint: disable=import-outside-toplevel
+  from adapter_keras.trainer import train_task  # pylint: disable=import-outside-toplevel
+  config = _train_config_from_args(args)
+  config.validate()
+  task, train, dev = task_data.load_task_data(task_data.from_args(args))
+  result, _, _ = train_task(task, train, dev, config, out_dir=args.out)
+  shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+  print(f"[train] best epoch {result.best_epoch}: {shown}; wrote {args.out}")
+  return dict(task=result.task, method=result.method, metrics=result.metrics,
+              primary_metric=result.primary_metric, score=result.score,
+              trained_params=result.trained_params, trained_fraction=result.trained_fraction,
+              best_epoch=result.best_epoch, out=args.out)
+
+
+def _cmd_evaluate(args) -> dict:
+  from adapter_keras import task_data  # pylint: disable=import-outside-toplevel
+  from adapter_keras import training  # pylint: disable=import-outside-toplevel
+  from adapter_keras.artifacts import load_artifact  # pylint: disable=import-outside-toplevel
+  from adapter_keras.trainer import evaluate_model  # pylint: disable=import-outside-toplevel
+  model, manifest, preprocessor = load_artifact(args.artifact, args.encoder)
+  from adapter_keras.artifacts import task_from_dict  # pylint: disable=import-outside-toplevel
+  trained_task = task_from_dict(manifest["task"])
+  source = task_data.from_args(args)
+  if not source.is_generic and source.task is None:
+    source.task = trained_task.name
+  task, _, dev = task_data.load_task_data(source, need_train=False, task=trained_task)
+  if task.name != trained_task.name and not source.is_generic:
+    raise ValueError(f"artifact {args.artifact} was trained for task {trained_task.name!r}, not {task.name!r}")
+  splits = {args.split: dev[args.split]} if args.split else dev
+  unknown = set(splits) - set(dev)
+  if unknown:
+    raise ValueError(f"unknown split {sorted(unknown)}; task {task.name} has {sorted(dev)}")
+  encoded = {split: training.encode_examples(preprocessor, ex) for split, ex in splits.items()}
+  per_split = evaluate_model(model, trained_task, encoded)
+  for split, metrics in per_split.items():
+    print(f"{trained_task.name} {split}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+  return dict(task=trained_task.name, metrics=per_split, primary_metric=trained_task.primary_metric)
+
+
+def _cmd_sweep(args) -> dict:
+  from adapter_keras import task_data  # pylint: disable=import-outside-toplevel
+  from adapter_keras.sweep import SweepGrid, run_sweep  # pylint: disable=import-outside-toplevel
+  if args.preset:
+    grid = SweepGrid.from_preset(args.preset, learning_rates=args.learning_rates, epochs=args.epochs_list,
+                                 adapter_sizes=args.adapter_sizes, seeds=args.seeds)
+  else:
+    missing = [flag for flag, value in (("--learning-rates", args.learning_rates),
+                                        ("--epochs", args.epochs_list)) if not value]
+    if missing:
+      raise ValueError(f"give --preset or the explicit lists (missing {', '.join(missing)})")
+    grid = SweepGrid(args.learning_rates, args.epochs_list, args.adapter_sizes or [args.adapter_size],
+                     args.seeds or [0])
+  config = _train_config_from_args(args)
+  task, train, dev = task_data.load_task_data(task_data.from_args(args))
+  best = run_sweep(task, train, dev, config, grid, args.out)
+  if best is None:
+    return dict(role="worker", out=args.out)
+  setting = best["best_setting"]
+  print(f"[sweep] best setting: lr {setting['learning_rate']}, epochs {setting['epochs']}, "
+        f"size {setting['adapter_size']}: {task.primary_metric} {setting['mean']:.4f} "
+        f"+- {setting['sem']:.4f} (s.e.m., {setting['n_seeds']} seeds); wrote {args.out}")
+  return best
+
+
+def _cmd_report(args) -> dict:
+  from adapter_keras.report import collect_runs, markdown_table  # pylint: disable=import-outside-toplevel
+  runs = collect_runs(args.run_dirs)
+  table, summary = markdown_table(runs)
+  print(table)
+  return summary
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, single_run: bool = True) -> None:
+  """Model/training flags; a sweep takes lists for lr, epochs and seeds instead."""
+  g = p.add_argument_group("model and training")
+  g.add_argument("--encoder", default="minilm-l6", help="encoder name or directory")
+  g.add_argument("--method", default="adapter", choices=["adapter", "full", "top-k", "layer-norm"])
+  g.add_argument("--top-k", type=_positive_int, help="layers to fine-tune with --method top-k")
+  g.add_argument("--adapter-size", type=_positive_int, default=64)
+  g.add_argument("--adapter-init-std", type=_positive_float, default=1e-2)
+  g.add_argument("--adapter-activation", default="gelu")
+  g.add_argument("--adapter-positions", default="both", choices=["both", "attention", "ffn"])
+  g.add_argument("--pooling", choices=["cls", "mean"], help="default: the encoder's")
+  if single_run:
+    g.add_argument("--learning-rate", type=_positive_float, default=3e-4)
+    g.add_argument("--epochs", type=_positive_int, default=3)
+    g.add_argument("--seed", type=int, default=0)
+  g.add_argument("--batch-size", type=_positive_int, default=32)
+  g.add_argument("--max-seq-length", type=_positive_int, default=128)
+  g.add_argument("--max-train-examples", type=_positive_int)
+  g.add_argument("--strategy", default="default",
+                 choices=["auto", "default", "mirrored", "multi-worker", "tpu"])
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="adapter-keras", description=__doc__.splitlines()[0])
   parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -102,6 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-train-examples", type=_positive_int)
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_demo)
+
+  from adapter_keras import task_data  # pylint: disable=import-outside-toplevel
+  p = sub.add_parser("train", help="train one task with one method; writes metrics.json and the model")
+  task_data.add_arguments(p)
+  _add_model_arguments(p)
+  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_train)
+
+  p = sub.add_parser("evaluate", help="metrics of a saved model on a task's dev data")
+  p.add_argument("--artifact", required=True, help="the artifact directory a train run wrote")
+  p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifact was trained on")
+  task_data.add_arguments(p, need_train=False)
+  p.add_argument("--split", help="one dev split (default: all of the task's)")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_evaluate)
+
+  p = sub.add_parser("sweep", help="grid search (lr x epochs x adapter size x seeds), resumable")
+  task_data.add_arguments(p)
+  _add_model_arguments(p, single_run=False)
+  p.add_argument("--preset", choices=["paper-glue", "paper-extra"])
+  p.add_argument("--learning-rates", type=_positive_float, nargs="+")
+  p.add_argument("--epochs", dest="epochs_list", type=_positive_int, nargs="+")
+  p.add_argument("--adapter-sizes", type=_positive_int, nargs="+")
+  p.add_argument("--seeds", type=int, nargs="+")
+  p.add_argument("--out", required=True)
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_sweep, learning_rate=3e-4, epochs=3, seed=0)
+
+  p = sub.add_parser("report", help="Table-1-style markdown table from train run directories")
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_report)
   return parser
 
 

@@ -125,3 +125,40 @@ def tiny_sentiment_data(n: int, seed: int = 0):
     texts.append(" ".join(words))
     labels.append(label)
   return texts, np.asarray(labels, np.int64)
+
+
+def _write_tsv(path: str, header: Optional[List[str]], rows: List[List[str]]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    if header:
+      f.write("\t".join(header) + "\n")
+    for row in rows:
+      f.write("\t".join(row) + "\n")
+
+
+def write_tiny_glue_dir(out_dir: str, n_train: int = 48, n_dev: int = 16, seed: int = 0) -> str:
+  """SST-2, RTE and STS-B files in the GLUE layout, made of tiny-vocab sentences.
+
+  Labels follow the sentiment word of each sentence (RTE: whether the two
+  sentences agree; STS-B: 5 when they agree, 0 otherwise), so a model can
+  learn them.
+  """
+  rng = np.random.default_rng(seed)
+  for task, folder in (("sst2", "SST-2"), ("rte", "RTE"), ("stsb", "STS-B")):
+    os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+      texts, labels = tiny_sentiment_data(n, seed=int(rng.integers(1 << 30)))
+      others, other_labels = tiny_sentiment_data(n, seed=int(rng.integers(1 << 30)))
+      agree = (labels == other_labels)
+      path = os.path.join(out_dir, folder, f"{split}.tsv")
+      if task == "sst2":
+        _write_tsv(path, ["sentence", "label"], [[t, str(l)] for t, l in zip(texts, labels)])
+      elif task == "rte":
+        _write_tsv(path, ["index", "sentence1", "sentence2", "label"],
+                   [[str(i), a, b, "entailment" if g else "not_entailment"]
+                    for i, (a, b, g) in enumerate(zip(texts, others, agree))])
+      else:
+        _write_tsv(path, ["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                          "sentence1", "sentence2", "score"],
+                   [[str(i), "g", "f", "y", "o", "s1", "s2", a, b, "5.000" if g else "0.000"]
+                    for i, (a, b, g) in enumerate(zip(texts, others, agree))])
+  return out_dir

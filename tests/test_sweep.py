@@ -1,0 +1,102 @@
+"""Sweep: presets, selection with mean/s.e.m., resume, chief + worker on loopback."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from adapter_keras import cli
+from adapter_keras.sweep import PRESETS, SweepGrid, select_best
+from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
+from tests.conftest import REPO_ROOT
+
+
+def test_presets_are_the_papers_grids():
+  glue = SweepGrid.from_preset("paper-glue")
+  assert (list(glue.learning_rates), list(glue.epochs), list(glue.adapter_sizes), len(glue.seeds)) == (
+      [3e-5, 3e-4, 3e-3], [3, 20], [8, 64, 256], 5)
+  assert glue.size == 3 * 2 * 3 * 5
+  extra = SweepGrid.from_preset("paper-extra")
+  assert list(extra.learning_rates) == [1e-5, 3e-5, 1e-4, 3e-3]
+  assert list(extra.adapter_sizes) == [2, 4, 8, 16, 32, 64] and list(extra.epochs) == [20, 50, 100]
+  assert SweepGrid.from_preset("paper-glue", seeds=[0, 1]).size == 36
+  assert set(PRESETS) == {"paper-glue", "paper-extra"}
+  with pytest.raises(ValueError):
+    SweepGrid([1e-3, 1e-3], [1], [8], [0])
+
+
+def test_selection_uses_the_mean_over_seeds_and_reports_sem():
+  rows = [dict(learning_rate=1e-3, epochs=3, adapter_size=8, seed=s, score=v) for s, v in
+          ((0, 0.90), (1, 0.50))] + [dict(learning_rate=1e-4, epochs=3, adapter_size=8, seed=s, score=v)
+                                     for s, v in ((0, 0.80), (1, 0.78))]
+  best = select_best(rows)
+  assert best["best_setting"]["learning_rate"] == 1e-4
+  assert best["best_setting"]["mean"] == pytest.approx(0.79)
+  assert best["best_setting"]["sem"] == pytest.approx(0.01)
+  assert best["best_trial"]["score"] == 0.90
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  root = tmp_path_factory.mktemp("sweepdata")
+  return (write_tiny_glue_dir(str(root / "glue"), n_train=24, n_dev=8),
+          write_tiny_hf_bert(str(root / "enc"), seed=0, dropout=0.0))
+
+
+def _sweep_args(data, out):
+  glue_dir, encoder_dir = data
+  return ["sweep", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
+          "--learning-rates", "1e-3", "1e-2", "--epochs", "1", "--adapter-sizes", "2", "--seeds", "0", "1",
+          "--batch-size", "8", "--out", str(out)]
+
+
+def test_sweep_writes_results_and_resumes_without_rerunning(tmp_path, capsys, data):
+  out = tmp_path / "sweep"
+  assert cli.main(_sweep_args(data, out) + ["--json"]) == 0
+  first = capsys.readouterr().out
+  assert first.count("[sweep] trial") == 2 * 4  # a start and an end line per trial
+  with open(out / "results.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4
+  assert {(r["learning_rate"], r["seed"]) for r in rows} == {("0.001", "0"), ("0.001", "1"),
+                                                             ("0.01", "0"), ("0.01", "1")}
+  best = json.loads((out / "best.json").read_text())
+  assert best["best_setting"]["n_seeds"] == 2 and best["trials"] == 4
+  assert json.loads(first.strip().splitlines()[-1]) == best
+  assert cli.main(_sweep_args(data, out)) == 0
+  second = capsys.readouterr().out
+  assert "4 already completed" in second and "[sweep] trial" not in second
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_chief_and_worker_run_every_trial_once(tmp_path, data):
+  out = tmp_path / "distributed"
+  port = str(_free_port())
+  command = [sys.executable, "-m", "adapter_keras"] + _sweep_args(data, out)
+  base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port,
+                  TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  chief = subprocess.Popen(command, env=dict(base_env, KERASTUNER_TUNER_ID="chief"), cwd=REPO_ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  worker = subprocess.Popen(command, env=dict(base_env, KERASTUNER_TUNER_ID="tuner0"), cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    worker_out, _ = worker.communicate(timeout=600)
+    chief_out, _ = chief.communicate(timeout=120)
+  finally:
+    for process in (chief, worker):
+      if process.poll() is None:
+        process.kill()
+  assert worker.returncode == 0, worker_out[-3000:]
+  assert chief.returncode == 0, chief_out[-3000:]
+  started = [line for line in worker_out.splitlines() if line.startswith("[sweep] trial") and "=" in line]
+  assert len(started) == 4 and len(set(started)) == 4
+  with open(out / "results.csv", encoding="utf-8") as f:
+    assert len(list(csv.DictReader(f))) == 4
