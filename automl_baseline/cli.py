@@ -1,0 +1,204 @@
+"""The `automl-baseline` command line (also `python -m automl_baseline`).
+
+`search` runs the no-BERT AutoML baseline on a GLUE task or on CSV/TSV/JSONL
+files; `make-module` builds a TF2 hub-format text-embedding module offline.
+With --json the last stdout line is one JSON object. User errors print one
+line `error: ...` and exit with status 2 (traceback only with --debug).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_ORACLES = ("random", "bayesian", "hyperband")  # tuner.ORACLES, without importing TensorFlow
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+  return value
+
+
+def _positive_float(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+  return value
+
+
+def _load_data(args) -> Tuple[object, object]:
+  """(train, dev) TextExamples from --task/--data-dir or --train/--dev files."""
+  from adapter_keras import data as data_lib  # pylint: disable=import-outside-toplevel
+  if args.task:
+    from adapter_keras.tasks import get_task  # pylint: disable=import-outside-toplevel
+    task = get_task(args.task)
+    if task.task_type != "classification":
+      raise ValueError(f"{task.name} is a {task.task_type} task; the AutoML baseline searches "
+                       "classifiers only")
+    train = data_lib.load_glue_split(args.data_dir, task, "train", args.max_train_examples)
+    dev = data_lib.load_glue_split(args.data_dir, task, task.dev_splits[0])
+    return train, dev
+  label_names = args.label_names.split(",") if args.label_names else None
+  train = data_lib.load_text_file(args.train, args.text_column, args.label_column,
+                                  text_b_column=args.text_b_column, label_names=label_names)
+  if args.max_train_examples is not None and args.max_train_examples < len(train):
+    train = train.take(range(args.max_train_examples))
+  # The dev file uses the train file's label ids, so that class i means the same in both.
+  dev = data_lib.load_text_file(args.dev, args.text_column, args.label_column,
+                                text_b_column=args.text_b_column, label_names=train.label_names)
+  return train, dev
+
+
+def _cmd_search(args) -> dict:
+  if bool(args.task) == bool(args.train):
+    raise ValueError("give either --task with --data-dir, or --train and --dev files")
+  if args.task and not args.data_dir:
+    raise ValueError("--task needs --data-dir (the folder holding the GLUE task folders)")
+  if args.train and not (args.dev and args.text_column and args.label_column):
+    raise ValueError("--train needs --dev, --text-column and --label-column")
+  from automl_baseline.model import TrainingBudget  # pylint: disable=import-outside-toplevel
+  from automl_baseline.search_space import SearchSpace  # pylint: disable=import-outside-toplevel
+  from automl_baseline.tuner import run_search  # pylint: disable=import-outside-toplevel
+
+  train, dev = _load_data(args)
+  print(f"data: {len(train):,} training and {len(dev):,} validation examples"
+        f"{' (pairs)' if train.is_pair else ''}", flush=True)
+  space = SearchSpace(**({"embedding_modules": tuple(args.embeddings)} if args.embeddings else {}),
+                      fine_tune_choices=(False,) if args.no_fine_tune else (False, True))
+
+  def progress(line: str) -> None:
+    print(line, flush=True)
+
+  _quiet_retracing_warnings()
+
+  return run_search(train, dev, args.out, space=space, oracle=args.oracle,
+                    max_trials=args.max_trials, seed=args.seed,
+                    budget=TrainingBudget(sample_scale=args.sample_scale, max_epochs=args.max_epochs),
+                    wide_buckets=args.wide_buckets, max_tokens=args.max_tokens,
+                    overwrite=args.overwrite, progress=progress)
+
+
+class _DropRetracingWarnings(logging.Filter):
+  """TensorFlow warns when many tf.functions get traced; a search builds a model per trial."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_retracing_warnings() -> None:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.get_logger().addFilter(_DropRetracingWarnings())
+
+
+def _cmd_make_module(args) -> dict:
+  from automl_baseline import modules  # pylint: disable=import-outside-toplevel
+  if bool(args.vocab) == bool(args.from_encoder):
+    raise ValueError("give either --vocab with --matrix, or --from-encoder with --kind")
+  if args.vocab:
+    if not args.matrix:
+      raise ValueError("--vocab needs --matrix (a .npy array, one row per vocabulary line)")
+    if args.kind:
+      raise ValueError("--kind applies to --from-encoder only")
+    summary = modules.make_word_table_module(args.vocab, args.matrix, args.out,
+                                             normalize=args.normalize, oov_buckets=args.oov_buckets)
+  else:
+    if not args.kind:
+      raise ValueError(f"--from-encoder needs --kind ({' or '.join(modules.ENCODER_MODULE_KINDS)})")
+    if args.matrix or args.normalize:
+      raise ValueError("--matrix and --normalize apply to --vocab only")
+    summary = modules.make_encoder_module(args.from_encoder, args.kind, args.out,
+                                          max_seq_length=args.max_seq_length)
+  print(f"wrote {summary['path']}: {summary['kind']} module, dim {summary['dim']}, "
+        f"{'fine-tunable' if summary['trainable'] else 'frozen'}")
+  return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="automl-baseline", description=__doc__.splitlines()[0])
+  parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("search", help="search Table 5's wide & deep space; save the best model")
+  g = p.add_argument_group("data (a GLUE task, or train/dev files)")
+  g.add_argument("--task", help="GLUE classification task, e.g. sst-2, rte, mrpc")
+  g.add_argument("--data-dir", help="folder holding the GLUE task folders")
+  g.add_argument("--train", help="training file (.csv, .tsv or .jsonl)")
+  g.add_argument("--dev", help="validation file, same format and columns")
+  g.add_argument("--text-column")
+  g.add_argument("--text-b-column", help="second text of a pair")
+  g.add_argument("--label-column")
+  g.add_argument("--label-names", help="comma-separated label order (default: sorted labels)")
+  g.add_argument("--max-train-examples", type=_positive_int, help="keep the first N training rows")
+  g = p.add_argument_group("search")
+  g.add_argument("--embeddings", nargs="+", metavar="HANDLE",
+                 help="TF Hub handles or module directories (default: the paper's Table 6)")
+  g.add_argument("--no-fine-tune", action="store_true",
+                 help="never fine-tune the module (needed for TF1 hub.Module handles)")
+  g.add_argument("--oracle", choices=_ORACLES, default="random")
+  g.add_argument("--max-trials", type=_positive_int, required=True,
+                 help="total trials, counting those already in --out")
+  g.add_argument("--seed", type=int, default=0)
+  g.add_argument("--sample-scale", type=_positive_float, default=1.0,
+                 help="multiply Table 5's training samples (1e5..2e6) by this on small machines")
+  g.add_argument("--max-epochs", type=_positive_float,
+                 help="cap a trial at this many passes over the training set")
+  g.add_argument("--wide-buckets", type=_positive_int, default=2**18,
+                 help="hash buckets of the wide tower's n-grams")
+  g.add_argument("--max-tokens", type=_positive_int, default=64,
+                 help="tokens per text for the convolutional tower")
+  g.add_argument("--out", required=True,
+                 help="writes trials.csv, best.json, best_model/; an existing search resumes")
+  g.add_argument("--overwrite", action="store_true", help="discard a search already in --out")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_search)
+
+  p = sub.add_parser("make-module", help="build a TF2 hub-format text-embedding module offline")
+  p.add_argument("--out", required=True, help="new SavedModel directory")
+  p.add_argument("--vocab", help="word list, one token per line")
+  p.add_argument("--matrix", help=".npy array [vocab size, dim]: row i embeds line i")
+  p.add_argument("--normalize", action="store_true",
+                 help="lower-case and drop punctuation before lookup (TF Hub -with-normalization)")
+  p.add_argument("--oov-buckets", type=_positive_int, default=1,
+                 help="zero-initialised rows that unknown words hash into")
+  p.add_argument("--from-encoder", metavar="SPEC",
+                 help='a BERT encoder: "minilm-l6" or a Hugging Face / Model Garden directory')
+  p.add_argument("--kind", choices=("token-table", "sentence"),
+                 help="token-table: its WordPiece embeddings (fine-tunable); sentence: the frozen, "
+                      "mean-pooled encoder")
+  p.add_argument("--max-seq-length", type=_positive_int, default=128,
+                 help="wordpieces per text for --kind sentence")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_make_module)
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    result = args.func(args)
+  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    if args.debug:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if getattr(args, "json", False):
+    print(json.dumps(result))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,114 @@
+"""Reproduce the paper's GLUE comparison (Table 1 style) on MiniLM-L6, on a budget.
+
+Runs, per task: adapters of sizes {8, 64, 256} (the table reports the best
+size on dev, and size 64 separately), full fine-tuning, top-1-layer
+fine-tuning and LayerNorm-only, each with one fixed learning rate per method,
+one seed, and at most --max-train-examples training examples (the paper
+sweeps lr x epochs x size with 5 seeds on full training sets; this budget is
+for a 2-core CPU). Every run goes through `adapter_keras.trainer.train_task`
+and is saved under --runs-dir, so an interrupted benchmark resumes.
+
+Prints the table and writes --out-md and --out-json.
+
+  python benchmarks/glue_reproduction.py --data-dir ../shared/data/glue \
+      --max-train-examples 1000 --epochs 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from adapter_keras import task_data
+from adapter_keras.artifacts import write_json_atomic
+from adapter_keras.config import AdapterConfig
+from adapter_keras.report import collect_runs, markdown_table
+from adapter_keras.trainer import TrainConfig, train_task
+
+TASKS = ("cola", "sst2", "mrpc", "rte", "stsb")
+ADAPTER_SIZES = (8, 64, 256)
+LEARNING_RATES = {"adapter": 1e-3, "full": 1e-4, "top-k": 1e-3, "layer-norm": 3e-3}
+
+
+def run_configs(max_train_examples, epochs, seed):
+  configs = [(f"adapter-{m}", dict(method="adapter", adapter=AdapterConfig(size=m))) for m in ADAPTER_SIZES]
+  configs += [("full", dict(method="full")), ("top-1", dict(method="top-k", top_k=1)),
+              ("layer-norm", dict(method="layer-norm"))]
+  for name, kwargs in configs:
+    yield name, TrainConfig(encoder="minilm-l6", learning_rate=LEARNING_RATES[kwargs["method"]],
+                            epochs=epochs, batch_size=32, max_seq_length=128, seed=seed,
+                            max_train_examples=max_train_examples, **kwargs)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "glue"))
+  parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+  parser.add_argument("--max-train-examples", type=int, default=1000)
+  parser.add_argument("--epochs", type=int, default=3)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--runs-dir", default=os.path.join("runs", "glue_reproduction"))
+  parser.add_argument("--out-md", default=os.path.join("docs", "results", "glue_minilm.md"))
+  parser.add_argument("--out-json", default=os.path.join("docs", "results", "glue_minilm.json"))
+  args = parser.parse_args(argv)
+  if not os.path.isdir(args.data_dir):
+    sys.exit(f"error: GLUE data dir {args.data_dir} not found")
+  start = time.perf_counter()
+  run_dirs = []
+  for task_name in args.tasks:
+    task, train, dev = task_data.load_task_data(task_data.DataSource(task=task_name, data_dir=args.data_dir))
+    for name, config in run_configs(args.max_train_examples, args.epochs, args.seed):
+      out = os.path.join(args.runs_dir, f"{task.name}-{name}")
+      run_dirs.append(out)
+      if os.path.exists(os.path.join(out, "metrics.json")):
+        print(f"[bench] {task.name} {name}: done earlier, skipped", flush=True)
+        continue
+      print(f"[bench] {task.name} {name}: training", flush=True)
+      result, _, _ = train_task(task, train, dev, config, out_dir=out, verbose=False)
+      print(f"[bench] {task.name} {name}: {task.primary_metric} {result.score:.4f} "
+            f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
+
+  runs = collect_runs(run_dirs)
+  sized = [dict(r, method="adapter (best size)") for r in runs if r["method"] == "adapter"]
+  size64 = [dict(r, method="adapter (size 64)") for r in runs
+            if r["method"] == "adapter" and r["config"]["adapter"]["size"] == 64]
+  others = [r for r in runs if r["method"] != "adapter"]
+  table, summary = markdown_table(sized + size64 + others)
+  full_mean = summary.get("full", {}).get("mean")
+  checks = {}
+  if full_mean is not None:
+    best = summary["adapter (best size)"]
+    checks = {
+        "adapters_best_size_mean_minus_full": 100 * (best["mean"] - full_mean),
+        "adapters_best_size_trained_percent": best["trained_percent_per_task"],
+        "adapters_size64_mean_minus_full": 100 * (summary["adapter (size 64)"]["mean"] - full_mean),
+        "layer_norm_mean_minus_full": 100 * (summary["layer-norm"]["mean"] - full_mean),
+    }
+  seconds = time.perf_counter() - start
+  command = "python benchmarks/glue_reproduction.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  budget = (f"{len(args.tasks)} tasks; at most {args.max_train_examples} training examples per task "
+            f"(seeded subsample), {args.epochs} epochs, 1 seed ({args.seed}), batch 32, max length 128, "
+            f"fixed learning rates {LEARNING_RATES}; dev sets in full; metric = primary dev metric x 100 "
+            "of the best epoch")
+  print(table)
+  print(json.dumps(checks, indent=2))
+  write_json_atomic(args.out_json, dict(summary=summary, checks=checks, budget=budget, command=command,
+                                        seconds=seconds,
+                                        runs=[{k: r[k] for k in ("task", "method", "score", "metrics",
+                                                                 "trained_params", "trained_fraction",
+                                                                 "best_epoch", "seconds")}
+                                              | {"adapter_size": r["config"]["adapter"]["size"]
+                                                 if r["method"] == "adapter" else None}
+                                              for r in runs]))
+  os.makedirs(os.path.dirname(args.out_md) or ".", exist_ok=True)
+  with open(args.out_md, "w", encoding="utf-8") as f:
+    f.write(f"# GLUE on MiniLM-L6: adapters vs fine-tuning (measured)\n\nCommand: `{command}`\n\n"
+            f"Budget: {budget}. Total time {seconds / 60:.0f} min on a 2-core CPU.\n\n{table}\n\n"
+            "Differences in points (mean over tasks):\n\n"
+            + "\n".join(f"- {k}: {v:.2f}" for k, v in checks.items()) + "\n")
+
+
+if __name__ == "__main__":
+  main()

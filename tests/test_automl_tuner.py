@@ -1,0 +1,135 @@
+"""The keras-tuner search over tf_keras wide & deep models: reports, resuming, oracles."""
+import csv
+import json
+import os
+
+import pytest
+
+from adapter_keras.data import TextExamples
+from adapter_keras.testing import tiny_sentiment_data
+from automl_baseline import modules, tuner
+from automl_baseline.model import ModelSettings, TrainingBudget, predict_labels
+from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig
+
+BUDGET = TrainingBudget(sample_scale=0.001, max_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory):
+  return modules.write_tiny_word_module(str(tmp_path_factory.mktemp("automl_tuner") / "words"))
+
+
+@pytest.fixture(scope="module")
+def data():
+  texts, labels = tiny_sentiment_data(48, seed=0)
+  dev_texts, dev_labels = tiny_sentiment_data(16, seed=1)
+  return (TextExamples(texts, labels, label_names=["neg", "pos"]),
+          TextExamples(dev_texts, dev_labels, label_names=["neg", "pos"]))
+
+
+def _read_csv(path):
+  with open(path, encoding="utf-8", newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_search_reports_and_resumes_without_redoing_trials(module_dir, data, tmp_path):
+  train, dev = data
+  out = str(tmp_path / "search")
+  kwargs = dict(space=SearchSpace(embedding_modules=(module_dir,)), oracle="random", seed=0,
+                budget=BUDGET, wide_buckets=256)
+  lines = []
+  best = tuner.run_search(train, dev, out, max_trials=2, progress=lines.append, **kwargs)
+
+  assert [l.split(":")[0] for l in lines if l.startswith("trial ")] == ["trial 1/2", "trial 2/2"]
+  rows = _read_csv(os.path.join(out, "trials.csv"))
+  assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+  assert {"trial_id", "val_accuracy", "embedding_module", "hidden_layers", "training_samples",
+          "conv_filters"} <= set(rows[0])
+  with open(os.path.join(out, "best.json"), encoding="utf-8") as f:
+    assert json.load(f) == best
+  assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows))
+  assert best["trials_completed"] == 2 and best["trials_run_now"] == 2
+  assert TrialConfig.from_hyperparameters(best["hyperparameters"]).embedding_module == module_dir
+  assert set(predict_labels(best["model_dir"], ["good fun", "awful"])) <= {"neg", "pos"}
+  saved_model = os.path.join(best["model_dir"], "saved_model.pb")
+  written = os.path.getmtime(saved_model)
+
+  # The same search again: every trial is done, and best_model/ already is the best one.
+  lines = []
+  again = tuner.run_search(train, dev, out, max_trials=2, progress=lines.append, **kwargs)
+  assert again["trials_run_now"] == 0 and not any(l.startswith("trial ") for l in lines)
+  assert not any("re-training" in l for l in lines)
+  assert again["val_accuracy"] == best["val_accuracy"]
+  assert os.path.getmtime(saved_model) == written
+
+  # One more trial: only the new one runs.
+  more = tuner.run_search(train, dev, out, max_trials=3, progress=lines.append, **kwargs)
+  assert more["trials_run_now"] == 1 and more["trials_completed"] == 3
+  assert len(_read_csv(os.path.join(out, "trials.csv"))) == 3
+
+  with pytest.raises(ValueError, match="different seed"):
+    tuner.run_search(train, dev, out, max_trials=3, **dict(kwargs, seed=1))
+
+
+@pytest.mark.parametrize("oracle", ["bayesian", "hyperband"])
+def test_other_oracles(module_dir, data, tmp_path, oracle):
+  train, dev = data
+  search = tuner.WideDeepTuner(
+      tuner.make_oracle(oracle, max_trials=2, seed=0), SearchSpace(embedding_modules=(module_dir,)),
+      ModelSettings(num_classes=2, wide_buckets=256), BUDGET, directory=str(tmp_path),
+      progress=lambda line: None)
+  search.search(train, dev, verbose=0)
+  completed = search.completed_trials()
+  assert len(completed) == 2 and len(search.trials_run) == 2
+  if oracle == "hyperband":
+    # Hyperband's first rounds give a trial a share of its training budget.
+    assert all(0 < tuner.budget_fraction(t.hyperparameters.values) < 1 for t in completed)
+
+
+@pytest.mark.parametrize("oracle", tuner.ORACLES)
+def test_oracles_are_seeded(oracle, tmp_path):
+  def first_proposals(seed, run):
+    search_oracle = tuner.make_oracle(oracle, max_trials=3, seed=seed)
+    search_oracle._set_project_dir(str(tmp_path / f"{seed}-{run}"), "p")  # pylint: disable=protected-access
+    hypermodel = SearchSpaceHyperModel(SearchSpace(embedding_modules=("m",)))
+    space = search_oracle.get_space()
+    hypermodel.build(space)
+    search_oracle.update_space(space)
+    return [search_oracle.populate_space(str(i))["values"] for i in range(3)]
+
+  assert first_proposals(0, "a") == first_proposals(0, "b")  # keras-tuner alone: 0 = unseeded
+  assert first_proposals(0, "a") != first_proposals(1, "a")
+
+
+def test_module_problems_stop_the_search_before_any_trial(data, tmp_path):
+  train, dev = data
+  with pytest.raises(modules.ModuleError, match="neither a directory nor a TF Hub handle"):
+    tuner.run_search(train, dev, str(tmp_path / "a"), max_trials=1,
+                     space=SearchSpace(embedding_modules=(str(tmp_path / "missing"),)))
+  tf1 = tmp_path / "tf1"
+  tf1.mkdir()
+  (tf1 / "tfhub_module.pb").write_bytes(b"")
+  with pytest.raises(modules.ModuleError, match="--no-fine-tune"):
+    tuner.run_search(train, dev, str(tmp_path / "b"), max_trials=1,
+                     space=SearchSpace(embedding_modules=(str(tf1),)))
+  assert not os.path.exists(tmp_path / "b" / "trials.csv")
+
+
+def test_data_checks(module_dir, tmp_path):
+  space = SearchSpace(embedding_modules=(module_dir,))
+  scores = TextExamples(["a", "b"], [0.5, 1.5])
+  with pytest.raises(ValueError, match="regression"):
+    tuner.run_search(scores, scores, str(tmp_path), max_trials=1, space=space)
+  single, pairs = TextExamples(["a"], [0]), TextExamples(["a"], [1], text_b=["b"])
+  with pytest.raises(ValueError, match="both pairs"):
+    tuner.run_search(single, pairs, str(tmp_path), max_trials=1, space=space)
+
+
+def test_worker_detection(monkeypatch):
+  monkeypatch.delenv("KERASTUNER_ORACLE_IP", raising=False)
+  assert not tuner.is_worker()
+  monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+  monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")
+  assert tuner.is_worker()
+  monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+  assert not tuner.is_worker()
