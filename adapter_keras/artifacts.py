@@ -95,12 +95,22 @@ def staging_directory(final_dir: str) -> str:
   return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.normpath(final_dir))}.tmp-", dir=parent)
 
 
+def adapter_statistics(model) -> list:
+  """Non-trainable state that training changes (BatchNorm moving statistics in adapters)."""
+  encoder = getattr(model, "encoder", None)
+  if encoder is None or not hasattr(encoder, "adapters"):
+    return []
+  return [v for a in encoder.adapters() for v in a.statistics]
+
+
 def save_artifact(out_dir: str, model, manifest: Dict) -> str:
   """Saves `model`'s trainable variables and `manifest` atomically to `out_dir`."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-  tensors = {variable_key(model, v): np.ascontiguousarray(v.numpy()) for v in model.trainable_variables}
+  trained = list(model.trainable_variables)
+  tensors = {variable_key(model, v): np.ascontiguousarray(v.numpy())
+             for v in trained + adapter_statistics(model)}
   manifest = dict(manifest, format_version=FORMAT_VERSION, library_version=adapter_keras.__version__,
-                  weights=sorted(tensors), trained_params=int(sum(t.size for t in tensors.values())))
+                  weights=sorted(tensors), trained_params=int(sum(int(np.prod(v.shape)) for v in trained)))
   tmp = staging_directory(out_dir)
   try:
     save_file(tensors, os.path.join(tmp, WEIGHTS_FILE))

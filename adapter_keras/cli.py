@@ -11,27 +11,9 @@ import os
 import sys
 from typing import List, Optional
 
+from adapter_keras.arguments import positive_float, positive_int
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-  return value
-
-
-def _positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-  if not value > 0:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-  return value
 
 
 def _cmd_params(args) -> dict:
@@ -75,9 +57,8 @@ def _cmd_demo(args) -> dict:
 
 
 def _adapter_config_from_args(args):
-  from adapter_keras.config import AdapterConfig  # pylint: disable=import-outside-toplevel
-  return AdapterConfig(size=args.adapter_size, init_std=args.adapter_init_std,
-                       activation=args.adapter_activation, positions=args.adapter_positions)
+  from adapter_keras.config import adapter_config_from_args  # pylint: disable=import-outside-toplevel
+  return adapter_config_from_args(args)
 
 
 def _train_config_from_args(args):
@@ -222,37 +203,42 @@ def _add_model_arguments(p: argparse.ArgumentParser, single_run: bool = True) ->
   g = p.add_argument_group("model and training")
   g.add_argument("--encoder", default="minilm-l6", help="encoder name or directory")
   g.add_argument("--method", default="adapter", choices=["adapter", "full", "top-k", "layer-norm"])
-  g.add_argument("--top-k", type=_positive_int, help="layers to fine-tune with --method top-k")
-  g.add_argument("--adapter-size", type=_positive_int, default=64)
-  g.add_argument("--adapter-init-std", type=_positive_float, default=1e-2)
-  g.add_argument("--adapter-activation", default="gelu")
-  g.add_argument("--adapter-positions", default="both", choices=["both", "attention", "ffn"])
+  g.add_argument("--top-k", type=positive_int, help="layers to fine-tune with --method top-k")
+  from adapter_keras.config import add_adapter_arguments  # pylint: disable=import-outside-toplevel
+  add_adapter_arguments(g)
   g.add_argument("--pooling", choices=["cls", "mean"], help="default: the encoder's")
   if single_run:
-    g.add_argument("--learning-rate", type=_positive_float, default=3e-4)
-    g.add_argument("--epochs", type=_positive_int, default=3)
+    g.add_argument("--learning-rate", type=positive_float, default=3e-4)
+    g.add_argument("--epochs", type=positive_int, default=3)
     g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--batch-size", type=_positive_int, default=32)
-  g.add_argument("--max-seq-length", type=_positive_int, default=128)
-  g.add_argument("--max-train-examples", type=_positive_int)
+  g.add_argument("--batch-size", type=positive_int, default=32)
+  g.add_argument("--max-seq-length", type=positive_int, default=128)
+  g.add_argument("--max-train-examples", type=positive_int)
   g.add_argument("--strategy", default="default",
                  choices=["auto", "default", "mirrored", "multi-worker", "tpu"])
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+  """Usage errors as one line naming the problem and where to look, exit 2."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="adapter-keras", description=__doc__.splitlines()[0])
+  parser = _OneLineErrorParser(prog="adapter-keras", description=__doc__.splitlines()[0])
   parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-  sub = parser.add_subparsers(dest="command", required=True)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
 
   p = sub.add_parser("params", help="parameter report for an architecture or encoder")
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--arch", choices=["bert-base", "bert-large", "minilm-l6"],
                       help="count a randomly initialised architecture")
   source.add_argument("--encoder", help="count a pre-trained encoder (name or directory)")
-  p.add_argument("--adapter-size", type=_positive_int, default=64)
-  p.add_argument("--num-labels", type=_positive_int, default=2, help="1 = regression")
+  p.add_argument("--adapter-size", type=positive_int, default=64)
+  p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
   p.add_argument("--method", default="adapter", choices=["adapter", "full", "top-k", "layer-norm"])
-  p.add_argument("--top-k", type=_positive_int)
+  p.add_argument("--top-k", type=positive_int)
   p.add_argument("--pooling", choices=["cls", "mean"],
                  help="default: mean for MiniLM, else the pooled [CLS] output")
   p.add_argument("--json", action="store_true")
@@ -261,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("demo", help="two adapter tasks on one frozen MiniLM, then export (offline)")
   p.add_argument("--out", default=os.path.join("runs", "demo"))
   p.add_argument("--encoder", default="minilm-l6")
-  p.add_argument("--epochs", type=_positive_int, default=2, help="epochs for Rotten Tomatoes")
-  p.add_argument("--topic-epochs", type=_positive_int, default=2, help="epochs for BBC News")
-  p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
-  p.add_argument("--adapter-size", type=_positive_int, default=64)
+  p.add_argument("--epochs", type=positive_int, default=2, help="epochs for Rotten Tomatoes")
+  p.add_argument("--topic-epochs", type=positive_int, default=1, help="epochs for BBC News")
+  p.add_argument("--learning-rate", type=positive_float, default=1e-3)
+  p.add_argument("--adapter-size", type=positive_int, default=64)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--max-train-examples", type=_positive_int)
+  p.add_argument("--max-train-examples", type=positive_int)
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_demo)
 
@@ -290,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
   task_data.add_arguments(p)
   _add_model_arguments(p, single_run=False)
   p.add_argument("--preset", choices=["paper-glue", "paper-extra"])
-  p.add_argument("--learning-rates", type=_positive_float, nargs="+")
-  p.add_argument("--epochs", dest="epochs_list", type=_positive_int, nargs="+")
-  p.add_argument("--adapter-sizes", type=_positive_int, nargs="+")
+  p.add_argument("--learning-rates", type=positive_float, nargs="+")
+  p.add_argument("--epochs", dest="epochs_list", type=positive_int, nargs="+")
+  p.add_argument("--adapter-sizes", type=positive_int, nargs="+")
   p.add_argument("--seeds", type=int, nargs="+")
   p.add_argument("--out", required=True)
   p.add_argument("--json", action="store_true")
@@ -317,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_report)
+
+  from adapter_keras.analysis_cli import add_analyze_parser  # pylint: disable=import-outside-toplevel
+  add_analyze_parser(sub)
   return parser
 
 
@@ -325,7 +314,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     result = args.func(args)
-  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError) as e:
     if args.debug:
       raise
     print(f"error: {e}", file=sys.stderr)

@@ -16,6 +16,8 @@ import argparse
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
+from adapter_keras.arguments import positive_float, positive_int
+
 POSITIONS = ("attention", "ffn", "both")
 ACTIVATIONS = ("gelu", "relu", "tanh", "swish", "sigmoid", "linear", "leaky_relu", "elu")
 NORMS = (None, "layer", "batch")
@@ -137,26 +139,6 @@ class AdapterConfig:
     return cls(**d)
 
 
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-  return value
-
-
-def _positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-  if not value > 0:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-  return value
-
-
 def _norm_choice(text: str) -> Optional[str]:
   if text == "none":
     return None
@@ -165,25 +147,25 @@ def _norm_choice(text: str) -> Optional[str]:
   return text
 
 
-def add_adapter_arguments(parser: Union[argparse.ArgumentParser, argparse._ArgumentGroup],  # pylint: disable=protected-access
-                          with_size: bool = True) -> None:
-  """Adds a flag per AdapterConfig field (--adapter-size, --adapter-norm, ...).
+def add_adapter_arguments(parser: Any, with_size: bool = True) -> None:
+  """Adds a flag per AdapterConfig field (--adapter-size, --adapter-norm, ...)
+  to `parser`, an argparse.ArgumentParser or one of its argument groups.
 
   Defaults are AdapterConfig's. `with_size=False` leaves out --adapter-size
   for commands that take a list of sizes instead.
   """
   defaults = AdapterConfig()
   if with_size:
-    parser.add_argument("--adapter-size", type=_positive_int, default=defaults.size,
+    parser.add_argument("--adapter-size", type=positive_int, default=defaults.size,
                         help="bottleneck width m")
-  parser.add_argument("--adapter-init-std", type=_positive_float, default=defaults.init_std,
+  parser.add_argument("--adapter-init-std", type=positive_float, default=defaults.init_std,
                       help="std of the adapters' truncated-normal initialisation")
   parser.add_argument("--adapter-activation", default=defaults.activation, choices=ACTIVATIONS)
   parser.add_argument("--adapter-positions", default=defaults.positions, choices=POSITIONS,
                       help="adapters after attention, after the FFN, or both")
   parser.add_argument("--adapter-norm", type=_norm_choice, default=defaults.norm,
                       metavar="{none,layer,batch}", help="norm on the adapter's input (default none)")
-  parser.add_argument("--adapter-hidden-layers", type=_positive_int, default=defaults.hidden_layers,
+  parser.add_argument("--adapter-hidden-layers", type=positive_int, default=defaults.hidden_layers,
                       help="hidden layers of width m per adapter")
   parser.add_argument("--adapter-placement", default=defaults.placement, choices=PLACEMENTS)
   parser.add_argument("--adapter-interaction", default=defaults.interaction, choices=INTERACTIONS)

@@ -47,7 +47,7 @@ def tie_to_base(task_encoder: AdapterBertEncoder, base: AdapterBertEncoder) -> N
   task_encoder._embedding_norm_layer.set_weights(base._embedding_norm_layer.get_weights())
   for task_block, base_block in zip(task_encoder.transformer_layers, base.transformer_layers):
     for name in _SHARED_BLOCK_LAYERS:
-      setattr(task_block, name, getattr(base_block, name))
+      task_block.set_base_sublayer(name, getattr(base_block, name))
     task_block._attention_layer_norm.set_weights(base_block._attention_layer_norm.get_weights())
     task_block._output_layer_norm.set_weights(base_block._output_layer_norm.get_weights())
 

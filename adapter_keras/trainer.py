@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras import training
-from adapter_keras.artifacts import save_artifact, task_to_dict, write_json_atomic
+from adapter_keras.artifacts import adapter_statistics, save_artifact, task_to_dict, write_json_atomic
 from adapter_keras.config import AdapterConfig
 from adapter_keras.data import TextExamples
 from adapter_keras.distribute import get_strategy
@@ -118,6 +118,26 @@ def evaluate_model(model: TaskModel, task, encoded_splits: Dict[str, training.En
   return results
 
 
+class NonFiniteLossError(ValueError):
+  """Training produced a NaN or infinite loss."""
+
+
+class _StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
+  """Stops at the first NaN/Inf batch loss and says at which step."""
+
+  def __init__(self):
+    super().__init__()
+    self.step = 0
+    self.bad_step = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.step += 1
+    loss = (logs or {}).get("loss")
+    if loss is not None and not np.isfinite(loss):
+      self.bad_step = self.step
+      self.model.stop_training = True
+
+
 class _BestEpochTracker(tf_keras.callbacks.Callback):
   """Evaluates dev after each epoch; remembers the best epoch's trained weights."""
 
@@ -145,14 +165,17 @@ class _BestEpochTracker(tf_keras.callbacks.Callback):
           tf.summary.scalar(name, value)
     if score > self.best_score:
       self.best_score, self.best_epoch, self.best_metrics = score, epoch + 1, flat
-      self.best_weights = [v.numpy() for v in self.model.trainable_variables]
+      self.best_weights = [v.numpy() for v in self._tracked_variables()]
     if self.verbose:
       shown = " ".join(f"{k} {v:.4f}" for k, v in flat.items())
       print(f"[train] epoch {epoch + 1} dev: {shown}", flush=True)
 
+  def _tracked_variables(self):
+    return list(self.model.trainable_variables) + adapter_statistics(self.model)
+
   def restore_best(self):
     if self.best_weights is not None:
-      for variable, value in zip(self.model.trainable_variables, self.best_weights):
+      for variable, value in zip(self._tracked_variables(), self.best_weights):
         variable.assign(value)
 
 
@@ -210,7 +233,8 @@ def fit_task_model(model: TaskModel,
     training.compile_task_model(
         model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction))
   tracker = _BestEpochTracker(task, dev_encoded, log_dir, verbose)
-  callbacks = [tracker]
+  non_finite = _StopOnNonFiniteLoss()
+  callbacks = [non_finite, tracker]
   if verbose:
     callbacks.append(training.ProgressLogger(total_steps, config.batch_size, prefix="[train] "))
   if log_dir:
@@ -218,6 +242,11 @@ def fit_task_model(model: TaskModel,
   dataset = training.make_dataset(train_encoded, config.batch_size, shuffle=True, seed=config.seed,
                                   bucket_by_length=config.bucket_by_length)
   model.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks)
+  if non_finite.bad_step is not None:
+    tracker.restore_best()
+    raise NonFiniteLossError(
+        f"the training loss became NaN/Inf at step {non_finite.bad_step} of {total_steps}; "
+        "lower the learning rate or check the labels (the model keeps its last good epoch's weights)")
   tracker.restore_best()
   result = TrainResult(
       task=task.name, method=config.method, metrics=tracker.best_metrics,
@@ -225,6 +254,49 @@ def fit_task_model(model: TaskModel,
       best_epoch=tracker.best_epoch, history=tracker.history,
       trained_params=report.trained_params, trained_fraction=report.trained_fraction, seconds=0.0)
   return result, len(train_encoded)
+
+
+RUN_FILE = "run.json"
+
+
+def _run_identity(task, config: TrainConfig, train: TextExamples, dev: Dict[str, TextExamples]) -> Dict:
+  """What makes a run the same run: task, config and a digest of the data."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  for examples in [train] + [dev[k] for k in sorted(dev)]:
+    for i in range(len(examples)):
+      digest.update(examples.text[i].encode())
+      digest.update(b"\x00" + (examples.text_b[i].encode() if examples.text_b else b"") + b"\x00")
+      digest.update(str(examples.labels[i]).encode() + b"\n")
+  return dict(task=task_to_dict(task), config=config.to_dict(), data_sha256=digest.hexdigest())
+
+
+def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
+  """Returns the finished run's metrics if `out_dir` holds this very run.
+
+  Raises FileExistsError if it holds another run (or unrelated files).
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(out_dir):
+    return None
+  if not os.path.isdir(out_dir):
+    raise FileExistsError(f"--out {out_dir} is a file; choose a directory")
+  run_file = os.path.join(out_dir, RUN_FILE)
+  if not os.path.exists(run_file):
+    if os.listdir(out_dir):
+      raise FileExistsError(f"--out {out_dir} exists and holds other files; choose an empty or new directory")
+    return None
+  with open(run_file, encoding="utf-8") as f:
+    previous = json.load(f)
+  if previous != json.loads(json.dumps(identity)):
+    changed = sorted(k for k in identity if previous.get(k) != json.loads(json.dumps(identity[k])))
+    raise FileExistsError(f"--out {out_dir} holds a different run (differs in {', '.join(changed)}); "
+                          "choose another --out or delete it")
+  metrics_file = os.path.join(out_dir, "metrics.json")
+  if os.path.exists(metrics_file):
+    with open(metrics_file, encoding="utf-8") as f:
+      return json.load(f)
+  return None
 
 
 def train_task(task,
@@ -241,6 +313,14 @@ def train_task(task,
   """
   config.validate()
   start = time.perf_counter()
+  if out_dir:
+    identity = _run_identity(task, config, train, dev)
+    finished = check_run_directory(out_dir, identity)
+    if finished is not None:
+      if verbose:
+        print(f"[train] {out_dir} already holds this finished run; reporting it", flush=True)
+      fields = {f.name for f in dataclasses.fields(TrainResult)}
+      return TrainResult(**{k: v for k, v in finished.items() if k in fields}), None, None
   training.seed_everything(config.seed)
   strategy = get_strategy(config.strategy)
   adapter_config = config.adapter if config.method == "adapter" else None
@@ -253,6 +333,9 @@ def train_task(task,
     model = build_model(pretrained, task, config.pooling, config.dropout_rate, config.seed)
     apply_method(model, config.method, config.top_k)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    write_json_atomic(os.path.join(out_dir, RUN_FILE), identity)
   result, n_train = fit_task_model(model, preprocessor, task, train, dev, config, strategy, verbose,
                                    log_dir=os.path.join(out_dir, "logs") if out_dir else None)
   result.seconds = time.perf_counter() - start

@@ -115,8 +115,10 @@ def parameter_report(model: TaskModel) -> ParameterReport:
   encoder = model.encoder
   base = _count(plain_encoder_variables(encoder))
   adapters = _count([v for a in encoder.adapters() for v in a.parameters])
-  layer_norms = _count([v for leaf, _ in _leaves(encoder)
-                        if isinstance(leaf, tf_keras.layers.LayerNormalization) for v in leaf.weights])
+  layer_norms = _count([v for leaf, ancestors in _leaves(encoder)
+                        if isinstance(leaf, tf_keras.layers.LayerNormalization)
+                        and not any(isinstance(a, BottleneckAdapter) for a in ancestors)
+                        for v in leaf.weights])
   head = _count(model.head.weights)
   trained = _count(model.trainable_variables)
   return ParameterReport(base, adapters, layer_norms, head, trained, trained / base)

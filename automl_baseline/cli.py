@@ -14,29 +14,11 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
+from adapter_keras.arguments import positive_float, positive_int
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _ORACLES = ("random", "bayesian", "hyperband")  # tuner.ORACLES, without importing TensorFlow
-
-
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-  return value
-
-
-def _positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-  if not value > 0:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-  return value
 
 
 def _load_data(args) -> Tuple[object, object]:
@@ -141,23 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--text-b-column", help="second text of a pair")
   g.add_argument("--label-column")
   g.add_argument("--label-names", help="comma-separated label order (default: sorted labels)")
-  g.add_argument("--max-train-examples", type=_positive_int, help="keep the first N training rows")
+  g.add_argument("--max-train-examples", type=positive_int, help="keep the first N training rows")
   g = p.add_argument_group("search")
   g.add_argument("--embeddings", nargs="+", metavar="HANDLE",
                  help="TF Hub handles or module directories (default: the paper's Table 6)")
   g.add_argument("--no-fine-tune", action="store_true",
                  help="never fine-tune the module (needed for TF1 hub.Module handles)")
   g.add_argument("--oracle", choices=_ORACLES, default="random")
-  g.add_argument("--max-trials", type=_positive_int, required=True,
+  g.add_argument("--max-trials", type=positive_int, required=True,
                  help="total trials, counting those already in --out")
   g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--sample-scale", type=_positive_float, default=1.0,
+  g.add_argument("--sample-scale", type=positive_float, default=1.0,
                  help="multiply Table 5's training samples (1e5..2e6) by this on small machines")
-  g.add_argument("--max-epochs", type=_positive_float,
+  g.add_argument("--max-epochs", type=positive_float,
                  help="cap a trial at this many passes over the training set")
-  g.add_argument("--wide-buckets", type=_positive_int, default=2**18,
+  g.add_argument("--wide-buckets", type=positive_int, default=2**18,
                  help="hash buckets of the wide tower's n-grams")
-  g.add_argument("--max-tokens", type=_positive_int, default=64,
+  g.add_argument("--max-tokens", type=positive_int, default=64,
                  help="tokens per text for the convolutional tower")
   g.add_argument("--out", required=True,
                  help="writes trials.csv, best.json, best_model/; an existing search resumes")
@@ -171,14 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--matrix", help=".npy array [vocab size, dim]: row i embeds line i")
   p.add_argument("--normalize", action="store_true",
                  help="lower-case and drop punctuation before lookup (TF Hub -with-normalization)")
-  p.add_argument("--oov-buckets", type=_positive_int, default=1,
+  p.add_argument("--oov-buckets", type=positive_int, default=1,
                  help="zero-initialised rows that unknown words hash into")
   p.add_argument("--from-encoder", metavar="SPEC",
                  help='a BERT encoder: "minilm-l6" or a Hugging Face / Model Garden directory')
   p.add_argument("--kind", choices=("token-table", "sentence"),
                  help="token-table: its WordPiece embeddings (fine-tunable); sentence: the frozen, "
                       "mean-pooled encoder")
-  p.add_argument("--max-seq-length", type=_positive_int, default=128,
+  p.add_argument("--max-seq-length", type=positive_int, default=128,
                  help="wordpieces per text for --kind sentence")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_make_module)

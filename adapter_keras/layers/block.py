@@ -1,4 +1,4 @@
-"""A Model Garden TransformerEncoderBlock with Houlsby adapters.
+"""A Model Garden TransformerEncoderBlock with Houlsby adapters (and the paper's variants).
 
 `TransformerEncoderBlock.call()` applies, in order, the attention output
 projection, `self._attention_dropout`, the residual add and LayerNorm, then the
@@ -10,8 +10,23 @@ key stays as Model Garden made it, and no parent code is copied. With
 `norm_first=True` the same points sit before the residual add, which is still
 the paper's placement.
 
+Parallel placement (AdapterConfig.placement="parallel") needs each
+sub-layer's INPUT as well. The attention sub-layer reads the query that the
+parent passes to `self._attention_layer` (the block input, or its LayerNorm
+with `norm_first`); the FFN reads what the parent passes to
+`self._intermediate_dense` (the attention block's output, normalised with
+`norm_first`). Those two attributes are replaced by a `SublayerInputTap`, a
+plain callable that records its input and calls the original layer; the
+dropout wrappers then combine the sub-layer output with the adapter's
+function of the recorded input, at the same point as the sequential adapter
+(after the dropout, before the residual add). The tap is assigned without
+Keras attribute tracking, so the wrapped layers stay tracked under their own
+names: variable names and checkpoint keys are Model Garden's in every
+placement.
+
 This relies on the private attribute names of tf-models-official 2.20
-(pinned in setup.cfg); tests/test_layers.py checks the wiring.
+(pinned in setup.cfg); tests/test_layers.py and tests/test_variants.py check
+the wiring.
 """
 from __future__ import annotations
 
@@ -21,7 +36,8 @@ import tf_keras
 from official.nlp.modeling import layers as mg_layers
 
 from adapter_keras.config import AdapterConfig
-from adapter_keras.layers.adapter import BottleneckAdapter, SublayerWithAdapter
+from adapter_keras.layers.adapter import (BottleneckAdapter, SublayerInputTap, SublayerWithAdapter,
+                                          SublayerWithParallelAdapter)
 
 _PACKAGE = "AdapterKeras"
 
@@ -58,15 +74,40 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
     if not size:
       return
     if config.use_attention_adapter:
-      self._attention_dropout = SublayerWithAdapter(
-          self._attention_dropout,
-          self._new_adapter(config, size, position=0, name="adapter"),
-          name="attention_adapter")
+      self._attention_dropout = self._attach_adapter(
+          self._attention_dropout, self._new_adapter(config, size, position=0, name="adapter"),
+          input_sublayer="_attention_layer", input_name="query", name="attention_adapter")
     if config.use_ffn_adapter:
-      self._output_dropout = SublayerWithAdapter(
-          self._output_dropout,
-          self._new_adapter(config, size, position=1, name="adapter"),
-          name="ffn_adapter")
+      self._output_dropout = self._attach_adapter(
+          self._output_dropout, self._new_adapter(config, size, position=1, name="adapter"),
+          input_sublayer="_intermediate_dense", input_name="inputs", name="ffn_adapter")
+
+  def _attach_adapter(self, output_dropout: tf_keras.layers.Layer, adapter: BottleneckAdapter,
+                      input_sublayer: str, input_name: str, name: str) -> SublayerWithAdapter:
+    """Wraps a sub-layer's output dropout; for parallel adapters also taps its input."""
+    if self._adapter_config.placement == "sequential":
+      return SublayerWithAdapter(output_dropout, adapter, name=name)
+    tap = SublayerInputTap(getattr(self, input_sublayer), input_name)
+    self._set_untracked(input_sublayer, tap)
+    return SublayerWithParallelAdapter(output_dropout, adapter, tap, name=name)
+
+  def _set_untracked(self, attribute: str, value) -> None:
+    # Keras's __setattr__ would drop the tracked layer under `attribute` (its
+    # variables from self.weights, its checkpoint key); object.__setattr__
+    # only changes what the parent's call() finds there.
+    object.__setattr__(self, attribute, value)
+
+  def set_base_sublayer(self, attribute: str, layer: tf_keras.layers.Layer) -> None:
+    """Replaces a pre-trained sublayer (e.g. to share a base's frozen layers),
+    keeping a parallel adapter's input tap in front of the new layer."""
+    current = getattr(self, attribute)
+    if isinstance(current, SublayerInputTap):
+      self._set_untracked(attribute, current.sublayer)  # let Keras untrack the old layer properly
+      setattr(self, attribute, layer)
+      current.sublayer = layer
+      self._set_untracked(attribute, current)
+    else:
+      setattr(self, attribute, layer)
 
   def _new_adapter(self, config: AdapterConfig, size: int, position: int, name: str):
     seed = None
@@ -77,6 +118,9 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
         activation=config.activation,
         init_std=config.init_std,
         seed=seed,
+        norm=config.norm,
+        hidden_layers=config.hidden_layers,
+        interaction=config.interaction,
         name=name)
 
   @property

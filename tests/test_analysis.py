@@ -1,0 +1,316 @@
+"""The paper's analyses: ablation, init-scale and trade-off studies and their CLI."""
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from official.nlp.modeling import layers as mg_layers
+
+from adapter_keras import analysis, cli, task_data, training
+from adapter_keras.analysis_cli import add_analyze_parser
+from adapter_keras.config import AdapterConfig
+from adapter_keras.encoder import BertConfig, build_encoder
+from adapter_keras.models import TaskModel
+from adapter_keras.preprocessing import BertPreprocessor
+from adapter_keras.pretrained import load_encoder
+from adapter_keras.tasks import get_task
+from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
+from adapter_keras.trainer import TrainConfig, build_model
+
+# One batch per epoch and per evaluation: every run traces its functions once.
+FAST_TRAINING = ["--epochs", "1", "--batch-size", "64", "--max-seq-length", "32"]
+
+
+@pytest.fixture(autouse=True)
+def analyze_command(monkeypatch):
+  """`analyze` in the main parser even before cli.build_parser adds it itself."""
+  original = cli.build_parser
+
+  def build_parser():
+    parser = original()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "analyze" not in subparsers.choices:
+      add_analyze_parser(subparsers)
+    return parser
+
+  monkeypatch.setattr(cli, "build_parser", build_parser)
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+  return write_tiny_glue_dir(str(tmp_path_factory.mktemp("glue")))
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("enc")), seed=0, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def one_layer_encoder_dir(tmp_path_factory):
+  """For the studies that train many models: one layer traces fastest."""
+  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("enc1")), seed=1, num_layers=1, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory, glue_dir, encoder_dir):
+  out = tmp_path_factory.mktemp("run")
+  # A large init std makes every adapter matter, so ablations change predictions.
+  assert cli.main(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
+                   "--adapter-size", "4", "--adapter-init-std", "0.5", "--learning-rate", "1e-2",
+                   *FAST_TRAINING, "--out", str(out)]) == 0
+  return str(out / "artifact")
+
+
+def _last_json(capsys):
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _assert_png(path):
+  with open(path, "rb") as f:
+    head = f.read(8)
+  assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 2000
+
+
+# ---------------------------------------------------------------- ablation
+
+
+def test_ablation_cli_writes_the_matrix_and_a_heatmap(tmp_path, capsys, artifact, encoder_dir, glue_dir):
+  out = tmp_path / "ablation"
+  assert cli.main(["analyze", "ablation", "--artifact", artifact, "--encoder", encoder_dir, "--task", "sst2",
+                   "--data-dir", glue_dir, "--out", str(out), "--json"]) == 0
+  result = _last_json(capsys)
+  written = json.loads((out / "ablation.json").read_text())
+  assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
+  assert set(written) == {"layers", "metric", "baseline", "matrix", "all_removed", "majority_class",
+                          "majority_source", "task", "split"}
+  assert written["layers"] == 2 and written["metric"] == "accuracy" and written["split"] == "dev"
+  matrix = written["matrix"]
+  assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
+  assert matrix[1][0] is None
+  assert all(isinstance(matrix[i][j], float) for i in range(2) for j in range(i, 2))
+  # Removing layers 0..L-1 is removing every adapter.
+  assert written["baseline"] + matrix[0][1] == pytest.approx(written["all_removed"])
+  # Majority class of SST-2's train labels, scored on dev.
+  task, train, dev = task_data.load_task_data(task_data.DataSource(task="sst2", data_dir=glue_dir))
+  majority = np.bincount(train.labels).argmax()
+  assert written["majority_source"] == "train"
+  assert written["majority_class"] == pytest.approx(np.mean(dev["dev"].labels == majority))
+  _assert_png(out / "ablation.png")
+
+
+def test_ablation_without_train_data_uses_dev_majority(tmp_path, capsys, artifact, encoder_dir, glue_dir):
+  dev_file = os.path.join(glue_dir, "SST-2", "dev.tsv")
+  out = tmp_path / "ablation"
+  assert cli.main(["analyze", "ablation", "--artifact", artifact, "--encoder", encoder_dir, "--dev", dev_file,
+                   "--text-column", "sentence", "--label-column", "label", "--out", str(out), "--json"]) == 0
+  result = _last_json(capsys)
+  assert result["majority_source"] == "dev"
+  labels = task_data.load_task_data(task_data.DataSource(task="sst2", data_dir=glue_dir))[2]["dev"].labels
+  assert result["majority_class"] == pytest.approx(np.mean(labels == np.bincount(labels).argmax()))
+
+
+def test_ablation_matrix_is_what_toggling_the_adapters_gives_and_restores_plain_blocks(glue_dir, encoder_dir):
+  pretrained = load_encoder(encoder_dir, AdapterConfig(size=4, init_std=0.5), adapter_seed=0)
+  task = get_task("sst2")
+  model = build_model(pretrained, task)
+  preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, 32)
+  dev = task_data.load_task_data(task_data.DataSource(task="sst2", data_dir=glue_dir), need_train=False)[2]
+  encoded = training.encode_examples(preprocessor, dev["dev"])
+  encoder = model.encoder
+  encoder.set_adapters_enabled(False, layers=[1])
+  result = analysis.ablation_study(model, task, encoded)
+  assert result["majority_source"] == "dev"
+  # The study measured with all adapters on and left the gates as it found them.
+  assert [a.is_enabled for a in encoder.adapters()] == [True, True, False, False]
+  encoder.set_adapters_enabled(True)
+  dataset = training.make_dataset(encoded, 64)
+  for first in range(2):
+    for last in range(first, 2):
+      encoder.set_adapters_enabled(False, layers=range(first, last + 1))
+      score = analysis.evaluate_model_on(model, task, dataset, encoded.labels)
+      encoder.set_adapters_enabled(True)
+      assert score - result["baseline"] == result["matrix"][first][last]
+
+  # With its adapters off, each block computes exactly the plain Model Garden block.
+  x = tf.random.normal((2, 5, 32), seed=1)
+  mask = tf.ones((2, 5, 5))
+  for block in encoder.transformer_layers:
+    config = {k: v for k, v in block.get_config().items()
+              if k not in ("adapter_config", "layer_index", "adapter_seed", "name")}
+    plain = mg_layers.TransformerEncoderBlock.from_config(config)
+    plain([x, mask])
+    base = [v for v in block.weights if "adapter" not in v.name]
+    for src, dst in zip(base, plain.weights):
+      dst.assign(src)
+    expected = plain([x, mask]).numpy()
+    assert np.abs(block([x, mask]).numpy() - expected).max() > 1e-3
+    block.set_adapters_enabled(False)
+    np.testing.assert_array_equal(block([x, mask]).numpy(), expected)
+    block.set_adapters_enabled(True)
+  # All off: exactly the encoder without adapters.
+  plain_encoder = load_encoder(encoder_dir, None).encoder
+  features = preprocessor(np.array(dev["dev"].text[:4]))
+  encoder.set_adapters_enabled(False)
+  np.testing.assert_array_equal(encoder(features)["sequence_output"].numpy(),
+                                plain_encoder(features)["sequence_output"].numpy())
+
+
+def test_ablation_refuses_a_model_without_adapters():
+  encoder = build_encoder(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32), None)
+  model = TaskModel(encoder, 2).build_with_dummy_inputs()
+  with pytest.raises(ValueError, match="no adapters"):
+    analysis.ablation_study(model, get_task("sst2"), None)
+
+
+def test_majority_class_score():
+  task = get_task("sst2")
+  assert analysis.majority_class_score(task, np.array([1, 1, 0]), np.array([1, 0, 0, 0])) == 0.25
+  assert analysis.majority_class_score(get_task("stsb"), np.array([1.0, 2.0]), np.array([0.5])) is None
+
+
+# ---------------------------------------------------------------- initialisation scale
+
+
+def test_init_scale_cli_trains_per_std_and_seed_and_resumes(tmp_path, capsys, monkeypatch, glue_dir,
+                                                            one_layer_encoder_dir):
+  out = tmp_path / "init"
+  argv = ["analyze", "init-scale", "--task", "rte", "--data-dir", glue_dir,
+          "--encoder", one_layer_encoder_dir, "--adapter-size", "2", *FAST_TRAINING,
+          "--stds", "1e-1", "1e-4", "--seeds", "3", "--out", str(out), "--json"]
+  assert cli.main(argv) == 0
+  result = _last_json(capsys)
+  written = json.loads((out / "init_scale.json").read_text())
+  assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
+  assert written["stds"] == [1e-4, 1e-1] and written["seeds"] == [3] and written["metric"] == "accuracy"
+  scores = np.array(written["scores"], float)
+  assert scores.shape == (2, 1)
+  np.testing.assert_allclose(written["mean"], scores[:, 0])
+  assert written["sem"] == [0.0, 0.0]  # one seed: no spread to report
+  for std in (1e-4, 1e-1):
+    run = json.loads((out / "runs" / f"std{std:g}-seed3.json").read_text())
+    assert run["config"]["adapter"]["init_std"] == std and run["config"]["seed"] == 3
+    assert run["config"]["adapter"]["size"] == 2
+  _assert_png(out / "init_scale.png")
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+
+  monkeypatch.setattr(analysis, "train_task", no_training)
+  assert cli.main(argv) == 0
+  assert _last_json(capsys)["scores"] == written["scores"]
+
+
+def test_init_scale_summary_is_mean_and_sem_over_seeds(tmp_path):
+  scores = [[0.5, 0.7, 0.9], [0.6, None, 0.8], [None, None, None]]
+  result = analysis.summarise_init_scale("rte", "accuracy", [1e-3, 1e-2, 1e-1], [0, 1, 2], scores)
+  assert result["mean"][:2] == pytest.approx([0.7, 0.7]) and result["mean"][2] is None
+  assert result["sem"][0] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1) / np.sqrt(3))
+  assert result["sem"][1] == pytest.approx(np.std([0.6, 0.8], ddof=1) / np.sqrt(2))
+  _assert_png(analysis.plot_init_scale(result, str(tmp_path / "init.png")))
+
+
+def test_init_scale_rejects_bad_stds(tmp_path, capsys, glue_dir, one_layer_encoder_dir):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["analyze", "init-scale", "--task", "rte", "--data-dir", glue_dir, "--encoder",
+              one_layer_encoder_dir, "--stds", "0", "--out", str(tmp_path)])
+  assert exit_info.value.code == 2 and "positive" in capsys.readouterr().err
+  task, train, dev = task_data.load_task_data(task_data.DataSource(task="rte", data_dir=glue_dir))
+  with pytest.raises(ValueError, match="adapters"):
+    analysis.init_scale_study(task, train, dev, TrainConfig(method="full"), [1e-2], [0], str(tmp_path))
+
+
+# ---------------------------------------------------------------- trade-off
+
+
+def test_tradeoff_cli_on_several_tasks_normalises_by_full_fine_tuning(tmp_path, capsys, glue_dir,
+                                                                      one_layer_encoder_dir):
+  out = tmp_path / "tradeoff"
+  assert cli.main(["analyze", "tradeoff", "--tasks", "sst2", "rte", "--data-dir", glue_dir, "--encoder",
+                   one_layer_encoder_dir, *FAST_TRAINING, "--adapter-sizes", "2",
+                   "--fine-tune-learning-rate", "1e-4", "--out", str(out), "--json"]) == 0
+  result = _last_json(capsys)
+  written = json.loads((out / "tradeoff.json").read_text())
+  assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
+  assert written["tasks"] == ["sst2", "rte"] and written["normalised"] is True
+  methods = {(r["task"], r["method"], r["setting"]) for r in written["runs"]}
+  assert methods == {(t, m, s) for t in ("sst2", "rte")
+                     for m, s in (("adapter", 2), ("full", None))}
+  assert set(written["curves"]) == {"adapter"}
+  for method, points in written["curves"].items():
+    (point,) = points
+    runs = [r for r in written["runs"] if r["method"] == method]
+    deltas = [r["score"] - written["full"][r["task"]] for r in runs]
+    expected = np.percentile(deltas, [20, 50, 80])
+    assert [point["p20"], point["p50"], point["p80"]] == pytest.approx(expected)
+    assert point["trained_params"] == pytest.approx(np.mean([r["trained_params"] for r in runs]))
+  assert written["curves"]["adapter"][0]["trained_params"] < written["runs"][-1]["trained_params"]  # full
+  full_config = json.loads((out / "runs" / "rte-full.json").read_text())["config"]
+  assert (full_config["method"], full_config["learning_rate"]) == ("full", 1e-4)
+  adapter_config = json.loads((out / "runs" / "rte-adapter-2.json").read_text())["config"]
+  assert (adapter_config["adapter"]["size"], adapter_config["learning_rate"]) == (2, 3e-4)
+  _assert_png(out / "tradeoff.png")
+
+
+def test_tradeoff_settings_become_train_configs():
+  settings = analysis.tradeoff_settings([64, 8, 8], [2, 1], layer_norm=True, full=True)
+  assert [s.key for s in settings] == ["adapter-8", "adapter-64", "top-k-1", "top-k-2", "layer-norm", "full"]
+  base = TrainConfig(adapter=AdapterConfig(size=16, placement="parallel"), learning_rate=1e-3)
+  configs = [analysis.setting_train_config(base, s, fine_tune_learning_rate=3e-5) for s in settings]
+  assert [(c.method, c.top_k, c.learning_rate) for c in configs] == [
+      ("adapter", None, 1e-3), ("adapter", None, 1e-3), ("top-k", 1, 3e-5), ("top-k", 2, 3e-5),
+      ("layer-norm", None, 1e-3), ("full", None, 3e-5)]
+  assert [c.adapter.size for c in configs[:2]] == [8, 64]
+  assert configs[1].adapter.placement == "parallel"  # the variant flags reach every adapter run
+  with pytest.raises(ValueError, match="nothing to compare"):
+    analysis.tradeoff_settings([], [], layer_norm=False, full=True)
+
+
+def test_tradeoff_summary_and_plot_for_one_task(tmp_path):
+  runs = [dict(task="cola", method="adapter", setting=m, trained_params=p, score=s)
+          for m, p, s in ((64, 9000, 0.5), (8, 1500, 0.4))]
+  runs.append(dict(task="cola", method="layer-norm", setting=None, trained_params=300, score=0.2))
+  result = analysis.summarise_tradeoff(runs, {"cola": "mcc"})
+  assert result["normalised"] is False and "full" not in result
+  assert result["curves"]["adapter"] == [dict(setting=8, trained_params=1500.0, score=0.4),
+                                         dict(setting=64, trained_params=9000.0, score=0.5)]
+  assert result["curves"]["layer-norm"] == [dict(setting=None, trained_params=300.0, score=0.2)]
+  _assert_png(analysis.plot_tradeoff(result, str(tmp_path / "one.png")))
+  with pytest.raises(ValueError, match="full fine-tuning"):
+    analysis.summarise_tradeoff(runs + [dict(runs[0], task="rte")], {"cola": "mcc", "rte": "accuracy"})
+
+
+def test_tradeoff_summary_and_plot_for_several_tasks(tmp_path):
+  full = {"cola": 0.6, "rte": 0.7, "sst2": 0.9}
+  runs = [dict(task=t, method="full", setting=None, trained_params=110000, score=s) for t, s in full.items()]
+  for task, delta in (("cola", -0.1), ("rte", 0.0), ("sst2", -0.3)):
+    runs.append(dict(task=task, method="layer-norm", setting=None, trained_params=400,
+                     score=full[task] + delta))
+    for k, params in ((1, 7000), (2, 14000)):
+      runs.append(dict(task=task, method="top-k", setting=k, trained_params=params,
+                       score=full[task] + delta / k))
+  result = analysis.summarise_tradeoff(runs, {"cola": "mcc", "rte": "accuracy", "sst2": "accuracy"})
+  assert result["normalised"] is True and result["full"] == full
+  (layer_norm,) = result["curves"]["layer-norm"]
+  expected = np.percentile([-0.1, 0.0, -0.3], [20, 50, 80])
+  assert [layer_norm[f"p{q}"] for q in (20, 50, 80)] == pytest.approx(expected)
+  assert [p["setting"] for p in result["curves"]["top-k"]] == [1, 2]
+  assert result["curves"]["top-k"][1]["p50"] == pytest.approx(-0.05)
+  _assert_png(analysis.plot_tradeoff(result, str(tmp_path / "several.png")))
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "nothing to compare"),
+    (["--top-k", "2"], "exceeds"),
+    (["--adapter-sizes", "2", "--task", "rte"], "--tasks"),
+])
+def test_tradeoff_argument_errors_come_before_training(tmp_path, capsys, glue_dir, one_layer_encoder_dir,
+                                                       extra, message):
+  assert cli.main(["analyze", "tradeoff", "--tasks", "sst2", "rte", "--data-dir", glue_dir, "--encoder",
+                   one_layer_encoder_dir, "--out", str(tmp_path), *extra]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+  assert not os.path.exists(tmp_path / "runs")
