@@ -88,10 +88,9 @@ def _cmd_train(args) -> dict:
 def _cmd_evaluate(args) -> dict:
   from adapter_keras import task_data  # pylint: disable=import-outside-toplevel
   from adapter_keras import training  # pylint: disable=import-outside-toplevel
-  from adapter_keras.artifacts import load_artifact  # pylint: disable=import-outside-toplevel
+  from adapter_keras.artifacts import load_artifact, task_from_dict  # pylint: disable=import-outside-toplevel
   from adapter_keras.trainer import evaluate_model  # pylint: disable=import-outside-toplevel
   model, manifest, preprocessor = load_artifact(args.artifact, args.encoder)
-  from adapter_keras.artifacts import task_from_dict  # pylint: disable=import-outside-toplevel
   trained_task = task_from_dict(manifest["task"])
   source = task_data.from_args(args)
   if not source.is_generic and source.task is None:
