@@ -15,6 +15,8 @@ from typing import Dict, Optional
 import tensorflow as tf
 import tf_keras
 
+from adapter_keras.encoder import dummy_inputs
+
 _PACKAGE = "AdapterKeras"
 POOLINGS = ("cls", "mean")
 TASK_TYPES = ("classification", "regression")
@@ -87,8 +89,7 @@ class TaskModel(tf_keras.Model):
 
   def build_with_dummy_inputs(self) -> "TaskModel":
     """Calls the model once so that every variable, the head's too, exists."""
-    ids = tf.ones((1, 4), tf.int32)
-    self(dict(input_word_ids=ids, input_mask=ids, input_type_ids=tf.zeros_like(ids)))
+    self(dummy_inputs())
     return self
 
   def get_config(self):
@@ -157,8 +158,7 @@ class SpanModel(tf_keras.Model):
 
   def build_with_dummy_inputs(self) -> "SpanModel":
     """Calls the model once so that every variable, the head's too, exists."""
-    ids = tf.ones((1, 4), tf.int32)
-    self(dict(input_word_ids=ids, input_mask=ids, input_type_ids=tf.zeros_like(ids)))
+    self(dummy_inputs())
     return self
 
   def get_config(self):
