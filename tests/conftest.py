@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated BERT directories and models."""
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,3 +32,10 @@ def minilm_dir():
     return resolve_named_encoder("minilm-l6")
   except FileNotFoundError:
     return None
+
+
+def free_port() -> int:
+  """A TCP port on loopback that nothing listens on right now."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]

@@ -1,4 +1,5 @@
 """The automl-baseline command line: make-module, search, --json and one-line errors."""
+import csv
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from adapter_keras import testing
 from adapter_keras.data import TextExamples
 from automl_baseline import cli, modules
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 
 def _run(capsys, *argv):
@@ -101,3 +102,47 @@ def test_python_dash_m_entry_point():
   result = subprocess.run([sys.executable, "-m", "automl_baseline", "make-module", "--help"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
   assert result.returncode == 0 and "--from-encoder" in result.stdout
+
+
+def _write_csv(path, texts, labels):
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["sentence", "label"])
+    writer.writerows(zip(texts, ["neg" if label == 0 else "pos" for label in labels]))
+  return str(path)
+
+
+def test_chief_and_worker_run_every_trial_once(tmp_path):
+  """keras-tuner's chief/worker protocol across two processes on loopback."""
+  texts, labels = testing.tiny_sentiment_data(48, seed=0)
+  train = _write_csv(tmp_path / "train.csv", texts[:36], labels[:36])
+  dev = _write_csv(tmp_path / "dev.csv", texts[36:], labels[36:])
+  module_dir = modules.write_tiny_word_module(str(tmp_path / "words"))
+  out = tmp_path / "search"
+  command = [sys.executable, "-m", "automl_baseline", "search", "--train", train, "--dev", dev,
+             "--text-column", "sentence", "--label-column", "label", "--embeddings", module_dir,
+             "--max-trials", "3", "--sample-scale", "0.001", "--max-epochs", "1",
+             "--wide-buckets", "256", "--out", str(out), "--json"]
+  env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()),
+             TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  chief = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="chief"), cwd=REPO_ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  worker = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="tuner0"), cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    worker_out, _ = worker.communicate(timeout=600)
+    chief_out, _ = chief.communicate(timeout=300)
+  finally:
+    for process in (chief, worker):
+      if process.poll() is None:
+        process.kill()
+  assert worker.returncode == 0, worker_out[-3000:]
+  assert chief.returncode == 0, chief_out[-3000:]
+  trials_run = json.loads(worker_out.strip().splitlines()[-1])["trials_run"]
+  assert len(trials_run) == 3 and len(set(trials_run)) == 3
+  best = json.loads(chief_out.strip().splitlines()[-1])
+  assert best["trials_completed"] == 3 and best["trial_id"] in trials_run
+  with open(out / "trials.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(r["trial_id"] for r in rows) == sorted(trials_run)
+  assert os.path.exists(out / "best_model" / "saved_model.pb")

@@ -2,7 +2,6 @@
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 from adapter_keras import cli
 from adapter_keras.sweep import PRESETS, SweepGrid, select_best
 from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 
 def test_presets_are_the_papers_grids():
@@ -71,15 +70,9 @@ def test_sweep_writes_results_and_resumes_without_rerunning(tmp_path, capsys, da
   assert "4 already completed" in second and "[sweep] trial" not in second
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_chief_and_worker_run_every_trial_once(tmp_path, data):
   out = tmp_path / "distributed"
-  port = str(_free_port())
+  port = str(free_port())
   command = [sys.executable, "-m", "adapter_keras"] + _sweep_args(data, out)
   base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port,
                   TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
