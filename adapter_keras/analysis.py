@@ -353,6 +353,37 @@ def tradeoff_study(task_data: Dict[str, Tuple[object, TextExamples, Dict[str, Te
   return summarise_tradeoff(runs, metrics)
 
 
+def tradeoff_from_runs(run_dirs: Sequence[str]) -> Dict:
+  """The trade-off summary of finished `train` runs (each dir holds metrics.json).
+
+  Lets runs made for another purpose (a reproduction table, a sweep's best
+  runs) be plotted without retraining. A (task, method, size) may appear once.
+  """
+  runs, metrics, origin = [], {}, {}
+  for run_dir in run_dirs:
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{run_dir} holds no metrics.json; give directories of finished train runs")
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)
+    config = record.get("config") or {}
+    method = record.get("method")
+    if method not in TRADEOFF_METHODS + ("full",):
+      raise ValueError(f"{path}: unknown method {method!r}")
+    setting = {"adapter": (config.get("adapter") or {}).get("size"), "top-k": config.get("top_k")}.get(method)
+    key = (record["task"], method, setting)
+    if key in origin:
+      raise ValueError(f"{run_dir} and {origin[key]} are both {record['task']} {method}"
+                       f"{'' if setting is None else f' {setting}'}; keep one")
+    origin[key] = run_dir
+    metrics.setdefault(record["task"], record["primary_metric"])
+    runs.append(dict(task=record["task"], method=method, setting=setting,
+                     trained_params=record["trained_params"], score=_finite_or_none(record["score"])))
+  if not runs:
+    raise ValueError("give at least one run directory")
+  return summarise_tradeoff(runs, metrics)
+
+
 def summarise_tradeoff(runs: Sequence[Dict], metrics: Dict[str, str]) -> Dict:
   """Curves from trade-off runs ({"task", "method", "setting", "trained_params", "score"}).
 

@@ -125,13 +125,21 @@ def _check_top_ks(encoder_spec: str, top_ks: List[int]) -> None:
 
 
 def _cmd_tradeoff(args) -> Dict:
-  from adapter_keras.analysis import plot_tradeoff, tradeoff_study, write_result  # pylint: disable=import-outside-toplevel
-  config = _train_config(args, seed=args.seed)
-  data = _tradeoff_task_data(args)
-  _check_top_ks(args.encoder, args.top_k or [])
-  result = tradeoff_study(data, config, adapter_sizes=args.adapter_sizes or [], top_ks=args.top_k or [],
-                          layer_norm=args.layer_norm, full=True if args.full else None,
-                          fine_tune_learning_rate=args.fine_tune_learning_rate, out_dir=args.out)
+  from adapter_keras import analysis  # pylint: disable=import-outside-toplevel
+  if args.from_runs:
+    if args.adapter_sizes or args.top_k or args.layer_norm or args.full or args.tasks or args.task:
+      raise ValueError("--from-runs plots finished runs; do not combine it with --tasks/--task, "
+                       "--adapter-sizes, --top-k, --layer-norm or --full")
+    result = analysis.tradeoff_from_runs(args.from_runs)
+  else:
+    config = _train_config(args, seed=args.seed)
+    data = _tradeoff_task_data(args)
+    _check_top_ks(args.encoder, args.top_k or [])
+    result = analysis.tradeoff_study(
+        data, config, adapter_sizes=args.adapter_sizes or [], top_ks=args.top_k or [],
+        layer_norm=args.layer_norm, full=True if args.full else None,
+        fine_tune_learning_rate=args.fine_tune_learning_rate, out_dir=args.out)
+  plot_tradeoff, write_result = analysis.plot_tradeoff, analysis.write_result
   paths = write_result(result, args.out, "tradeoff", plot_tradeoff)
   print(f"[tradeoff] {len(result['runs'])} runs on {', '.join(result['tasks'])}; wrote {paths['json']} "
         f"and {paths['png']}")
@@ -178,6 +186,9 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--fine-tune-learning-rate", type=positive_float,
                  help="learning rate of the top-k and full runs (default: --learning-rate)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--from-runs", nargs="+", metavar="RUN_DIR",
+                 help="plot finished train runs (their metrics.json) instead of training; with several "
+                      "tasks each needs a full fine-tuning run")
   p.add_argument("--out", required=True, help="writes tradeoff.json, tradeoff.png and runs/ here")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_tradeoff)

@@ -314,3 +314,44 @@ def test_tradeoff_argument_errors_come_before_training(tmp_path, capsys, glue_di
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
   assert not os.path.exists(tmp_path / "runs")
+
+
+def _train_run(out, glue_dir, encoder_dir, task, *method):
+  assert cli.main(["train", "--task", task, "--data-dir", glue_dir, "--encoder", encoder_dir,
+                   *FAST_TRAINING, *method, "--out", str(out)]) == 0
+  return str(out)
+
+
+def test_tradeoff_from_finished_train_runs(tmp_path, capsys, glue_dir, one_layer_encoder_dir):
+  runs = [_train_run(tmp_path / name, glue_dir, one_layer_encoder_dir, task, *method)
+          for name, task, method in (
+              ("sst2-a2", "sst2", ["--method", "adapter", "--adapter-size", "2"]),
+              ("sst2-full", "sst2", ["--method", "full"]),
+              ("rte-a2", "rte", ["--method", "adapter", "--adapter-size", "2"]),
+              ("rte-full", "rte", ["--method", "full"]),
+              ("rte-top1", "rte", ["--method", "top-k", "--top-k", "1"]))]
+  capsys.readouterr()
+  out = tmp_path / "plot"
+  assert cli.main(["analyze", "tradeoff", "--from-runs", *runs, "--out", str(out), "--json"]) == 0
+  result = _last_json(capsys)
+  metrics = {os.path.basename(r): json.loads((tmp_path / r / "metrics.json").read_text()) for r in runs}
+  assert result["tasks"] == ["sst2", "rte"] and result["normalised"] is True
+  assert set(result["curves"]) == {"adapter", "top-k"}
+  (adapter_point,) = result["curves"]["adapter"]
+  deltas = [metrics[f"{t}-a2"]["score"] - metrics[f"{t}-full"]["score"] for t in ("sst2", "rte")]
+  assert adapter_point["p50"] == pytest.approx(np.percentile(deltas, 50))
+  assert result["curves"]["top-k"][0]["setting"] == 1
+  _assert_png(out / "tradeoff.png")
+
+  assert cli.main(["analyze", "tradeoff", "--from-runs", runs[0], "--out", str(tmp_path / "one")]) == 0
+  one = json.loads((tmp_path / "one" / "tradeoff.json").read_text())
+  assert one["normalised"] is False and one["curves"]["adapter"][0]["score"] == metrics["sst2-a2"]["score"]
+
+  for argv, message in ((["--from-runs", runs[0], runs[0]], "keep one"),
+                        (["--from-runs", runs[0], runs[2]], "needs a full fine-tuning run"),
+                        (["--from-runs", str(tmp_path)], "no metrics.json"),
+                        (["--from-runs", runs[0], "--adapter-sizes", "4"], "do not combine")):
+    capsys.readouterr()
+    assert cli.main(["analyze", "tradeoff", *argv, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
