@@ -6,12 +6,11 @@ line `error: ...` and exit with status 2 (traceback only with --debug).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional
 
-from adapter_keras.arguments import positive_float, positive_int
+from adapter_keras.arguments import positive_float, positive_int, run_command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -309,18 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    result = args.func(args)
-  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError) as e:
-    if args.debug:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  if getattr(args, "json", False):
-    print(json.dumps(result))
-  return 0
+  return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
