@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The paper's analyses (Figs. 3-6) on MiniLM-L6 and ../shared/data/glue, on a 2-core budget.
+#
+# Reuses the runs of benchmarks/glue_reproduction.py (same budget: 1,000 training
+# examples, 3 epochs, batch 32, seed 0; adapters and top-k at lr 1e-3) and adds the
+# extra sizes / k that a per-task trade-off curve needs. Every step resumes: finished
+# runs are skipped. Figures and JSON go to docs/figures/.
+#
+#   bash benchmarks/paper_analyses.sh [GLUE_DIR]
+set -euo pipefail
+GLUE="${1:-../shared/data/glue}"
+REPRO=runs/glue_reproduction
+EXTRA=runs/analyses
+FIGS=docs/figures
+AK="${AK:-.venv/bin/adapter-keras}"
+BUDGET=(--encoder minilm-l6 --max-train-examples 1000 --epochs 3 --batch-size 32 --max-seq-length 128
+        --learning-rate 1e-3)
+mkdir -p "$EXTRA" "$FIGS"
+
+# Fig. 5: ablation of trained size-64 adapters, every layer span.
+for task in sst2 mrpc rte cola; do
+  if [ -d "$REPRO/$task-adapter-64/artifact" ]; then
+    "$AK" analyze ablation --artifact "$REPRO/$task-adapter-64/artifact" --encoder minilm-l6 \
+      --task "$task" --data-dir "$GLUE" --out "$FIGS/ablation-$task"
+  else
+    echo "skip ablation $task: run benchmarks/glue_reproduction.py first"
+  fi
+done
+
+# Fig. 6: initialisation scale, adapters of size 64 on SST-2.
+"$AK" analyze init-scale --task sst2 --data-dir "$GLUE" "${BUDGET[@]}" --adapter-size 64 \
+  --stds 1e-6 1e-4 1e-2 1e-1 1 --seeds 0 --out "$EXTRA/init-scale-sst2"
+cp "$EXTRA/init-scale-sst2/init_scale.json" "$EXTRA/init-scale-sst2/init_scale.png" "$FIGS/"
+
+# Fig. 4: one task, many sizes: the reproduction's sizes 8/64/256, top-1, LayerNorm-only
+# and full fine-tuning, plus adapters of size 2/16/32 and top-2/3/4.
+for task in sst2 mrpc; do
+  for size in 2 16 32; do
+    "$AK" train --task "$task" --data-dir "$GLUE" "${BUDGET[@]}" --method adapter --adapter-size "$size" \
+      --out "$EXTRA/$task-adapter-$size"
+  done
+  for k in 2 3 4; do
+    "$AK" train --task "$task" --data-dir "$GLUE" "${BUDGET[@]}" --method top-k --top-k "$k" \
+      --out "$EXTRA/$task-top-$k"
+  done
+  runs=("$EXTRA/$task"-adapter-* "$EXTRA/$task"-top-* "$REPRO/$task"-*)
+  "$AK" analyze tradeoff --from-runs "${runs[@]}" --out "$FIGS/tradeoff-$task"
+done
+
+# Fig. 3: all five tasks, scores minus full fine-tuning, 20/50/80th percentiles.
+"$AK" analyze tradeoff --from-runs "$REPRO"/* --out "$FIGS/tradeoff-glue"
