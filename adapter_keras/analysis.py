@@ -69,7 +69,8 @@ def majority_class_score(task, label_source: np.ndarray, eval_labels: np.ndarray
 def ablation_study(model, task, dev: training.EncodedExamples,
                    majority_labels: Optional[np.ndarray] = None,
                    majority_source: Optional[str] = None,
-                   batch_size: int = 64) -> Dict:
+                   batch_size: int = 64,
+                   progress: Optional[Callable[[str], None]] = None) -> Dict:
   """Metric of `model` on `dev` with the adapters of every layer span removed.
 
   The baseline has every adapter on. Adapters are switched off through their
@@ -83,6 +84,7 @@ def ablation_study(model, task, dev: training.EncodedExamples,
     majority_labels: labels whose most frequent class defines the majority
       baseline (the train labels; None: dev's own).
     majority_source: what `majority_labels` are ("train", ...), for the record.
+    progress: called with a line after each of the L(L+1)/2 + 2 evaluations.
 
   Returns:
     {"layers": L, "metric", "baseline", "matrix": L x L (row i = first
@@ -97,21 +99,28 @@ def ablation_study(model, task, dev: training.EncodedExamples,
     raise ValueError("the model has no adapters to ablate (was it trained with --method adapter?)")
   dataset = training.make_dataset(dev, batch_size)
 
-  def score() -> float:
-    return float(evaluate_model_on(model, task, dataset, dev.labels))
+  evaluations = num_layers * (num_layers + 1) // 2 + 2
+  done = []
+
+  def score(what: str) -> float:
+    value = float(evaluate_model_on(model, task, dataset, dev.labels))
+    done.append(what)
+    if progress:
+      progress(f"[ablation] {len(done)}/{evaluations} {what}: {task.primary_metric} {value:.4f}")
+    return value
 
   matrix: List[List[Optional[float]]] = [[None] * num_layers for _ in range(num_layers)]
   initially_enabled = [(adapter, adapter.is_enabled) for adapter in encoder.adapters()]
   try:
     encoder.set_adapters_enabled(True)
-    baseline = score()
+    baseline = score("all adapters on")
     for first in range(num_layers):
       for last in range(first, num_layers):
         encoder.set_adapters_enabled(False, layers=range(first, last + 1))
-        matrix[first][last] = _finite_or_none(score() - baseline)
+        matrix[first][last] = _finite_or_none(score(f"layers {first}..{last} removed") - baseline)
         encoder.set_adapters_enabled(True, layers=range(first, last + 1))
     encoder.set_adapters_enabled(False)
-    all_removed = score()
+    all_removed = score("all adapters removed")
   finally:
     for adapter, enabled in initially_enabled:
       adapter.set_enabled(enabled)

@@ -74,7 +74,8 @@ def _cmd_ablation(args) -> Dict:
   encoded = training.encode_examples(preprocessor, dev[split])
   result = ablation_study(model, trained_task, encoded,
                           majority_labels=None if train is None else train.labels,
-                          majority_source=None if train is None else "train", batch_size=args.batch_size)
+                          majority_source=None if train is None else "train", batch_size=args.batch_size,
+                          progress=lambda line: print(line, flush=True))
   result["split"] = split
   paths = write_result(result, args.out, "ablation", plot_ablation)
   print(f"[ablation] {trained_task.name} {split}: {result['metric']} {result['baseline']:.4f} with all "

@@ -81,7 +81,11 @@ def test_ablation_cli_writes_the_matrix_and_a_heatmap(tmp_path, capsys, artifact
   out = tmp_path / "ablation"
   assert cli.main(["analyze", "ablation", "--artifact", artifact, "--encoder", encoder_dir, "--task", "sst2",
                    "--data-dir", glue_dir, "--out", str(out), "--json"]) == 0
-  result = _last_json(capsys)
+  printed = capsys.readouterr().out.strip().splitlines()
+  result = json.loads(printed[-1])
+  assert [line.split(":")[0] for line in printed if line.startswith("[ablation] ") and "/5 " in line] == [
+      "[ablation] 1/5 all adapters on", "[ablation] 2/5 layers 0..0 removed", "[ablation] 3/5 layers 0..1 removed",
+      "[ablation] 4/5 layers 1..1 removed", "[ablation] 5/5 all adapters removed"]
   written = json.loads((out / "ablation.json").read_text())
   assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
   assert set(written) == {"layers", "metric", "baseline", "matrix", "all_removed", "majority_class",
