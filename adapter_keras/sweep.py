@@ -1,12 +1,15 @@
 """Hyper-parameter sweeps with the paper's protocol, as a keras-tuner grid search.
 
 The grid is learning rate x epochs x adapter size x seed. Each trial trains
-one model with `trainer.train_task` and reports the dev score of its best
+one model with `trainer.train_task` in its own run directory
+`OUT/trials/<setting>` (metrics.json, TensorBoard logs and, while it runs, a
+step checkpoint; no model artifact) and reports the dev score of its best
 epoch. The keras-tuner project under `OUT/tuner` makes the sweep resumable
-(re-running the same command skips finished trials) and distributable with
-keras-tuner's chief/worker oracle (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
-KERASTUNER_ORACLE_PORT). keras-tuner itself imports Keras 3, so the tuner
-overrides `run_trial` and never hands it a model.
+(re-running the same command skips finished trials and retries an
+interrupted one, which then resumes from its step checkpoint) and
+distributable with keras-tuner's chief/worker oracle (KERASTUNER_TUNER_ID,
+KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT). keras-tuner itself imports
+Keras 3, so the tuner overrides `run_trial` and never hands it a model.
 
 Selection: the setting (lr, epochs, size) with the best mean dev score over
 seeds; `best.json` also reports that setting's s.e.m. across seeds and the
@@ -83,9 +86,10 @@ def _make_tuner_class():
   class AdapterSweepTuner(keras_tuner.Tuner):
     """Runs one adapter_keras training per trial; no Keras 3 model involved."""
 
-    def __init__(self, oracle, task, train, dev, base_config: TrainConfig, **kwargs):
+    def __init__(self, oracle, task, train, dev, base_config: TrainConfig, trials_dir: str, **kwargs):
       super().__init__(oracle=oracle, hypermodel=None, **kwargs)
       self.task, self.train, self.dev, self.base_config = task, train, dev, base_config
+      self.trials_dir = trials_dir
 
     def run_trial(self, trial, *args, **kwargs):
       hp = trial.hyperparameters
@@ -96,7 +100,10 @@ def _make_tuner_class():
         config.adapter = dataclasses.replace(config.adapter, size=hp.get("adapter_size"))
       print(f"[sweep] trial {trial.trial_id}: " + ", ".join(f"{k}={v}" for k, v in hp.values.items()),
             flush=True)
-      result, _, _ = train_task(self.task, self.train, self.dev, config, verbose=False)
+      # Named by the setting, not the trial id, so a retried trial finds its checkpoint.
+      run_dir = os.path.join(self.trials_dir, "-".join(f"{k}{v}" for k, v in sorted(hp.values.items())))
+      result, _, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
+                                save_model=False)
       print(f"[sweep] trial {trial.trial_id}: {self.task.primary_metric} {result.score:.4f} "
             f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
       metrics = {"score": result.score, "best_epoch": float(result.best_epoch),
@@ -167,8 +174,8 @@ def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_d
   oracle = keras_tuner.oracles.GridSearchOracle(
       objective=keras_tuner.Objective("score", "max"), max_trials=grid.size,
       hyperparameters=_hyperparameters(grid, base_config.method), tune_new_entries=False)
-  tuner = _make_tuner_class()(oracle, task, train, dev, base_config, directory=out_dir,
-                              project_name="tuner", overwrite=False)
+  tuner = _make_tuner_class()(oracle, task, train, dev, base_config, os.path.join(out_dir, "trials"),
+                              directory=out_dir, project_name="tuner", overwrite=False)
   done_before = len(trial_rows(tuner.oracle)) if not dist_utils.has_chief_oracle() else 0
   print(f"[sweep] {grid.size} trials in the grid; {done_before} already completed", flush=True)
   tuner.search()

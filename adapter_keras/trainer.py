@@ -5,6 +5,14 @@ method, trains with `model.fit` (Adam, 10% warm-up, linear decay), evaluates
 every dev split after each epoch, keeps the weights of the best epoch by the
 task's primary metric, and optionally saves an artifact, `metrics.json` and
 TensorBoard logs under an output directory.
+
+With an output directory the run is resumable: `fit_task_model` writes a step
+checkpoint (checkpoints.py) every `checkpoint_every_steps` steps and at every
+epoch end, and the same `train_task` call after a crash or `kill -9` resumes
+from the newest one. Each epoch's data order is a function of (seed, epoch)
+alone, so a resumed epoch rebuilds its dataset and skips the batches already
+done; with the dropout generators and the epoch's running metric sums restored
+too, a resumed run ends with the same metrics as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -17,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras import training
-from adapter_keras.artifacts import adapter_statistics, save_artifact, task_to_dict, write_json_atomic
+from adapter_keras import checkpoints, training
+from adapter_keras.artifacts import save_artifact, task_to_dict, write_json_atomic
 from adapter_keras.config import AdapterConfig
 from adapter_keras.data import TextExamples
 from adapter_keras.distribute import get_strategy
@@ -122,20 +130,44 @@ class NonFiniteLossError(ValueError):
   """Training produced a NaN or infinite loss."""
 
 
-class _StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
-  """Stops at the first NaN/Inf batch loss and says at which step."""
+DEFAULT_CHECKPOINT_EVERY_STEPS = 200
+CHECKPOINT_DIR = "checkpoint"
 
-  def __init__(self):
+
+class _RunProgress(tf_keras.callbacks.Callback):
+  """Counts steps across the per-epoch `fit` calls; stops at the first NaN/Inf batch loss.
+
+  It comes first among the callbacks: on the first batch after a mid-epoch
+  resume it adds the epoch's saved loss/metric sums into the model's metrics
+  and corrects that batch's logs, so every later callback sees the running
+  values an uninterrupted run would show.
+  """
+
+  def __init__(self, global_step: int = 0, epoch: int = 0, step_in_epoch: int = 0,
+               carried_sums: Optional[Dict[str, List[float]]] = None):
     super().__init__()
-    self.step = 0
+    self.global_step = global_step
+    self.epoch = epoch
+    self.step_in_epoch = step_in_epoch
+    self.carried_sums = carried_sums
     self.bad_step = None
 
   def on_train_batch_end(self, batch, logs=None):
-    self.step += 1
+    self.global_step += 1
+    self.step_in_epoch += 1
+    if self.carried_sums:
+      checkpoints.add_metric_sums(self.model, self.carried_sums)
+      self.carried_sums = None
+      if logs is not None:
+        logs.update({m.name: float(m.result()) for m in self.model.metrics if m.name in logs})
     loss = (logs or {}).get("loss")
     if loss is not None and not np.isfinite(loss):
-      self.bad_step = self.step
+      self.bad_step = self.global_step
       self.model.stop_training = True
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.bad_step is None:
+      self.epoch, self.step_in_epoch = epoch + 1, 0
 
 
 class _BestEpochTracker(tf_keras.callbacks.Callback):
@@ -154,10 +186,17 @@ class _BestEpochTracker(tf_keras.callbacks.Callback):
     self.best_weights = None
     self._writer = tf.summary.create_file_writer(os.path.join(log_dir, "dev")) if log_dir else None
 
-  def on_epoch_end(self, epoch, logs=None):
+  def evaluate(self) -> tuple[float, Dict[str, float]]:
+    """(primary score, flat dev metrics) of the model; squad_trainer overrides it for span models."""
     per_split = evaluate_model(self.model, self.task, self.dev)
-    score = per_split[self.task.dev_splits[0]][self.task.primary_metric]
-    flat = _flatten_metrics(per_split)
+    return per_split[self.task.dev_splits[0]][self.task.primary_metric], _flatten_metrics(per_split)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if not np.isfinite((logs or {}).get("loss", 0.0)):
+      # Stopped at a NaN/Inf loss: such weights can still score (argmax of NaN
+      # logits is class 0) but must never become the best epoch.
+      return
+    score, flat = self.evaluate()
     self.history.append(dict(flat, epoch=epoch + 1, loss=float((logs or {}).get("loss", np.nan))))
     if self._writer:
       with self._writer.as_default(step=epoch + 1):
@@ -165,18 +204,92 @@ class _BestEpochTracker(tf_keras.callbacks.Callback):
           tf.summary.scalar(name, value)
     if score > self.best_score:
       self.best_score, self.best_epoch, self.best_metrics = score, epoch + 1, flat
-      self.best_weights = [v.numpy() for v in self._tracked_variables()]
+      self.best_weights = [v.numpy() for v in checkpoints.trained_variables(self.model)]
     if self.verbose:
       shown = " ".join(f"{k} {v:.4f}" for k, v in flat.items())
       print(f"[train] epoch {epoch + 1} dev: {shown}", flush=True)
 
-  def _tracked_variables(self):
-    return list(self.model.trainable_variables) + adapter_statistics(self.model)
-
   def restore_best(self):
     if self.best_weights is not None:
-      for variable, value in zip(self._tracked_variables(), self.best_weights):
+      for variable, value in zip(checkpoints.trained_variables(self.model), self.best_weights):
         variable.assign(value)
+
+  def state(self) -> Dict:
+    """What a checkpoint records (the best weights go to a file of their own)."""
+    return dict(history=self.history, best_epoch=self.best_epoch, best_metrics=self.best_metrics,
+                best_score=float(self.best_score) if np.isfinite(self.best_score) else None)
+
+  def load_state(self, state: Dict, best_weights: Optional[List[np.ndarray]]) -> None:
+    self.history = list(state["history"])
+    self.best_epoch, self.best_metrics = state["best_epoch"], dict(state["best_metrics"])
+    self.best_score = -np.inf if state["best_score"] is None else state["best_score"]
+    self.best_weights = best_weights
+
+
+class _Checkpointer(tf_keras.callbacks.Callback):
+  """Writes a step checkpoint every `every_steps` steps and after each epoch's dev evaluation.
+
+  Never after a NaN/Inf loss, so the newest checkpoint is always a good one.
+  A mid-epoch checkpoint is skipped on an epoch's last batch: the end-of-epoch
+  one follows right after.
+  """
+
+  def __init__(self, checkpoint: checkpoints.StepCheckpoint, progress: _RunProgress,
+               tracker: _BestEpochTracker, every_steps: Optional[int], epoch_batches: int,
+               seconds_before: float):
+    super().__init__()
+    self.checkpoint = checkpoint
+    self.progress = progress
+    self.tracker = tracker
+    self.every_steps = every_steps
+    self.epoch_batches = epoch_batches
+    self.seconds_before = seconds_before
+    self._start = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    p = self.progress
+    if (p.bad_step is None and self.every_steps and p.global_step % self.every_steps == 0
+        and p.step_in_epoch < self.epoch_batches):
+      self._save(checkpoints.metric_sums(self.model))
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.progress.bad_step is None:
+      self._save({})
+
+  def _save(self, metric_sums):
+    p = self.progress
+    self.checkpoint.save(
+        dict(global_step=p.global_step, epoch=p.epoch, step_in_epoch=p.step_in_epoch,
+             epoch_batches=self.epoch_batches, metric_sums=metric_sums, tracker=self.tracker.state(),
+             seconds=self.seconds_before + time.perf_counter() - self._start),
+        self.tracker.best_epoch, self.tracker.best_weights)
+
+
+class _OneRun(tf_keras.callbacks.CallbackList):
+  """The callbacks of the per-epoch `model.fit` calls, presented as one training run.
+
+  Keras calls on_train_begin/end on every `fit`; TensorBoard would reopen its
+  writers and ProgressLogger restart its clock each epoch. Here they get those
+  once, from `begin()` and `end()`. (`fit` uses a CallbackList it is given as
+  it is: no set_model per call either.) Keras's warning about slow batch hooks
+  is off: a checkpoint written at a batch end is slow by design.
+  """
+
+  def __init__(self, callbacks, model):
+    super().__init__(callbacks, model=model)
+    self._check_timing = False
+
+  def on_train_begin(self, logs=None):
+    pass
+
+  def on_train_end(self, logs=None):
+    pass
+
+  def begin(self):
+    super().on_train_begin()
+
+  def end(self):
+    super().on_train_end()
 
 
 def _limit(examples: TextExamples, max_examples: Optional[int], seed: int) -> TextExamples:
@@ -184,6 +297,27 @@ def _limit(examples: TextExamples, max_examples: Optional[int], seed: int) -> Te
     return examples
   chosen = np.sort(np.random.default_rng(seed).permutation(len(examples))[:max_examples])
   return examples.take(chosen)
+
+
+def epoch_dataset(encoded: training.EncodedExamples, config: "TrainConfig", epoch: int,
+                  **dataset_options) -> tf.data.Dataset:
+  """The training batches of `epoch` (0-based), in an order drawn from (seed, epoch) alone.
+
+  The permutation comes from numpy, not from tf.data's shuffle, whose order
+  also depends on the global TF seed and on how many iterators were made of
+  the dataset; this way any epoch can be rebuilt exactly, in any process.
+  `dataset_options` go to training.make_dataset (pad_to_multiple, prefix_cache...).
+  """
+  order = np.random.default_rng([config.seed % 2**64, epoch]).permutation(len(encoded))
+  return training.make_dataset(encoded, config.batch_size, bucket_by_length=config.bucket_by_length,
+                               order=order, **dataset_options)
+
+
+def _count_batches(dataset: tf.data.Dataset) -> int:
+  # Length bucketing gives a partial batch per bucket, so an epoch has more
+  # than ceil(n / batch_size) batches; the schedule and the resume position
+  # need the real count (the same every epoch: bucket sizes do not depend on the order).
+  return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
 
 
 def artifact_manifest(task, config: TrainConfig, model: TaskModel, preprocessor: BertPreprocessor,
@@ -206,24 +340,35 @@ def fit_task_model(model: TaskModel,
                    config: TrainConfig,
                    strategy: Optional[tf.distribute.Strategy] = None,
                    verbose: bool = True,
-                   log_dir: Optional[str] = None):
+                   log_dir: Optional[str] = None,
+                   checkpoint_dir: Optional[str] = None,
+                   checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+                   fingerprint: Optional[str] = None):
   """Trains an already built model whose trainable set is chosen.
 
-  TensorBoard logs go to `log_dir` when given.
+  TensorBoard logs go to `log_dir` when given. With `checkpoint_dir`, a step
+  checkpoint is written there every `checkpoint_every_steps` steps (None or 0:
+  only at epoch ends) and after every epoch, and training resumes from the
+  newest one found there; `fingerprint` (of the frozen base) is recorded and
+  checked on resume. Resuming is exact when the model's dropout layers were
+  built inside `checkpoints.resumable_randomness()` (as `train_task` does).
 
-  Returns (TrainResult without timing, number of training examples used);
-  the model ends up with the weights of its best dev epoch.
+  Returns (TrainResult, number of training examples used); the result's
+  `seconds` holds the training time spent before a resume (0 otherwise). The
+  model ends up with the weights of its best dev epoch.
   """
   config.validate()
   if set(dev) != set(task.dev_splits):
     raise ValueError(f"task {task.name} evaluates on {task.dev_splits}, got dev splits {sorted(dev)}")
+  if checkpoint_every_steps is not None and checkpoint_every_steps < 0:
+    raise ValueError(f"checkpoint_every_steps must be >= 0, got {checkpoint_every_steps}")
   strategy = strategy or tf.distribute.get_strategy()
   report = parameter_report(model)
   train = _limit(train, config.max_train_examples, config.seed)
   train_encoded = training.encode_examples(preprocessor, train)
   dev_encoded = {split: training.encode_examples(preprocessor, ex) for split, ex in dev.items()}
-  steps_per_epoch = training.steps_per_epoch(len(train_encoded), config.batch_size)
-  total_steps = steps_per_epoch * config.epochs
+  epoch_batches = _count_batches(epoch_dataset(train_encoded, config, 0))
+  total_steps = epoch_batches * config.epochs
   if verbose:
     print(f"[train] task {task.name}: {len(train_encoded)} train examples, "
           f"{', '.join(f'{s} {len(e)}' for s, e in dev_encoded.items())}; method {config.method}: "
@@ -232,27 +377,69 @@ def fit_task_model(model: TaskModel,
   with strategy.scope():
     training.compile_task_model(
         model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction))
+    # Built now rather than at the first step, so that a checkpoint can be read into its moments.
+    model.optimizer.build(model.trainable_variables)
   tracker = _BestEpochTracker(task, dev_encoded, log_dir, verbose)
-  non_finite = _StopOnNonFiniteLoss()
-  callbacks = [non_finite, tracker]
+  progress = _RunProgress()
+  checkpoint, seconds_before = None, 0.0
+  if checkpoint_dir:
+    with strategy.scope():
+      checkpoint = checkpoints.StepCheckpoint(checkpoint_dir, model, fingerprint)
+    restored = checkpoint.restore()
+    if restored is not None:
+      if restored["epoch_batches"] != epoch_batches:
+        raise checkpoints.CheckpointError(
+            f"{checkpoint_dir} was written for {restored['epoch_batches']} batches per epoch, this run has "
+            f"{epoch_batches}; delete {checkpoint_dir} to start the run over")
+      tracker.load_state(restored["tracker"], restored["best_weights"])
+      progress = _RunProgress(restored["global_step"], restored["epoch"], restored["step_in_epoch"],
+                              restored["metric_sums"])
+      seconds_before = restored["seconds"]
+      print(f"[train] resuming from step {progress.global_step} of {total_steps} "
+            f"(epoch {min(progress.epoch + 1, config.epochs)}) in {checkpoint_dir}", flush=True)
+  callbacks = [progress, tracker]
+  if checkpoint:
+    callbacks.append(_Checkpointer(checkpoint, progress, tracker, checkpoint_every_steps, epoch_batches,
+                                   seconds_before))
   if verbose:
-    callbacks.append(training.ProgressLogger(total_steps, config.batch_size, prefix="[train] "))
+    callbacks.append(training.ProgressLogger(total_steps, config.batch_size, prefix="[train] ",
+                                             initial_step=progress.global_step))
   if log_dir:
     callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-  dataset = training.make_dataset(train_encoded, config.batch_size, shuffle=True, seed=config.seed,
-                                  bucket_by_length=config.bucket_by_length)
-  model.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks)
-  if non_finite.bad_step is not None:
-    tracker.restore_best()
+  run = _OneRun(callbacks, model)
+  run.begin()
+  for epoch in range(progress.epoch, config.epochs):
+    dataset = epoch_dataset(train_encoded, config, epoch)
+    if progress.step_in_epoch:
+      dataset = dataset.skip(progress.step_in_epoch)
+    # With the step count given, Keras never calls the train function past the
+    # data's end, a call that would still add 1 to the optimizer's iterations.
+    model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+              steps_per_epoch=epoch_batches - progress.step_in_epoch, verbose=0, callbacks=run)
+    if progress.bad_step is not None:
+      break
+  run.end()
+  if progress.bad_step is not None:
+    if tracker.best_weights is not None:
+      tracker.restore_best()
+      kept = f"the model keeps its best epoch's (epoch {tracker.best_epoch}) weights"
+    elif checkpoint and checkpoint.last_step is not None:
+      checkpoint.restore()
+      kept = f"the model keeps the weights of step {checkpoint.last_step}"
+    else:
+      kept = "no epoch ended before it, so no good weights were kept"
+    if checkpoint and checkpoint.last_step is not None:
+      kept += f"; the last good checkpoint, step {checkpoint.last_step}, stays in {checkpoint_dir}"
     raise NonFiniteLossError(
-        f"the training loss became NaN/Inf at step {non_finite.bad_step} of {total_steps}; "
-        "lower the learning rate or check the labels (the model keeps its last good epoch's weights)")
+        f"the training loss became NaN/Inf at step {progress.bad_step} of {total_steps}; "
+        f"lower the learning rate or check the labels ({kept})")
   tracker.restore_best()
   result = TrainResult(
       task=task.name, method=config.method, metrics=tracker.best_metrics,
       primary_metric=task.primary_metric, score=float(tracker.best_score),
       best_epoch=tracker.best_epoch, history=tracker.history,
-      trained_params=report.trained_params, trained_fraction=report.trained_fraction, seconds=0.0)
+      trained_params=report.trained_params, trained_fraction=report.trained_fraction,
+      seconds=seconds_before)
   return result, len(train_encoded)
 
 
@@ -305,11 +492,18 @@ def train_task(task,
                config: TrainConfig,
                out_dir: Optional[str] = None,
                pretrained: Optional[PretrainedEncoder] = None,
-               verbose: bool = True):
+               verbose: bool = True,
+               checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+               save_model: bool = True):
   """Loads the encoder, builds and trains a model: (TrainResult, model, preprocessor).
 
   With `out_dir`, writes `metrics.json`, TensorBoard logs under `logs/` and
-  the trained model under `artifact/` (adapter-only for method "adapter").
+  (unless not `save_model`) the trained model under `artifact/` (adapter-only
+  for method "adapter"). While training it keeps a step checkpoint under
+  `checkpoint/` (every `checkpoint_every_steps` steps and at each epoch end)
+  and resumes from it when called again after a crash; a finished run's
+  checkpoint is deleted once `metrics.json` is written. Resuming is exact
+  unless `pretrained` is given (its encoder's dropout was built elsewhere).
   """
   config.validate()
   start = time.perf_counter()
@@ -319,12 +513,16 @@ def train_task(task,
     if finished is not None:
       if verbose:
         print(f"[train] {out_dir} already holds this finished run; reporting it", flush=True)
+      # Left only by a kill between writing metrics.json and deleting it.
+      checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
       fields = {f.name for f in dataclasses.fields(TrainResult)}
       return TrainResult(**{k: v for k, v in finished.items() if k in fields}), None, None
   training.seed_everything(config.seed)
   strategy = get_strategy(config.strategy)
   adapter_config = config.adapter if config.method == "adapter" else None
-  with strategy.scope():
+  # Dropout draws from checkpointable generators, with or without `out_dir`,
+  # so that a run gives the same result whether it was checkpointed or not.
+  with strategy.scope(), checkpoints.resumable_randomness():
     if pretrained is None:
       pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
     validate_method(config.method, config.top_k, pretrained.config.num_hidden_layers)
@@ -337,12 +535,17 @@ def train_task(task,
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, RUN_FILE), identity)
   result, n_train = fit_task_model(model, preprocessor, task, train, dev, config, strategy, verbose,
-                                   log_dir=os.path.join(out_dir, "logs") if out_dir else None)
-  result.seconds = time.perf_counter() - start
+                                   log_dir=os.path.join(out_dir, "logs") if out_dir else None,
+                                   checkpoint_dir=os.path.join(out_dir, CHECKPOINT_DIR) if out_dir else None,
+                                   checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint)
+  result.seconds += time.perf_counter() - start  # plus the time before a resume
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
-    manifest = artifact_manifest(task, config, model, preprocessor, pretrained.config, fingerprint, n_train)
-    save_artifact(os.path.join(out_dir, "artifact"), model, manifest)
+    if save_model:
+      manifest = artifact_manifest(task, config, model, preprocessor, pretrained.config, fingerprint, n_train)
+      save_artifact(os.path.join(out_dir, "artifact"), model, manifest)
     write_json_atomic(os.path.join(out_dir, "metrics.json"), dict(
         result.to_dict(), base_params=parameter_report(model).base_params, config=config.to_dict()))
+    # metrics.json marks the run finished; the checkpoint is no longer needed.
+    checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
   return result, model, preprocessor
