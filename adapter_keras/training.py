@@ -3,15 +3,22 @@
 * Adam with a linear warm-up over the first 10% of steps, then linear decay
   to 0 (Houlsby et al. 2019, following BERT).
 * Inputs are tokenized once per example and padded per batch to the longest
-  example in that batch (dynamic padding).
+  example in that batch (dynamic padding), optionally batched by length.
+* The speed options of docs/performance.md that live below the model: XLA
+  (`compile_task_model(jit_compile=True)` with `make_dataset(pad_to_multiple=
+  JIT_PAD_MULTIPLE)`, which bounds the shapes XLA compiles for), mixed
+  precision (`precision_policy`, `create_optimizer(mixed_precision=...)`), and
+  the frozen-prefix cache's extra input (`make_dataset(prefix_cache=...)`,
+  see prefix_cache.py).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
 import time
-from typing import Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -51,11 +58,50 @@ class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
                 warmup_steps=self.warmup_steps)
 
 
-def create_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float = 0.1
-                     ) -> tf_keras.optimizers.Optimizer:
-  """Adam with the paper's warm-up + linear-decay schedule."""
+# --mixed-precision choices -> Keras dtype policies. Variables stay float32
+# under both; TaskModel casts its output to float32, so the loss is float32.
+MIXED_PRECISION_POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def check_mixed_precision(mixed_precision: Optional[str]) -> None:
+  if mixed_precision is not None and mixed_precision not in MIXED_PRECISION_POLICIES:
+    raise ValueError(f"mixed_precision must be None or one of {sorted(MIXED_PRECISION_POLICIES)}, "
+                     f"got {mixed_precision!r}")
+
+
+@contextlib.contextmanager
+def precision_policy(mixed_precision: Optional[str]) -> Iterator[None]:
+  """Layers created inside compute in `mixed_precision` ("bfloat16", "float16"; None: float32).
+
+  Keras fixes a layer's dtype policy when the layer is created, so load the
+  encoder and build the task model inside this block; the global policy is
+  restored on exit and the model keeps its own. Meant for accelerators: on
+  CPU both mixed policies were slower than float32 (docs/performance.md).
+  """
+  check_mixed_precision(mixed_precision)
+  previous = tf_keras.mixed_precision.global_policy()
+  if mixed_precision is not None:
+    tf_keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[mixed_precision])
+  try:
+    yield
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
+
+
+def create_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float = 0.1,
+                     mixed_precision: Optional[str] = None) -> tf_keras.optimizers.Optimizer:
+  """Adam with the paper's warm-up + linear-decay schedule.
+
+  With mixed_precision "float16" it is wrapped in a dynamic LossScaleOptimizer:
+  small float16 gradients would otherwise underflow to zero. bfloat16 has
+  float32's exponent range and needs no loss scaling.
+  """
+  check_mixed_precision(mixed_precision)
   schedule = WarmupLinearDecay(learning_rate, total_steps, int(round(warmup_fraction * total_steps)))
-  return tf_keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-6)
+  optimizer = tf_keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-6)
+  if mixed_precision == "float16":
+    optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return optimizer
 
 
 @dataclasses.dataclass
@@ -92,7 +138,17 @@ def encode_examples(preprocessor: BertPreprocessor, examples: TextExamples,
                          np.asarray(examples.labels))
 
 
+# Length-bucket boundaries. With batch 32 they leave 31% of the computed
+# positions of SST-2 as padding (67% without bucketing); finer boundaries at
+# the short end would cut that further (docs/performance.md).
 LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 256)
+
+
+# Batch lengths are rounded up to a multiple of this under XLA (jit_compile):
+# each distinct input shape is a compilation, and with dynamic padding almost
+# every batch would bring a new one. 16 bounds it to max_seq_length / 16
+# lengths per batch size while adding at most 15 padding positions.
+JIT_PAD_MULTIPLE = 16
 
 
 def make_dataset(encoded: EncodedExamples,
@@ -100,7 +156,10 @@ def make_dataset(encoded: EncodedExamples,
                  shuffle: bool = False,
                  seed: int = 0,
                  repeat: bool = False,
-                 bucket_by_length: bool = False) -> tf.data.Dataset:
+                 bucket_by_length: bool = False,
+                 order: Optional[Sequence[int]] = None,
+                 pad_to_multiple: Optional[int] = None,
+                 prefix_cache=None) -> tf.data.Dataset:
   """(features, labels) batches, each padded to its longest example.
 
   The dataset runs over example indices, so a shuffle is a permutation of
@@ -108,19 +167,43 @@ def make_dataset(encoded: EncodedExamples,
   `bucket_by_length`, examples of similar length are batched together
   (boundaries LENGTH_BUCKETS), which cuts the padding a random batch carries;
   every example still appears exactly once per epoch.
+
+  Args:
+    order: the example indices to go through, in this order (an epoch's
+      permutation, say), instead of 0..n-1.
+    pad_to_multiple: rounds each batch's padded length up to a multiple of
+      this, but never beyond the longest example of `encoded`; for XLA (see
+      JIT_PAD_MULTIPLE). The extra positions are padding (mask 0).
+    prefix_cache: a prefix_cache.PrefixCache built on `encoded`. Each
+      example then also carries its frozen-prefix hidden states under
+      prefix_cache.PREFIX_OUTPUT, [length, hidden], padded with zeros like
+      the ids; a PrefixCachedModel trains on them.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if pad_to_multiple is not None and pad_to_multiple < 1:
+    raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
+  if prefix_cache is not None and len(prefix_cache) != len(encoded):
+    raise ValueError(f"the prefix cache holds {len(prefix_cache)} examples, the data set {len(encoded)}: "
+                     "build it on the same encoded examples")
   word_ids, type_ids = encoded.word_ids, encoded.type_ids
   label_dtype = tf.float32 if encoded.labels.dtype.kind == "f" else tf.int32
   labels = tf.constant(encoded.labels, label_dtype)
 
   def lookup(index):
     ids = word_ids[index]
-    return (dict(input_word_ids=ids, input_mask=tf.ones_like(ids), input_type_ids=type_ids[index]),
-            labels[index])
+    features = dict(input_word_ids=ids, input_mask=tf.ones_like(ids), input_type_ids=type_ids[index])
+    if prefix_cache is not None:
+      features.update(prefix_cache.features(index))
+    return features, labels[index]
 
-  ds = tf.data.Dataset.range(len(encoded))
+  if order is None:
+    ds = tf.data.Dataset.range(len(encoded))
+  else:
+    order = np.asarray(order, np.int64)
+    if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= len(encoded))):
+      raise ValueError(f"order must be a list of example indices in [0, {len(encoded)})")
+    ds = tf.data.Dataset.from_tensor_slices(order)
   if shuffle:
     ds = ds.shuffle(len(encoded), seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -134,10 +217,27 @@ def make_dataset(encoded: EncodedExamples,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
   else:
     ds = ds.padded_batch(batch_size)
+  if pad_to_multiple is not None:
+    ds = ds.map(_padder(pad_to_multiple, int(encoded.lengths.max())),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _padder(multiple: int, longest: int):
+  """A batch map that pads axis 1 of every feature to the next multiple of `multiple` (<= `longest`)."""
+
+  def pad(features, labels):
+    length = tf.shape(features["input_word_ids"])[1]
+    target = tf.minimum((length + multiple - 1) // multiple * multiple, tf.maximum(length, longest))
+    return {name: tf.pad(value, [[0, 0], [0, target - length]] + [[0, 0]] * (value.shape.rank - 2))
+            for name, value in features.items()}, labels
+
+  return pad
+
+
 def compile_task_model(model: TaskModel, optimizer, jit_compile: bool = False) -> TaskModel:
+  """Loss and metrics for the model's task type. `jit_compile` XLA-compiles the
+  train and predict steps (feed them pad_to_multiple batches; see JIT_PAD_MULTIPLE)."""
   if model.task_type == "classification":
     loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     metrics = [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -156,17 +256,19 @@ class ProgressLogger(tf_keras.callbacks.Callback):
   """One line every `every_seconds`: step, loss/metrics, examples/s, ETA.
 
   Works the same in a terminal and in a CI log (Keras's bar does not).
+  `initial_step`: steps done before this process (a resumed run); the rate
+  and ETA count only the steps done here.
   """
 
   def __init__(self, total_steps: int, batch_size: int, every_seconds: float = 15.0,
-               stream=None, prefix: str = ""):
+               stream=None, prefix: str = "", initial_step: int = 0):
     super().__init__()
     self.total_steps = total_steps
     self.batch_size = batch_size
     self.every_seconds = every_seconds
     self.stream = stream or sys.stdout
     self.prefix = prefix
-    self._step = 0
+    self._step = self._initial_step = initial_step
     self._start = None
     self._last_print = 0.0
     self._epoch = 0
@@ -184,8 +286,9 @@ class ProgressLogger(tf_keras.callbacks.Callback):
     if now - self._last_print >= self.every_seconds or self._step == self.total_steps:
       self._last_print = now
       elapsed = now - self._start
-      rate = self._step * self.batch_size / max(elapsed, 1e-9)
-      eta = (self.total_steps - self._step) * elapsed / self._step
+      done_here = self._step - self._initial_step
+      rate = done_here * self.batch_size / max(elapsed, 1e-9)
+      eta = (self.total_steps - self._step) * elapsed / max(done_here, 1)
       metrics = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
       print(f"{self.prefix}epoch {self._epoch + 1} step {self._step}/{self.total_steps} {metrics} "
             f"{rate:.1f} ex/s elapsed {elapsed:.0f}s eta {eta:.0f}s", file=self.stream, flush=True)
