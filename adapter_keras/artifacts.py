@@ -4,7 +4,9 @@ An artifact is a directory with
 
   manifest.json        task (name, type, labels, metrics), method, AdapterConfig,
                        pooling, tokenizer settings, encoder spec and config, the
-                       fingerprint of the pre-trained base, library version
+                       fingerprint of the pre-trained base, library version;
+                       an extractive-QA model (SpanModel, task type "span")
+                       also records its SQuAD window settings under "squad"
   weights.safetensors  the trained variables only (for method "adapter":
                        adapters + LayerNorms + head, ~4 bytes per parameter)
 
@@ -190,7 +192,19 @@ def task_to_dict(task) -> Dict:
   return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(task).items()}
 
 
+SPAN_TASK_TYPE = "span"  # SpanModel.task_type
+
+
+def is_span_manifest(manifest: Dict) -> bool:
+  """Whether the artifact holds an extractive-QA SpanModel (SQuAD) rather than a TaskModel."""
+  return manifest.get("task", {}).get("task_type") == SPAN_TASK_TYPE
+
+
 def task_from_dict(data: Dict):
+  if data.get("task_type") == SPAN_TASK_TYPE:
+    # Every caller scores TaskSpec outputs (labels, scores); a span model needs squad decoding.
+    raise ArtifactError(f"this artifact holds an extractive-QA model for {data.get('name')!r}, not a "
+                        "classification or regression task; use `adapter-keras evaluate-squad`")
   from adapter_keras.tasks import TaskSpec  # pylint: disable=import-outside-toplevel
   return TaskSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
 
@@ -198,6 +212,8 @@ def task_from_dict(data: Dict):
 def load_artifact(artifact_dir: str, encoder_spec: str) -> Tuple[object, Dict, object]:
   """Rebuilds a trained model on `encoder_spec`: (model, manifest, preprocessor).
 
+  The model is a TaskModel, or a SpanModel for a SQuAD artifact
+  (`is_span_manifest`; squad_trainer.load_squad_artifact adds its featurizer).
   Refuses (ArtifactError) when the encoder's base weights differ from the
   ones the artifact was trained on.
   """
@@ -209,9 +225,13 @@ def load_artifact(artifact_dir: str, encoder_spec: str) -> Tuple[object, Dict, o
   tensors = read_weights(artifact_dir)
   pretrained = load_encoder(encoder_spec, adapter_config_from_manifest(manifest))
   check_fingerprint(manifest, base_fingerprint(pretrained.encoder), encoder_spec, artifact_dir)
-  task = task_from_dict(manifest["task"])
-  model = build_model(pretrained, task, pooling=manifest["pooling"],
-                      dropout_rate=manifest.get("dropout_rate", 0.1))
+  if is_span_manifest(manifest):
+    from adapter_keras.squad_trainer import build_span_model  # pylint: disable=import-outside-toplevel
+    model = build_span_model(pretrained, dropout_rate=manifest.get("dropout_rate", 0.1))
+  else:
+    task = task_from_dict(manifest["task"])
+    model = build_model(pretrained, task, pooling=manifest["pooling"],
+                        dropout_rate=manifest.get("dropout_rate", 0.1))
   assign_weights(model, tensors, artifact_dir)
   tokenizer = manifest["tokenizer"]
   preprocessor = BertPreprocessor(pretrained.vocab_file, tokenizer["lower_case"], tokenizer["max_seq_length"])

@@ -75,7 +75,8 @@ def _cmd_train(args) -> dict:
   config = _train_config_from_args(args)
   config.validate()
   task, train, dev = task_data.load_task_data(task_data.from_args(args))
-  result, _, _ = train_task(task, train, dev, config, out_dir=args.out)
+  result, _, _ = train_task(task, train, dev, config, out_dir=args.out,
+                            checkpoint_every_steps=args.checkpoint_every)
   shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
   print(f"[train] best epoch {result.best_epoch}: {shown}; wrote {args.out}")
   return dict(task=result.task, method=result.method, metrics=result.metrics,
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
   task_data.add_arguments(p)
   _add_model_arguments(p)
   p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--checkpoint-every", type=positive_int, default=200, metavar="STEPS",
+                 help="write a step checkpoint to OUT/checkpoint every STEPS steps (default %(default)s) and "
+                      "at every epoch end; re-running a killed command resumes from the newest one")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_train)
 
@@ -304,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   from adapter_keras.analysis_cli import add_analyze_parser  # pylint: disable=import-outside-toplevel
   add_analyze_parser(sub)
+  from adapter_keras.squad_cli import add_squad_parsers  # pylint: disable=import-outside-toplevel
+  add_squad_parsers(sub)
   return parser
 
 

@@ -57,8 +57,18 @@ def parse_squad(data: Dict, source: str = "<data>", max_examples: Optional[int] 
   """Examples from a parsed official SQuAD v1.1 JSON document, in file order."""
   if not isinstance(data, dict) or not isinstance(data.get("data"), list):
     raise ValueError(f"{source} is not SQuAD JSON: expected an object with a 'data' list of articles")
+  try:
+    return _parse_articles(data["data"], source, max_examples)
+  except KeyError as error:
+    raise ValueError(f"{source} is not SQuAD JSON: an article, paragraph, question or answer "
+                     f"lacks the field {error}") from None
+  except (TypeError, AttributeError) as error:  # e.g. a list where an object belongs
+    raise ValueError(f"{source} is not SQuAD JSON: a field has the wrong type ({error})") from None
+
+
+def _parse_articles(articles: List, source: str, max_examples: Optional[int]) -> List[SquadExample]:
   examples: List[SquadExample] = []
-  for article in data["data"]:
+  for article in articles:
     for paragraph in article.get("paragraphs", []):
       context = paragraph["context"]
       for qa in paragraph["qas"]:

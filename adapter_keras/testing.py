@@ -162,3 +162,44 @@ def write_tiny_glue_dir(out_dir: str, n_train: int = 48, n_dev: int = 16, seed: 
                    [[str(i), "g", "f", "y", "o", "s1", "s2", a, b, "5.000" if g else "0.000"]
                     for i, (a, b, g) in enumerate(zip(texts, others, agree))])
   return out_dir
+
+
+_SUBJECTS = ["cat", "dog", "team", "band", "party"]
+_VERBS = ["won", "lost", "loved", "hated"]
+_OBJECTS = ["game", "vote", "music", "market", "election", "mat"]
+_SQUAD_FILLER = "the stock price rose and the news was very boring ."
+
+
+def tiny_squad_document(n: int, seed: int = 0, title: str = "tiny") -> Dict:
+  """A SQuAD v1.1 document of `n` questions made of tiny-vocab words.
+
+  Each context says who did what to what in two sentences, plus a filler
+  sentence so that short windows split it; the question asks who did one of
+  the two things, and its answers are "the <subject>" and "<subject>" (two
+  ground truths, as in the dev set).
+  """
+  rng = np.random.default_rng(seed)
+  paragraphs = []
+  for i in range(n):
+    s1, s2 = rng.choice(_SUBJECTS, size=2, replace=False)
+    v1, v2 = rng.choice(_VERBS, size=2, replace=False)
+    o1, o2 = rng.choice(_OBJECTS, size=2, replace=False)
+    sentences = [f"the {s1} {v1} the {o1} .", f"the {s2} {v2} the {o2} ."]
+    asked = int(rng.integers(2))
+    if rng.integers(2):
+      sentences.insert(int(rng.integers(3)), _SQUAD_FILLER)
+    context = " ".join(sentences)
+    subject, verb, obj = (s1, v1, o1) if asked == 0 else (s2, v2, o2)
+    start = context.index(f"the {subject} {verb} the {obj}")
+    answers = [{"text": f"the {subject}", "answer_start": start},
+               {"text": str(subject), "answer_start": start + len("the ")}]
+    paragraphs.append({"context": context, "qas": [
+        {"id": f"{title}-{i}", "question": f"who {verb} the {obj} ?", "answers": answers}]})
+  return {"version": "1.1", "data": [{"title": title, "paragraphs": paragraphs}]}
+
+
+def write_tiny_squad_json(path: str, n: int, seed: int = 0) -> str:
+  """Writes `tiny_squad_document(n, seed)` to `path` and returns the path."""
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(tiny_squad_document(n, seed, title=os.path.splitext(os.path.basename(path))[0]), f)
+  return path
