@@ -97,13 +97,11 @@ def ablation_study(model, task, dev: training.EncodedExamples,
   num_layers = encoder.num_layers
   if not encoder.adapters():
     raise ValueError("the model has no adapters to ablate (was it trained with --method adapter?)")
-  dataset = training.make_dataset(dev, batch_size)
-
   evaluations = num_layers * (num_layers + 1) // 2 + 2
   done = []
 
   def score(what: str) -> float:
-    value = float(evaluate_model_on(model, task, dataset, dev.labels))
+    value = float(evaluate_model_on(model, task, dev, batch_size))
     done.append(what)
     if progress:
       progress(f"[ablation] {len(done)}/{evaluations} {what}: {task.primary_metric} {value:.4f}")
@@ -132,11 +130,11 @@ def ablation_study(model, task, dev: training.EncodedExamples,
               majority_source=majority_source if majority is not None else None, task=task.name)
 
 
-def evaluate_model_on(model, task, dataset, labels: np.ndarray) -> float:
-  """The task's primary metric of `model` on an unshuffled (features, label) dataset."""
+def evaluate_model_on(model, task, encoded: training.EncodedExamples, batch_size: int = 64) -> float:
+  """The task's primary metric of `model` on encoded examples."""
   from adapter_keras.tasks import compute_metrics  # pylint: disable=import-outside-toplevel
-  outputs = training.predict_outputs(model, dataset)
-  return compute_metrics(task, outputs, labels)[task.primary_metric]
+  outputs = training.predict_encoded(model, encoded, batch_size)
+  return compute_metrics(task, outputs, encoded.labels)[task.primary_metric]
 
 
 def plot_ablation(result: Dict, path: str) -> str:
@@ -312,8 +310,9 @@ def setting_train_config(config: TrainConfig, setting: TradeoffSetting,
     return dataclasses.replace(config, method="adapter", top_k=None,
                                adapter=dataclasses.replace(config.adapter, size=setting.value))
   learning_rate = fine_tune_learning_rate if setting.method in ("top-k", "full") else config.learning_rate
-  return dataclasses.replace(config, method=setting.method, top_k=setting.value,
-                             learning_rate=learning_rate)
+  # Full and LayerNorm-only runs train the bottom layer: no frozen prefix to cache.
+  return dataclasses.replace(config, method=setting.method, top_k=setting.value, learning_rate=learning_rate,
+                             prefix_cache=config.prefix_cache and setting.method == "top-k")
 
 
 def tradeoff_study(task_data: Dict[str, Tuple[object, TextExamples, Dict[str, TextExamples]]],

@@ -11,34 +11,23 @@ import argparse
 from typing import Dict, List, Tuple
 
 from adapter_keras.arguments import positive_float, positive_int
-from adapter_keras.config import add_adapter_arguments, adapter_config_from_args
+from adapter_keras.train_flags import add_training_arguments, train_config_kwargs
 
 # The paper's Fig. 6 spans init stds from 1e-7 to 1.
 DEFAULT_INIT_STDS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, with_adapter_size: bool) -> None:
-  group = parser.add_argument_group("model and training")
-  group.add_argument("--encoder", default="minilm-l6", help="encoder name or directory")
-  group.add_argument("--learning-rate", type=positive_float, default=3e-4)
-  group.add_argument("--epochs", type=positive_int, default=3)
-  group.add_argument("--batch-size", type=positive_int, default=32)
-  group.add_argument("--max-seq-length", type=positive_int, default=128)
-  group.add_argument("--max-train-examples", type=positive_int)
-  group.add_argument("--pooling", choices=["cls", "mean"], help="default: the encoder's")
-  group.add_argument("--strategy", default="default",
-                     choices=["auto", "default", "mirrored", "multi-worker", "tpu"])
-  add_adapter_arguments(group, with_size=with_adapter_size)
+  add_training_arguments(parser, methods=False, single_run=False, adapter_size=with_adapter_size)
+  parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
+  parser.add_argument("--epochs", type=positive_int, default=3)
 
 
 def _train_config(args, seed: int = 0, adapter_size: int = 64):
   from adapter_keras.trainer import TrainConfig  # pylint: disable=import-outside-toplevel
-  config = TrainConfig(
-      encoder=args.encoder, method="adapter",
-      adapter=adapter_config_from_args(args, size=getattr(args, "adapter_size", adapter_size)),
-      learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size,
-      max_seq_length=args.max_seq_length, seed=seed, max_train_examples=args.max_train_examples,
-      pooling=args.pooling, strategy=args.strategy)
+  config = TrainConfig(**train_config_kwargs(
+      args, method="adapter", top_k=None, seed=seed,
+      adapter_size=getattr(args, "adapter_size", adapter_size)))
   config.validate()
   return config
 

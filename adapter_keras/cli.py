@@ -11,6 +11,8 @@ import sys
 from typing import List, Optional
 
 from adapter_keras.arguments import positive_float, positive_int, run_command
+from adapter_keras import train_flags
+from adapter_keras.train_flags import METHODS, add_training_arguments
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -55,18 +57,9 @@ def _cmd_demo(args) -> dict:
                   max_train_examples=args.max_train_examples)
 
 
-def _adapter_config_from_args(args):
-  from adapter_keras.config import adapter_config_from_args  # pylint: disable=import-outside-toplevel
-  return adapter_config_from_args(args)
-
-
 def _train_config_from_args(args):
   from adapter_keras.trainer import TrainConfig  # pylint: disable=import-outside-toplevel
-  return TrainConfig(
-      encoder=args.encoder, method=args.method, top_k=args.top_k,
-      adapter=_adapter_config_from_args(args), learning_rate=args.learning_rate, epochs=args.epochs,
-      batch_size=args.batch_size, max_seq_length=args.max_seq_length, seed=args.seed,
-      max_train_examples=args.max_train_examples, pooling=args.pooling, strategy=args.strategy)
+  return TrainConfig(**train_flags.train_config_kwargs(args))
 
 
 def _cmd_train(args) -> dict:
@@ -76,7 +69,8 @@ def _cmd_train(args) -> dict:
   config.validate()
   task, train, dev = task_data.load_task_data(task_data.from_args(args))
   result, _, _ = train_task(task, train, dev, config, out_dir=args.out,
-                            checkpoint_every_steps=args.checkpoint_every)
+                            checkpoint_every_steps=args.checkpoint_every,
+                            prefix_cache_dir=args.prefix_cache_dir)
   shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
   print(f"[train] best epoch {result.best_epoch}: {shown}; wrote {args.out}")
   return dict(task=result.task, method=result.method, metrics=result.metrics,
@@ -124,7 +118,7 @@ def _cmd_sweep(args) -> dict:
                      args.seeds or [0])
   config = _train_config_from_args(args)
   task, train, dev = task_data.load_task_data(task_data.from_args(args))
-  best = run_sweep(task, train, dev, config, grid, args.out)
+  best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir)
   if best is None:
     return dict(role="worker", out=args.out)
   setting = best["best_setting"]
@@ -197,26 +191,6 @@ def _cmd_predict(args) -> dict:
   return dict(predictions=[dict(text=t, label=l, score=s) for t, l, s in zip(args.texts, labels, scores)])
 
 
-def _add_model_arguments(p: argparse.ArgumentParser, single_run: bool = True) -> None:
-  """Model/training flags; a sweep takes lists for lr, epochs and seeds instead."""
-  g = p.add_argument_group("model and training")
-  g.add_argument("--encoder", default="minilm-l6", help="encoder name or directory")
-  g.add_argument("--method", default="adapter", choices=["adapter", "full", "top-k", "layer-norm"])
-  g.add_argument("--top-k", type=positive_int, help="layers to fine-tune with --method top-k")
-  from adapter_keras.config import add_adapter_arguments  # pylint: disable=import-outside-toplevel
-  add_adapter_arguments(g)
-  g.add_argument("--pooling", choices=["cls", "mean"], help="default: the encoder's")
-  if single_run:
-    g.add_argument("--learning-rate", type=positive_float, default=3e-4)
-    g.add_argument("--epochs", type=positive_int, default=3)
-    g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--batch-size", type=positive_int, default=32)
-  g.add_argument("--max-seq-length", type=positive_int, default=128)
-  g.add_argument("--max-train-examples", type=positive_int)
-  g.add_argument("--strategy", default="default",
-                 choices=["auto", "default", "mirrored", "multi-worker", "tpu"])
-
-
 class _OneLineErrorParser(argparse.ArgumentParser):
   """Usage errors as one line naming the problem and where to look, exit 2."""
 
@@ -236,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
   source.add_argument("--encoder", help="count a pre-trained encoder (name or directory)")
   p.add_argument("--adapter-size", type=positive_int, default=64)
   p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
-  p.add_argument("--method", default="adapter", choices=["adapter", "full", "top-k", "layer-norm"])
+  p.add_argument("--method", default="adapter", choices=METHODS)
   p.add_argument("--top-k", type=positive_int)
   p.add_argument("--pooling", choices=["cls", "mean"],
                  help="default: mean for MiniLM, else the pooled [CLS] output")
@@ -258,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
   from adapter_keras import task_data  # pylint: disable=import-outside-toplevel
   p = sub.add_parser("train", help="train one task with one method; writes metrics.json and the model")
   task_data.add_arguments(p)
-  _add_model_arguments(p)
+  add_training_arguments(p)
   p.add_argument("--out", required=True, help="output directory")
   p.add_argument("--checkpoint-every", type=positive_int, default=200, metavar="STEPS",
                  help="write a step checkpoint to OUT/checkpoint every STEPS steps (default %(default)s) and "
@@ -276,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("sweep", help="grid search (lr x epochs x adapter size x seeds), resumable")
   task_data.add_arguments(p)
-  _add_model_arguments(p, single_run=False)
+  add_training_arguments(p, single_run=False)
   p.add_argument("--preset", choices=["paper-glue", "paper-extra"])
   p.add_argument("--learning-rates", type=positive_float, nargs="+")
   p.add_argument("--epochs", dest="epochs_list", type=positive_int, nargs="+")

@@ -147,6 +147,16 @@ def _norm_choice(text: str) -> Optional[str]:
   return text
 
 
+def _layer_index(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = -1
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"expected a layer index >= 0, got {text!r}")
+  return value
+
+
 def add_adapter_arguments(parser: Any, with_size: bool = True) -> None:
   """Adds a flag per AdapterConfig field (--adapter-size, --adapter-norm, ...)
   to `parser`, an argparse.ArgumentParser or one of its argument groups.
@@ -160,6 +170,8 @@ def add_adapter_arguments(parser: Any, with_size: bool = True) -> None:
                         help="bottleneck width m")
   parser.add_argument("--adapter-init-std", type=positive_float, default=defaults.init_std,
                       help="std of the adapters' truncated-normal initialisation")
+  parser.add_argument("--adapter-layers", type=_layer_index, nargs="+", default=defaults.layers,
+                      metavar="LAYER", help="Transformer layers (0-based) that get adapters (default: all)")
   parser.add_argument("--adapter-activation", default=defaults.activation, choices=ACTIVATIONS)
   parser.add_argument("--adapter-positions", default=defaults.positions, choices=POSITIONS,
                       help="adapters after attention, after the FFN, or both")
@@ -178,7 +190,8 @@ def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = Non
   """
   return AdapterConfig(
       size=size if size is not None else args.adapter_size, init_std=args.adapter_init_std,
-      activation=args.adapter_activation, positions=args.adapter_positions, norm=args.adapter_norm,
+      activation=args.adapter_activation, positions=args.adapter_positions,
+      layers=tuple(args.adapter_layers) if args.adapter_layers else None, norm=args.adapter_norm,
       hidden_layers=args.adapter_hidden_layers, placement=args.adapter_placement,
       interaction=args.adapter_interaction)
 

@@ -64,7 +64,7 @@ class TaskEntry:
     examples = TextExamples(list(text), np.zeros(len(text), np.int64),
                             text_b=None if text_b is None else list(text_b))
     encoded = training.encode_examples(self.preprocessor, examples)
-    return training.predict_outputs(self.model, training.make_dataset(encoded, batch_size))
+    return training.predict_encoded(self.model, encoded, batch_size)
 
 
 class MultiTaskModel:

@@ -71,7 +71,7 @@ def prefix_start_layer(method: str, num_layers: int, adapter_config: Optional[Ad
     if adapted != list(range(start, num_layers)):
       raise ValueError(
           f"the prefix cache needs adapters in a top range of layers k..{num_layers - 1} "
-          f"(AdapterConfig.layers); they are in layers {adapted}")
+          f"(AdapterConfig.layers, --adapter-layers); they are in layers {adapted}")
     if adapter_config.norm == "batch":
       raise ValueError("the prefix cache does not support adapters with BatchNorm (norm='batch'): their "
                        "batch statistics include padding positions, which the cache does not keep")
@@ -83,9 +83,11 @@ def prefix_start_layer(method: str, num_layers: int, adapter_config: Optional[Ad
     raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, not {method!r} "
                      "(it trains the bottom layer, so there is no frozen prefix)")
   if start < 1:
+    top_half = tuple(range(num_layers // 2, num_layers))
     raise ValueError(
-        "every Transformer layer trains, so there is no frozen prefix to cache; restrict the adapters to "
-        f"the top layers, e.g. AdapterConfig(layers={tuple(range(num_layers // 2, num_layers))})")
+        "every Transformer layer trains, so there is no frozen prefix to cache; put the adapters in a top "
+        f"range of layers only, e.g. AdapterConfig(layers={top_half}) (train: --adapter-layers "
+        f"{' '.join(map(str, top_half))})")
   return start
 
 

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from typing import Dict
 
-from adapter_keras.arguments import positive_float, positive_int
-from adapter_keras.config import add_adapter_arguments, adapter_config_from_args
+from adapter_keras.arguments import positive_int
+from adapter_keras.train_flags import add_training_arguments, train_config_kwargs
 
 
 def _train_config(args):
   from adapter_keras.squad_trainer import SquadTrainConfig  # pylint: disable=import-outside-toplevel
-  config = SquadTrainConfig(
-      encoder=args.encoder, method=args.method, top_k=args.top_k, adapter=adapter_config_from_args(args),
-      learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size,
-      max_seq_length=args.max_seq_length, seed=args.seed, max_train_examples=args.max_train_examples,
-      doc_stride=args.doc_stride, max_query_length=args.max_query_length,
-      max_answer_length=args.max_answer_length)
+  config = SquadTrainConfig(**train_config_kwargs(
+      args, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+      max_answer_length=args.max_answer_length))
   config.validate()
   return config
 
@@ -61,16 +58,9 @@ def add_squad_parsers(subparsers) -> None:
                   "head, the paper's recipe; dev EM/F1 after every epoch, best epoch by F1.")
   p.add_argument("--train", required=True, help="train-v1.1.json")
   p.add_argument("--dev", required=True, help="dev-v1.1.json")
-  g = p.add_argument_group("model and training")
-  g.add_argument("--encoder", default="minilm-l6", help="encoder name or directory")
-  g.add_argument("--method", default="adapter", choices=["adapter", "full", "top-k", "layer-norm"])
-  g.add_argument("--top-k", type=positive_int, help="layers to fine-tune with --method top-k")
-  add_adapter_arguments(g)
-  g.add_argument("--learning-rate", type=positive_float, default=3e-4)
-  g.add_argument("--epochs", type=positive_int, default=3)
-  g.add_argument("--batch-size", type=positive_int, default=32)
-  g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--max-train-examples", type=positive_int, help="a seeded random subset of the questions")
+  # No --pooling (the span head reads every token), no --strategy yet, and no
+  # prefix cache (PrefixCachedModel takes classification/regression models).
+  add_training_arguments(p, max_seq_length=None, pooling=False, strategy=False, prefix_cache=False)
   g = p.add_argument_group("windows and answers")
   g.add_argument("--max-seq-length", type=positive_int, default=384,
                  help="tokens per window, [CLS]/[SEP] included")

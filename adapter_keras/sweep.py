@@ -86,10 +86,12 @@ def _make_tuner_class():
   class AdapterSweepTuner(keras_tuner.Tuner):
     """Runs one adapter_keras training per trial; no Keras 3 model involved."""
 
-    def __init__(self, oracle, task, train, dev, base_config: TrainConfig, trials_dir: str, **kwargs):
+    def __init__(self, oracle, task, train, dev, base_config: TrainConfig, trials_dir: str,
+                 prefix_cache_dir: Optional[str] = None, **kwargs):
       super().__init__(oracle=oracle, hypermodel=None, **kwargs)
       self.task, self.train, self.dev, self.base_config = task, train, dev, base_config
       self.trials_dir = trials_dir
+      self.prefix_cache_dir = prefix_cache_dir
 
     def run_trial(self, trial, *args, **kwargs):
       hp = trial.hyperparameters
@@ -103,7 +105,7 @@ def _make_tuner_class():
       # Named by the setting, not the trial id, so a retried trial finds its checkpoint.
       run_dir = os.path.join(self.trials_dir, "-".join(f"{k}{v}" for k, v in sorted(hp.values.items())))
       result, _, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
-                                save_model=False)
+                                save_model=False, prefix_cache_dir=self.prefix_cache_dir)
       print(f"[sweep] trial {trial.trial_id}: {self.task.primary_metric} {result.score:.4f} "
             f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
       metrics = {"score": result.score, "best_epoch": float(result.best_epoch),
@@ -166,8 +168,13 @@ def write_results(rows: List[Dict], out_dir: str, task, method: str) -> Dict:
   return best
 
 
-def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_dir: str) -> Optional[Dict]:
-  """Runs (or resumes) the grid; returns best.json's content on the chief/single process."""
+def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_dir: str,
+              prefix_cache_dir: Optional[str] = None) -> Optional[Dict]:
+  """Runs (or resumes) the grid; returns best.json's content on the chief/single process.
+
+  `prefix_cache_dir`: where a trial's prefix cache goes when too large for
+  memory (with `base_config.prefix_cache`).
+  """
   import keras_tuner  # pylint: disable=import-outside-toplevel
   from keras_tuner.src.distribute import utils as dist_utils  # pylint: disable=import-outside-toplevel
   base_config.validate()
@@ -175,7 +182,7 @@ def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_d
       objective=keras_tuner.Objective("score", "max"), max_trials=grid.size,
       hyperparameters=_hyperparameters(grid, base_config.method), tune_new_entries=False)
   tuner = _make_tuner_class()(oracle, task, train, dev, base_config, os.path.join(out_dir, "trials"),
-                              directory=out_dir, project_name="tuner", overwrite=False)
+                              prefix_cache_dir, directory=out_dir, project_name="tuner", overwrite=False)
   done_before = len(trial_rows(tuner.oracle)) if not dist_utils.has_chief_oracle() else 0
   print(f"[sweep] {grid.size} trials in the grid; {done_before} already completed", flush=True)
   tuner.search()

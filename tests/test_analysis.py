@@ -130,11 +130,10 @@ def test_ablation_matrix_is_what_toggling_the_adapters_gives_and_restores_plain_
   # The study measured with all adapters on and left the gates as it found them.
   assert [a.is_enabled for a in encoder.adapters()] == [True, True, False, False]
   encoder.set_adapters_enabled(True)
-  dataset = training.make_dataset(encoded, 64)
   for first in range(2):
     for last in range(first, 2):
       encoder.set_adapters_enabled(False, layers=range(first, last + 1))
-      score = analysis.evaluate_model_on(model, task, dataset, encoded.labels)
+      score = analysis.evaluate_model_on(model, task, encoded)
       encoder.set_adapters_enabled(True)
       assert score - result["baseline"] == result["matrix"][first][last]
 

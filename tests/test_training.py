@@ -120,15 +120,17 @@ def test_encode_rejects_empty_sets(preprocessor):
     training.encode_examples(preprocessor, TextExamples([], np.zeros(0)))
 
 
-def test_length_bucketing_keeps_every_example_once_with_right_masks(preprocessor):
-  texts, labels = tiny_sentiment_data(200, seed=3)
+def _bucketed_data(preprocessor, n=200):
+  texts, _ = tiny_sentiment_data(n, seed=3)
   texts = [t + " and the cat sat on the mat" * (i % 4) for i, t in enumerate(texts)]
-  examples = TextExamples(texts, np.arange(200))
-  encoded = training.encode_examples(preprocessor, examples)
+  return training.encode_examples(preprocessor, TextExamples(texts, np.arange(n)))
+
+
+def _one_pass(dataset, encoded):
+  """Example indices in batch order and padded positions of one pass; checks every row's ids and mask."""
   lengths = encoded.lengths
-  seen = []
-  padded_total = 0
-  for features, index in training.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True):
+  seen, padded_total = [], 0
+  for features, index in dataset:
     mask = features["input_mask"].numpy()
     word_ids = features["input_word_ids"].numpy()
     for row, i in enumerate(index.numpy()):
@@ -136,8 +138,43 @@ def test_length_bucketing_keeps_every_example_once_with_right_masks(preprocessor
       assert mask[row, :n].all() and not mask[row, n:].any()
       np.testing.assert_array_equal(word_ids[row, :n], encoded.word_ids[i].numpy())
     padded_total += mask.size
-    seen.extend(index.numpy().tolist())
-  assert sorted(seen) == list(range(200))
-  plain_total = sum(f["input_mask"].numpy().size
-                    for f, _ in training.make_dataset(encoded, 16, shuffle=True, seed=2))
-  assert padded_total < plain_total
+    seen.append(index.numpy().tolist())
+  return seen, padded_total
+
+
+def test_length_bucketing_keeps_every_example_once_with_right_masks(preprocessor):
+  encoded = _bucketed_data(preprocessor)
+  dataset = training.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True)
+  first, padded_total = _one_pass(dataset, encoded)
+  assert sorted(sum(first, [])) == list(range(200))
+  assert [len(b) for b in first] == [16] * 12 + [8]  # one partial batch, last
+  _, plain_total = _one_pass(training.make_dataset(encoded, 16, shuffle=True, seed=2), encoded)
+  real = int(encoded.lengths.sum())
+  assert padded_total - real < 0.25 * (plain_total - real)  # padding positions
+  # Each pass (each epoch of fit) draws a new grouped order; the same seed, the same sequence of passes.
+  second, _ = _one_pass(dataset, encoded)
+  assert sorted(sum(second, [])) == list(range(200)) and second != first
+  again = training.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True)
+  assert _one_pass(again, encoded)[0] == first
+
+
+@pytest.mark.parametrize("n,batch_size,group_batches", [(200, 16, 50), (200, 16, 3), (37, 8, 2), (5, 8, 2)])
+def test_length_grouped_order_makes_batches_of_similar_length_from_windows(n, batch_size, group_batches):
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(2, 60, n)
+  order = rng.permutation(n)
+  grouped = training.length_grouped_order(order, lengths, batch_size, np.random.default_rng(1), group_batches)
+  assert sorted(grouped.tolist()) == list(range(n))
+  batches = [grouped[i:i + batch_size] for i in range(0, n, batch_size)]
+  assert all(len(b) == batch_size for b in batches[:-1])
+  window = batch_size * group_batches
+  window_of = {int(i): position // window for position, i in enumerate(order)}
+  for batch in batches:
+    assert len({window_of[int(i)] for i in batch}) == 1  # a batch never mixes windows
+    # ...and holds a run of consecutive lengths of its window's sorted order
+    members = order[window * window_of[int(batch[0])]:][:window]
+    ranked = sorted(lengths[members])
+    assert sorted(lengths[batch]) in [ranked[k:k + len(batch)] for k in range(len(ranked))]
+  padded = sum(len(b) * lengths[b].max() for b in batches)
+  random_padded = sum(len(b) * lengths[b].max() for b in np.array_split(order, len(batches)))
+  assert padded <= random_padded
