@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from adapter_keras.arguments import positive_float, positive_int, run_command
 from adapter_keras import train_flags
-from adapter_keras.train_flags import METHODS, add_training_arguments
+from adapter_keras.train_flags import METHODS, add_checkpoint_argument, add_training_arguments
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -234,9 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
   task_data.add_arguments(p)
   add_training_arguments(p)
   p.add_argument("--out", required=True, help="output directory")
-  p.add_argument("--checkpoint-every", type=positive_int, default=200, metavar="STEPS",
-                 help="write a step checkpoint to OUT/checkpoint every STEPS steps (default %(default)s) and "
-                      "at every epoch end; re-running a killed command resumes from the newest one")
+  add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_train)
 

@@ -275,10 +275,19 @@ class SquadFeaturizer:
 
 
 def make_span_dataset(features: SquadFeatures, batch_size: int, shuffle: bool = False,
-                      seed: Optional[int] = None) -> tf.data.Dataset:
-  """(inputs, {"start_logits": start position, "end_logits": end position}) batches."""
+                      seed: Optional[int] = None, order: Optional[np.ndarray] = None) -> tf.data.Dataset:
+  """(inputs, {"start_logits": start position, "end_logits": end position}) batches.
+
+  `order`: the window indices to go through, in this order (one epoch's
+  permutation), instead of 0..n-1; `shuffle` reshuffles on every pass.
+  """
   targets = dict(start_logits=features.start_positions, end_logits=features.end_positions)
-  dataset = tf.data.Dataset.from_tensor_slices((features.inputs(), targets))
+  if order is None:
+    dataset = tf.data.Dataset.from_tensor_slices((features.inputs(), targets))
+  else:
+    columns = tf.nest.map_structure(tf.constant, (features.inputs(), targets))
+    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64)).map(
+        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), columns))
   if shuffle:
     dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
   return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Dict
 
 from adapter_keras.arguments import positive_int
-from adapter_keras.train_flags import add_training_arguments, train_config_kwargs
+from adapter_keras.train_flags import add_checkpoint_argument, add_training_arguments, train_config_kwargs
 
 
 def _train_config(args):
@@ -30,7 +30,8 @@ def _cmd_train_squad(args) -> Dict:
   config = _train_config(args)
   train = squad_trainer.read_squad_file(args.train, "--train")
   dev = squad_trainer.read_squad_file(args.dev, "--dev")
-  result, _, _ = squad_trainer.train_squad(train, dev, config, out_dir=args.out)
+  result, _, _ = squad_trainer.train_squad(train, dev, config, out_dir=args.out,
+                                           checkpoint_every_steps=args.checkpoint_every)
   print(f"[train-squad] best epoch {result.best_epoch}: {_shown(result.metrics)}; wrote {args.out}")
   return dict(task=result.task, method=result.method, metrics=result.metrics,
               primary_metric=result.primary_metric, score=result.score,
@@ -68,6 +69,7 @@ def add_squad_parsers(subparsers) -> None:
   g.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
   g.add_argument("--max-answer-length", type=positive_int, default=30, help="longest answer, in tokens")
   p.add_argument("--out", required=True, help="output directory")
+  add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_train_squad)
 

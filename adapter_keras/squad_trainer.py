@@ -17,12 +17,15 @@ epoch by F1 and, with an output directory, writes
                     whose "squad" entry holds the window settings that
                     `load_squad_artifact` needs to rebuild the same features
   logs/             TensorBoard
+  checkpoint/       while training: the step checkpoint a re-run resumes from
+                    (the best epoch's answers included), deleted at the end
 
-What is the same as for GLUE tasks comes from trainer.py (TrainConfig,
-TrainResult, the best-epoch tracker, the NaN stop, the run identity check,
-the manifest); this module owns what differs: windowed features, span
-decoding, and the EM/F1 evaluation. Like every metric in metrics.json, EM and
-F1 are fractions in [0, 1] (`report` shows them x 100, the official script's
+What is the same as for GLUE tasks comes from trainer.py (TrainConfig and its
+speed options but the prefix cache, TrainResult, the encoder loading and
+method, the epoch loop with its best-epoch tracker, NaN stop, step
+checkpoints and resume, the run identity check, the manifest); this module
+owns what differs: windowed features, span decoding, and the EM/F1
+evaluation. Like every metric in metrics.json, EM and F1 are fractions in [0, 1] (`report` shows them x 100, the official script's
 percent).
 """
 from __future__ import annotations
@@ -37,20 +40,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tf_keras
 
-from adapter_keras import squad, training
+from adapter_keras import checkpoints, squad, training
 from adapter_keras.artifacts import (ArtifactError, SPAN_TASK_TYPE, is_span_manifest, load_artifact,
                                      read_manifest, resolve_artifact_dir, save_artifact, task_to_dict,
                                      write_json_atomic)
 from adapter_keras.distribute import get_strategy
 from adapter_keras.models import SpanModel
 from adapter_keras.preprocessing import BertPreprocessor
-from adapter_keras.pretrained import (PretrainedEncoder, base_fingerprint, check_max_seq_length,
-                                      load_encoder)
+from adapter_keras.pretrained import PretrainedEncoder
 from adapter_keras.squad import SquadExample, SquadFeatures, SquadFeaturizer
-from adapter_keras.trainer import (RUN_FILE, NonFiniteLossError, TrainConfig, TrainResult,
-                                   _BestEpochTracker, _RunProgress, artifact_manifest,
-                                   check_run_directory)
-from adapter_keras.tuning import apply_method, parameter_report, validate_method
+from adapter_keras.trainer import (CHECKPOINT_DIR, DEFAULT_CHECKPOINT_EVERY_STEPS, RUN_FILE, TrainConfig,
+                                   TrainResult, _BestEpochTracker, artifact_manifest, build_trainable_model,
+                                   finished_run, run_epochs)
+from adapter_keras.tuning import parameter_report
 
 PREDICTIONS_FILE = "predictions.json"
 EVAL_BATCH_SIZE = 64
@@ -87,6 +89,8 @@ class SquadTrainConfig(TrainConfig):
 
   def validate(self) -> None:
     super().validate()
+    if self.prefix_cache:
+      raise ValueError("the prefix cache is for classification and regression models, not SQuAD span models")
     for name in ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -175,11 +179,16 @@ class _SquadBestEpochTracker(_BestEpochTracker):
     return metrics["f1"], metrics
 
   def on_epoch_end(self, epoch, logs=None):
-    if not np.isfinite((logs or {}).get("loss", 0.0)):
-      return  # stopped at a NaN/Inf loss: these weights must not become the best
-    super().on_epoch_end(epoch, logs)
+    super().on_epoch_end(epoch, logs)  # skips an epoch that ended in a NaN/Inf loss
     if self.best_epoch == epoch + 1:
       self.best_answers = self.answers
+
+  def state(self) -> Dict:
+    return dict(super().state(), best_answers=self.best_answers)  # a resumed run writes them too
+
+  def load_state(self, state: Dict, best_weights) -> None:
+    super().load_state(state, best_weights)
+    self.best_answers = dict(state["best_answers"])
 
 
 # -------------------------------------------------------------------- training
@@ -187,16 +196,24 @@ class _SquadBestEpochTracker(_BestEpochTracker):
 
 def fit_span_model(model: SpanModel, train_features: SquadFeatures, dev: Sequence[SquadExample],
                    dev_features: SquadFeatures, config: SquadTrainConfig, strategy=None,
-                   verbose: bool = True, log_dir: Optional[str] = None):
+                   verbose: bool = True, log_dir: Optional[str] = None,
+                   checkpoint_dir: Optional[str] = None,
+                   checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+                   fingerprint: Optional[str] = None):
   """Trains a built SpanModel whose trainable set is chosen, on featurized windows.
 
-  Returns (TrainResult without timing, the best epoch's dev answers); the
-  model ends up with the weights of its best dev epoch.
+  The epoch loop, step checkpoints and resume are trainer.run_epochs';
+  epoch e's window order is a numpy permutation seeded by (seed, e).
+
+  Returns (TrainResult, the best epoch's dev answers); the result's `seconds`
+  holds the training time spent before a resume (0 otherwise). The model
+  ends up with the weights of its best dev epoch.
   """
   config.validate()
   strategy = strategy or get_strategy("default")
   report = parameter_report(model)
-  total_steps = training.steps_per_epoch(len(train_features), config.batch_size) * config.epochs
+  epoch_batches = training.steps_per_epoch(len(train_features), config.batch_size)
+  total_steps = epoch_batches * config.epochs
   if verbose:
     print(f"[train-squad] {len(set(train_features.example_index))} train questions "
           f"({len(train_features)} windows), "
@@ -205,27 +222,26 @@ def fit_span_model(model: SpanModel, train_features: SquadFeatures, dev: Sequenc
           flush=True)
   with strategy.scope():
     squad.compile_span_model(
-        model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction))
+        model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction,
+                                         mixed_precision=config.mixed_precision),
+        jit_compile=config.jit_compile)
+    # Built now rather than at the first step, so that a checkpoint can be read into its moments.
+    model.optimizer.build(model.trainable_variables)
   tracker = _SquadBestEpochTracker(dev, dev_features, config, log_dir, verbose)
-  progress = _RunProgress()  # counts steps, stops at the first NaN/Inf loss
-  callbacks = [progress, tracker]
-  if verbose:
-    callbacks.append(training.ProgressLogger(total_steps, config.batch_size, prefix="[train-squad] "))
-  if log_dir:
-    callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-  dataset = squad.make_span_dataset(train_features, config.batch_size, shuffle=True, seed=config.seed)
-  model.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks)
-  tracker.restore_best()
-  if progress.bad_step is not None:
-    kept = (f"the model keeps its best epoch's (epoch {tracker.best_epoch}) weights" if tracker.best_epoch
-            else "no epoch ended before it")
-    raise NonFiniteLossError(f"the training loss became NaN/Inf at step {progress.bad_step} of "
-                             f"{total_steps}; lower the learning rate ({kept})")
+
+  def epoch_dataset(epoch: int):
+    order = np.random.default_rng([config.seed % 2**64, epoch]).permutation(len(train_features))
+    return squad.make_span_dataset(train_features, config.batch_size, order=order)
+
+  seconds_before = run_epochs(model, epoch_dataset, epoch_batches, tracker, config, strategy, verbose=verbose,
+                              log_dir=log_dir, checkpoint_dir=checkpoint_dir,
+                              checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint,
+                              log_prefix="[train-squad] ")
   result = TrainResult(
       task=SQUAD_TASK.name, method=config.method, metrics=tracker.best_metrics,
       primary_metric=SQUAD_TASK.primary_metric, score=float(tracker.best_score),
       best_epoch=tracker.best_epoch, history=tracker.history,
-      trained_params=report.trained_params, trained_fraction=report.trained_fraction, seconds=0.0)
+      trained_params=report.trained_params, trained_fraction=report.trained_fraction, seconds=seconds_before)
   return result, tracker.best_answers
 
 
@@ -234,12 +250,15 @@ def train_squad(train: Sequence[SquadExample],
                 config: SquadTrainConfig,
                 out_dir: Optional[str] = None,
                 pretrained: Optional[PretrainedEncoder] = None,
-                verbose: bool = True):
+                verbose: bool = True,
+                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS):
   """Loads the encoder, builds and trains a SpanModel: (TrainResult, model, featurizer).
 
-  With `out_dir`, writes the files listed in the module docstring; when
-  `out_dir` already holds this finished run, returns its metrics and
-  (None, None) without training.
+  With `out_dir`, writes the files listed in the module docstring and, while
+  training, a step checkpoint under `checkpoint/` (as trainer.train_task
+  does): the same call after a crash resumes from it. When `out_dir` already
+  holds this finished run, returns its metrics and (None, None) without
+  training.
   """
   config.validate()
   start = time.perf_counter()
@@ -249,23 +268,12 @@ def train_squad(train: Sequence[SquadExample],
     raise ValueError("the dev set holds no questions")
   if out_dir:
     identity = run_identity(config, train, dev)
-    finished = check_run_directory(out_dir, identity)
+    finished = finished_run(out_dir, identity, verbose, log_prefix="[train-squad] ")
     if finished is not None:
-      if verbose:
-        print(f"[train-squad] {out_dir} already holds this finished run; reporting it", flush=True)
-      fields = {f.name for f in dataclasses.fields(TrainResult)}
-      return TrainResult(**{k: v for k, v in finished.items() if k in fields}), None, None
-  training.seed_everything(config.seed)
+      return finished, None, None
   strategy = get_strategy(config.strategy)
-  adapter_config = config.adapter if config.method == "adapter" else None
-  with strategy.scope():
-    if pretrained is None:
-      pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
-    validate_method(config.method, config.top_k, pretrained.config.num_hidden_layers)
-    check_max_seq_length(config.max_seq_length, pretrained.config)
-    fingerprint = base_fingerprint(pretrained.encoder)
-    model = build_span_model(pretrained, config.dropout_rate, config.seed)
-    apply_method(model, config.method, config.top_k)
+  pretrained, model, fingerprint = build_trainable_model(
+      config, lambda loaded: build_span_model(loaded, config.dropout_rate, config.seed), strategy, pretrained)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
   featurizer = SquadFeaturizer.from_preprocessor(preprocessor, config.doc_stride, config.max_query_length)
   train = _limit(train, config.max_train_examples, config.seed)
@@ -275,9 +283,12 @@ def train_squad(train: Sequence[SquadExample],
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, RUN_FILE), identity)
-  result, answers = fit_span_model(model, train_features, dev, dev_features, config, strategy, verbose,
-                                   log_dir=os.path.join(out_dir, "logs") if out_dir else None)
-  result.seconds = time.perf_counter() - start
+  result, answers = fit_span_model(
+      model, train_features, dev, dev_features, config, strategy, verbose,
+      log_dir=os.path.join(out_dir, "logs") if out_dir else None,
+      checkpoint_dir=os.path.join(out_dir, CHECKPOINT_DIR) if out_dir else None,
+      checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint)
+  result.seconds += time.perf_counter() - start  # plus the time before a resume
   if out_dir:
     manifest = artifact_manifest(SQUAD_TASK, config, model, preprocessor, pretrained.config, fingerprint,
                                  len(train))
@@ -288,6 +299,7 @@ def train_squad(train: Sequence[SquadExample],
     write_json_atomic(os.path.join(out_dir, "metrics.json"), dict(
         result.to_dict(), base_params=parameter_report(model).base_params, config=config.to_dict(),
         train_questions=len(train), train_windows=len(train_features), dev_questions=len(dev)))
+    checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
   return result, model, featurizer
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -345,6 +345,92 @@ def artifact_manifest(task, config: TrainConfig, model: TaskModel, preprocessor:
       base_fingerprint=fingerprint, train_config=config.to_dict(), train_examples=train_examples)
 
 
+def run_epochs(train_model: tf_keras.Model,
+               make_epoch_dataset: Callable[[int], tf.data.Dataset],
+               epoch_batches: int,
+               tracker: "_BestEpochTracker",
+               config: "TrainConfig",
+               strategy: tf.distribute.Strategy,
+               verbose: bool = True,
+               log_dir: Optional[str] = None,
+               checkpoint_dir: Optional[str] = None,
+               checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+               fingerprint: Optional[str] = None,
+               log_prefix: str = "[train] ") -> float:
+  """The epoch loop every trainer shares: fit, evaluate, keep the best epoch, checkpoint, resume.
+
+  `train_model` is compiled, its optimizer built; `make_epoch_dataset(e)`
+  gives epoch e's `epoch_batches` batches, the same in any process (so a
+  resumed epoch can skip the batches done). `tracker` evaluates after every
+  epoch and keeps the best weights. With `checkpoint_dir` a step checkpoint
+  is written every `checkpoint_every_steps` steps (None or 0: only at epoch
+  ends) and after every epoch, and the run resumes from the newest one there;
+  `fingerprint` (of the frozen base) is recorded and checked on resume.
+
+  Returns the training seconds spent before a resume (0 otherwise); the model
+  ends with its best epoch's weights. Raises NonFiniteLossError at a NaN/Inf
+  loss (the model then keeps its best epoch's, or last checkpoint's, weights).
+  """
+  if checkpoint_every_steps is not None and checkpoint_every_steps < 0:
+    raise ValueError(f"checkpoint_every_steps must be >= 0, got {checkpoint_every_steps}")
+  total_steps = epoch_batches * config.epochs
+  progress = _RunProgress()
+  checkpoint, seconds_before = None, 0.0
+  if checkpoint_dir:
+    with strategy.scope():
+      checkpoint = checkpoints.StepCheckpoint(checkpoint_dir, train_model, fingerprint)
+    restored = checkpoint.restore()
+    if restored is not None:
+      if restored["epoch_batches"] != epoch_batches:
+        raise checkpoints.CheckpointError(
+            f"{checkpoint_dir} was written for {restored['epoch_batches']} batches per epoch, this run has "
+            f"{epoch_batches}; delete {checkpoint_dir} to start the run over")
+      tracker.load_state(restored["tracker"], restored["best_weights"])
+      progress = _RunProgress(restored["global_step"], restored["epoch"], restored["step_in_epoch"],
+                              restored["metric_sums"])
+      seconds_before = restored["seconds"]
+      print(f"{log_prefix}resuming from step {progress.global_step} of {total_steps} "
+            f"(epoch {min(progress.epoch + 1, config.epochs)}) in {checkpoint_dir}", flush=True)
+  callbacks = [progress, tracker]
+  if checkpoint:
+    callbacks.append(_Checkpointer(checkpoint, progress, tracker, checkpoint_every_steps, epoch_batches,
+                                   seconds_before))
+  if verbose:
+    callbacks.append(training.ProgressLogger(total_steps, config.batch_size, prefix=log_prefix,
+                                             initial_step=progress.global_step))
+  if log_dir:
+    callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+  run = _OneRun(callbacks, train_model)
+  run.begin()
+  for epoch in range(progress.epoch, config.epochs):
+    dataset = make_epoch_dataset(epoch)
+    if progress.step_in_epoch:
+      dataset = dataset.skip(progress.step_in_epoch)
+    # With the step count given, Keras never calls the train function past the
+    # data's end, a call that would still add 1 to the optimizer's iterations.
+    train_model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+                    steps_per_epoch=epoch_batches - progress.step_in_epoch, verbose=0, callbacks=run)
+    if progress.bad_step is not None:
+      break
+  run.end()
+  if progress.bad_step is not None:
+    if tracker.best_weights is not None:
+      tracker.restore_best()
+      kept = f"the model keeps its best epoch's (epoch {tracker.best_epoch}) weights"
+    elif checkpoint and checkpoint.last_step is not None:
+      checkpoint.restore()
+      kept = f"the model keeps the weights of step {checkpoint.last_step}"
+    else:
+      kept = "no epoch ended before it, so no good weights were kept"
+    if checkpoint and checkpoint.last_step is not None:
+      kept += f"; the last good checkpoint, step {checkpoint.last_step}, stays in {checkpoint_dir}"
+    raise NonFiniteLossError(
+        f"the training loss became NaN/Inf at step {progress.bad_step} of {total_steps}; "
+        f"lower the learning rate or check the labels ({kept})")
+  tracker.restore_best()
+  return seconds_before
+
+
 def fit_task_model(model: TaskModel,
                    preprocessor: BertPreprocessor,
                    task,
@@ -383,8 +469,6 @@ def fit_task_model(model: TaskModel,
   config.validate()
   if set(dev) != set(task.dev_splits):
     raise ValueError(f"task {task.name} evaluates on {task.dev_splits}, got dev splits {sorted(dev)}")
-  if checkpoint_every_steps is not None and checkpoint_every_steps < 0:
-    raise ValueError(f"checkpoint_every_steps must be >= 0, got {checkpoint_every_steps}")
   strategy = strategy or tf.distribute.get_strategy()
   prefix_start = None
   if config.prefix_cache:
@@ -422,62 +506,14 @@ def fit_task_model(model: TaskModel,
     # Built now rather than at the first step, so that a checkpoint can be read into its moments.
     train_model.optimizer.build(train_model.trainable_variables)
   tracker = _BestEpochTracker(task, dev_encoded, log_dir, verbose)
-  progress = _RunProgress()
-  checkpoint, seconds_before = None, 0.0
-  if checkpoint_dir:
-    with strategy.scope():
-      checkpoint = checkpoints.StepCheckpoint(checkpoint_dir, train_model, fingerprint)
-    restored = checkpoint.restore()
-    if restored is not None:
-      if restored["epoch_batches"] != epoch_batches:
-        raise checkpoints.CheckpointError(
-            f"{checkpoint_dir} was written for {restored['epoch_batches']} batches per epoch, this run has "
-            f"{epoch_batches}; delete {checkpoint_dir} to start the run over")
-      tracker.load_state(restored["tracker"], restored["best_weights"])
-      progress = _RunProgress(restored["global_step"], restored["epoch"], restored["step_in_epoch"],
-                              restored["metric_sums"])
-      seconds_before = restored["seconds"]
-      print(f"[train] resuming from step {progress.global_step} of {total_steps} "
-            f"(epoch {min(progress.epoch + 1, config.epochs)}) in {checkpoint_dir}", flush=True)
-  callbacks = [progress, tracker]
-  if checkpoint:
-    callbacks.append(_Checkpointer(checkpoint, progress, tracker, checkpoint_every_steps, epoch_batches,
-                                   seconds_before))
-  if verbose:
-    callbacks.append(training.ProgressLogger(total_steps, config.batch_size, prefix="[train] ",
-                                             initial_step=progress.global_step))
-  if log_dir:
-    callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-  run = _OneRun(callbacks, train_model)
-  run.begin()
-  for epoch in range(progress.epoch, config.epochs):
-    dataset = epoch_dataset(train_encoded, config, epoch, **dataset_options)
-    if progress.step_in_epoch:
-      dataset = dataset.skip(progress.step_in_epoch)
-    # With the step count given, Keras never calls the train function past the
-    # data's end, a call that would still add 1 to the optimizer's iterations.
-    train_model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
-                    steps_per_epoch=epoch_batches - progress.step_in_epoch, verbose=0, callbacks=run)
-    if progress.bad_step is not None:
-      break
-  run.end()
-  if "prefix_cache" in dataset_options:
-    dataset_options["prefix_cache"].close()  # frees the memory, or deletes the disk file, now
-  if progress.bad_step is not None:
-    if tracker.best_weights is not None:
-      tracker.restore_best()
-      kept = f"the model keeps its best epoch's (epoch {tracker.best_epoch}) weights"
-    elif checkpoint and checkpoint.last_step is not None:
-      checkpoint.restore()
-      kept = f"the model keeps the weights of step {checkpoint.last_step}"
-    else:
-      kept = "no epoch ended before it, so no good weights were kept"
-    if checkpoint and checkpoint.last_step is not None:
-      kept += f"; the last good checkpoint, step {checkpoint.last_step}, stays in {checkpoint_dir}"
-    raise NonFiniteLossError(
-        f"the training loss became NaN/Inf at step {progress.bad_step} of {total_steps}; "
-        f"lower the learning rate or check the labels ({kept})")
-  tracker.restore_best()
+  try:
+    seconds_before = run_epochs(
+        train_model, lambda epoch: epoch_dataset(train_encoded, config, epoch, **dataset_options),
+        epoch_batches, tracker, config, strategy, verbose=verbose, log_dir=log_dir,
+        checkpoint_dir=checkpoint_dir, checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint)
+  finally:
+    if "prefix_cache" in dataset_options:
+      dataset_options["prefix_cache"].close()  # frees the memory, or deletes the disk file, now
   result = TrainResult(
       task=task.name, method=config.method, metrics=tracker.best_metrics,
       primary_metric=task.primary_metric, score=float(tracker.best_score),
@@ -530,6 +566,52 @@ def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
   return None
 
 
+def finished_run(out_dir: str, identity: Dict, verbose: bool = True,
+                 log_prefix: str = "[train] ") -> Optional[TrainResult]:
+  """The result of the finished run `out_dir` holds, if it is this run (`identity`); None to train.
+
+  Raises FileExistsError when `out_dir` holds another run (check_run_directory).
+  """
+  finished = check_run_directory(out_dir, identity)
+  if finished is None:
+    return None
+  if verbose:
+    print(f"{log_prefix}{out_dir} already holds this finished run; reporting it", flush=True)
+  # Left only by a kill between writing metrics.json and deleting it.
+  checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
+  fields = {f.name for f in dataclasses.fields(TrainResult)}
+  return TrainResult(**{k: v for k, v in finished.items() if k in fields})
+
+
+def build_trainable_model(config: TrainConfig, build: Callable[[PretrainedEncoder], tf_keras.Model],
+                          strategy: tf.distribute.Strategy, pretrained: Optional[PretrainedEncoder] = None):
+  """(pretrained, model, base fingerprint): the encoder loaded (unless given), `build(pretrained)`'s
+  model built and its trainable set chosen by `config.method`.
+
+  Everything is created under `strategy`, the dtype policy of
+  `config.mixed_precision` (a given `pretrained` must compute in it) and
+  `checkpoints.resumable_randomness()`, so that dropout draws from
+  checkpointable generators with or without an output directory and a run
+  gives the same result whether it was checkpointed or not. Every config
+  error that needs the encoder is raised here, before a run writes anything.
+  """
+  training.seed_everything(config.seed)
+  adapter_config = config.adapter if config.method == "adapter" else None
+  with strategy.scope(), checkpoints.resumable_randomness(), training.precision_policy(config.mixed_precision):
+    if pretrained is None:
+      pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
+    training.check_compute_dtype(pretrained.encoder.transformer_layers[0], config.mixed_precision)
+    num_layers = pretrained.config.num_hidden_layers
+    validate_method(config.method, config.top_k, num_layers)
+    if config.prefix_cache:
+      prefix_cache.prefix_start_layer(config.method, num_layers, config.adapter, config.top_k)
+    check_max_seq_length(config.max_seq_length, pretrained.config)
+    fingerprint = base_fingerprint(pretrained.encoder)
+    model = build(pretrained)
+    apply_method(model, config.method, config.top_k)
+  return pretrained, model, fingerprint
+
+
 def train_task(task,
                train: TextExamples,
                dev: Dict[str, TextExamples],
@@ -557,31 +639,13 @@ def train_task(task,
   start = time.perf_counter()
   if out_dir:
     identity = _run_identity(task, config, train, dev)
-    finished = check_run_directory(out_dir, identity)
+    finished = finished_run(out_dir, identity, verbose)
     if finished is not None:
-      if verbose:
-        print(f"[train] {out_dir} already holds this finished run; reporting it", flush=True)
-      # Left only by a kill between writing metrics.json and deleting it.
-      checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
-      fields = {f.name for f in dataclasses.fields(TrainResult)}
-      return TrainResult(**{k: v for k, v in finished.items() if k in fields}), None, None
-  training.seed_everything(config.seed)
+      return finished, None, None
   strategy = get_strategy(config.strategy)
-  adapter_config = config.adapter if config.method == "adapter" else None
-  # Dropout draws from checkpointable generators, with or without `out_dir`,
-  # so that a run gives the same result whether it was checkpointed or not.
-  with strategy.scope(), checkpoints.resumable_randomness(), training.precision_policy(config.mixed_precision):
-    if pretrained is None:
-      pretrained = load_encoder(config.encoder, adapter_config, adapter_seed=config.seed)
-    training.check_compute_dtype(pretrained.encoder.transformer_layers[0], config.mixed_precision)
-    validate_method(config.method, config.top_k, pretrained.config.num_hidden_layers)
-    if config.prefix_cache:  # refused before anything is written to out_dir
-      prefix_cache.prefix_start_layer(config.method, pretrained.config.num_hidden_layers, config.adapter,
-                                      config.top_k)
-    check_max_seq_length(config.max_seq_length, pretrained.config)
-    fingerprint = base_fingerprint(pretrained.encoder)
-    model = build_model(pretrained, task, config.pooling, config.dropout_rate, config.seed)
-    apply_method(model, config.method, config.top_k)
+  pretrained, model, fingerprint = build_trainable_model(
+      config, lambda loaded: build_model(loaded, task, config.pooling, config.dropout_rate, config.seed),
+      strategy, pretrained)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)

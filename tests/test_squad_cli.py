@@ -175,3 +175,40 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, message, tiny_hf_d
   assert len(lines) == 1 and lines[0].startswith("error: ")
   assert re.search(message, lines[0]), lines[0]
   assert not os.path.exists(out)
+
+
+def test_a_crashed_run_resumes_to_the_uninterrupted_result(trained, tiny_hf_dir, squad_files, tmp_path,
+                                                           monkeypatch):
+  from adapter_keras import trainer
+  from safetensors.numpy import load_file
+  from tests.test_resume import SimulatedCrash
+  _, reference, _, _ = trained
+  out = str(tmp_path / "crashed")
+  count_step = trainer._RunProgress.on_train_batch_end
+  steps = {}
+
+  def crash_in_epoch_2(self, batch, logs=None):
+    count_step(self, batch, logs)
+    if self.epoch == 1 and self.step_in_epoch == 4:
+      steps["crashed_at"] = self.global_step
+      raise SimulatedCrash
+
+  with monkeypatch.context() as m:
+    m.setattr(trainer._RunProgress, "on_train_batch_end", crash_in_epoch_2)
+    with pytest.raises(SimulatedCrash):
+      run_cli(train_argv(tiny_hf_dir, squad_files, out, "--checkpoint-every", "3"))
+  assert not os.path.exists(os.path.join(out, "metrics.json"))
+  status, stdout, stderr = run_cli(train_argv(tiny_hf_dir, squad_files, out, "--checkpoint-every", "3"))
+  assert status == 0, stderr
+  resumed_from = int(re.search(r"\[train-squad\] resuming from step (\d+) of", stdout).group(1))
+  assert 0 < resumed_from < steps["crashed_at"]
+  for name in ("metrics.json", "predictions.json"):
+    with open(os.path.join(out, name), encoding="utf-8") as f, \
+        open(os.path.join(reference, name), encoding="utf-8") as g:
+      a, b = json.load(f), json.load(g)
+    a.pop("seconds", None), b.pop("seconds", None)
+    assert a == b, name
+  weights = [load_file(os.path.join(d, "artifact", "weights.safetensors")) for d in (out, reference)]
+  for key in weights[1]:
+    np.testing.assert_array_equal(weights[0][key], weights[1][key], err_msg=key)
+  assert not os.path.exists(os.path.join(out, "checkpoint"))
