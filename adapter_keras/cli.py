@@ -118,7 +118,8 @@ def _cmd_sweep(args) -> dict:
                      args.seeds or [0])
   config = _train_config_from_args(args)
   task, train, dev = task_data.load_task_data(task_data.from_args(args))
-  best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir)
+  best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir,
+                   checkpoint_every_steps=args.checkpoint_every)
   if best is None:
     return dict(role="worker", out=args.out)
   setting = best["best_setting"]
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--adapter-sizes", type=positive_int, nargs="+")
   p.add_argument("--seeds", type=int, nargs="+")
   p.add_argument("--out", required=True)
+  add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_sweep, learning_rate=3e-4, epochs=3, seed=0)
 

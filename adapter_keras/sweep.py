@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from adapter_keras.artifacts import write_json_atomic
-from adapter_keras.trainer import TrainConfig, train_task
+from adapter_keras.trainer import DEFAULT_CHECKPOINT_EVERY_STEPS, TrainConfig, train_task
 
 PRESETS = {
     "paper-glue": dict(learning_rates=[3e-5, 3e-4, 3e-3], epochs=[3, 20], adapter_sizes=[8, 64, 256],
@@ -87,11 +87,13 @@ def _make_tuner_class():
     """Runs one adapter_keras training per trial; no Keras 3 model involved."""
 
     def __init__(self, oracle, task, train, dev, base_config: TrainConfig, trials_dir: str,
-                 prefix_cache_dir: Optional[str] = None, **kwargs):
+                 prefix_cache_dir: Optional[str] = None,
+                 checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS, **kwargs):
       super().__init__(oracle=oracle, hypermodel=None, **kwargs)
       self.task, self.train, self.dev, self.base_config = task, train, dev, base_config
       self.trials_dir = trials_dir
       self.prefix_cache_dir = prefix_cache_dir
+      self.checkpoint_every_steps = checkpoint_every_steps
 
     def run_trial(self, trial, *args, **kwargs):
       hp = trial.hyperparameters
@@ -105,7 +107,8 @@ def _make_tuner_class():
       # Named by the setting, not the trial id, so a retried trial finds its checkpoint.
       run_dir = os.path.join(self.trials_dir, "-".join(f"{k}{v}" for k, v in sorted(hp.values.items())))
       result, _, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
-                                save_model=False, prefix_cache_dir=self.prefix_cache_dir)
+                                save_model=False, prefix_cache_dir=self.prefix_cache_dir,
+                                checkpoint_every_steps=self.checkpoint_every_steps)
       print(f"[sweep] trial {trial.trial_id}: {self.task.primary_metric} {result.score:.4f} "
             f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
       metrics = {"score": result.score, "best_epoch": float(result.best_epoch),
@@ -169,11 +172,13 @@ def write_results(rows: List[Dict], out_dir: str, task, method: str) -> Dict:
 
 
 def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_dir: str,
-              prefix_cache_dir: Optional[str] = None) -> Optional[Dict]:
+              prefix_cache_dir: Optional[str] = None,
+              checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS) -> Optional[Dict]:
   """Runs (or resumes) the grid; returns best.json's content on the chief/single process.
 
   `prefix_cache_dir`: where a trial's prefix cache goes when too large for
-  memory (with `base_config.prefix_cache`).
+  memory (with `base_config.prefix_cache`). `checkpoint_every_steps`: each
+  trial's step-checkpoint interval (train_task).
   """
   import keras_tuner  # pylint: disable=import-outside-toplevel
   from keras_tuner.src.distribute import utils as dist_utils  # pylint: disable=import-outside-toplevel
@@ -182,7 +187,8 @@ def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_d
       objective=keras_tuner.Objective("score", "max"), max_trials=grid.size,
       hyperparameters=_hyperparameters(grid, base_config.method), tune_new_entries=False)
   tuner = _make_tuner_class()(oracle, task, train, dev, base_config, os.path.join(out_dir, "trials"),
-                              prefix_cache_dir, directory=out_dir, project_name="tuner", overwrite=False)
+                              prefix_cache_dir, checkpoint_every_steps, directory=out_dir, project_name="tuner",
+                              overwrite=False)
   done_before = len(trial_rows(tuner.oracle)) if not dist_utils.has_chief_oracle() else 0
   print(f"[sweep] {grid.size} trials in the grid; {done_before} already completed", flush=True)
   tuner.search()

@@ -71,11 +71,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-  """--checkpoint-every, for the commands that train one run into --out."""
+  """--checkpoint-every, for the commands that train into --out (train, sweep, train-squad)."""
   # 200 = trainer.DEFAULT_CHECKPOINT_EVERY_STEPS (not imported: that module loads TensorFlow).
   parser.add_argument("--checkpoint-every", type=positive_int, default=200, metavar="STEPS",
-                      help="write a step checkpoint to OUT/checkpoint every STEPS steps (default %(default)s) "
-                           "and at every epoch end; re-running a killed command resumes from the newest one")
+                      help="write a step checkpoint every STEPS steps (default %(default)s) and at every epoch "
+                           "end, to OUT/checkpoint (a sweep trial's: OUT/trials/<setting>/checkpoint); "
+                           "re-running a killed command resumes from the newest one")
 
 
 def train_config_kwargs(args: argparse.Namespace, **overrides: Any) -> Dict[str, Any]:

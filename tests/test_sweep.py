@@ -2,8 +2,11 @@
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -93,3 +96,46 @@ def test_chief_and_worker_run_every_trial_once(tmp_path, data):
   assert len(started) == 4 and len(set(started)) == 4
   with open(out / "results.csv", encoding="utf-8") as f:
     assert len(list(csv.DictReader(f))) == 4
+
+
+def test_kill_9_mid_trial_then_the_same_sweep_resumes_the_trial_and_matches(tmp_path):
+  """A sweep killed inside a trial, right after that trial's first step
+  checkpoint: the same command re-run resumes the trial (not from step 0),
+  finishes the grid, and every trial scores what an uninterrupted sweep's does."""
+  glue = write_tiny_glue_dir(str(tmp_path / "glue"), n_train=160, n_dev=16)
+  encoder = write_tiny_hf_bert(str(tmp_path / "enc"), seed=0, dropout=0.1)
+
+  def command(out):
+    return [sys.executable, "-m", "adapter_keras", "sweep", "--task", "sst2", "--data-dir", glue,
+            "--encoder", encoder, "--learning-rates", "3e-3", "1e-2", "--epochs", "2", "--adapter-sizes", "4",
+            "--seeds", "0", "--batch-size", "4", "--checkpoint-every", "5", "--out", str(out)]
+
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+  out, reference = tmp_path / "killed", tmp_path / "reference"
+  victim = subprocess.Popen(command(out), cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  uninterrupted = subprocess.Popen(command(reference), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.time() + 300
+    while not list(out.glob("trials/*/checkpoint/latest.json")):
+      assert victim.poll() is None and time.time() < deadline
+      time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    reference_log, _ = uninterrupted.communicate(timeout=600)
+  finally:
+    for process in (victim, uninterrupted):
+      if process.poll() is None:
+        process.kill()
+  assert uninterrupted.returncode == 0, reference_log[-3000:]
+  assert not (out / "results.csv").exists()
+  resumed = subprocess.run(command(out), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+  assert re.search(r"resuming from step [1-9]\d* of \d+", resumed.stdout), resumed.stdout[-3000:]
+
+  def scores(directory):
+    with open(directory / "results.csv", encoding="utf-8") as f:
+      return sorted((row["learning_rate"], row["score"]) for row in csv.DictReader(f))
+
+  assert len(scores(out)) == 2 and scores(out) == scores(reference)
