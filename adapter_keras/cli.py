@@ -73,10 +73,7 @@ def _cmd_train(args) -> dict:
                             prefix_cache_dir=args.prefix_cache_dir)
   shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
   print(f"[train] best epoch {result.best_epoch}: {shown}; wrote {args.out}")
-  return dict(task=result.task, method=result.method, metrics=result.metrics,
-              primary_metric=result.primary_metric, score=result.score,
-              trained_params=result.trained_params, trained_fraction=result.trained_fraction,
-              best_epoch=result.best_epoch, out=args.out)
+  return result.summary(args.out)
 
 
 def _cmd_evaluate(args) -> dict:

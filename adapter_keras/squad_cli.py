@@ -33,10 +33,7 @@ def _cmd_train_squad(args) -> Dict:
   result, _, _ = squad_trainer.train_squad(train, dev, config, out_dir=args.out,
                                            checkpoint_every_steps=args.checkpoint_every)
   print(f"[train-squad] best epoch {result.best_epoch}: {_shown(result.metrics)}; wrote {args.out}")
-  return dict(task=result.task, method=result.method, metrics=result.metrics,
-              primary_metric=result.primary_metric, score=result.score,
-              trained_params=result.trained_params, trained_fraction=result.trained_fraction,
-              best_epoch=result.best_epoch, out=args.out)
+  return result.summary(args.out)
 
 
 def _cmd_evaluate_squad(args) -> Dict:

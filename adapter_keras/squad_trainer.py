@@ -51,7 +51,7 @@ from adapter_keras.pretrained import PretrainedEncoder
 from adapter_keras.squad import SquadExample, SquadFeatures, SquadFeaturizer
 from adapter_keras.trainer import (CHECKPOINT_DIR, DEFAULT_CHECKPOINT_EVERY_STEPS, RUN_FILE, TrainConfig,
                                    TrainResult, _BestEpochTracker, artifact_manifest, build_trainable_model,
-                                   finished_run, run_epochs)
+                                   compile_for_training, finished_run, run_epochs)
 from adapter_keras.tuning import parameter_report
 
 PREDICTIONS_FILE = "predictions.json"
@@ -220,13 +220,7 @@ def fit_span_model(model: SpanModel, train_features: SquadFeatures, dev: Sequenc
           f"{len(dev)} dev questions ({len(dev_features)} windows); method {config.method}: "
           f"{report.trained_params:,} trained parameters ({100 * report.trained_fraction:.2f}% of base)",
           flush=True)
-  with strategy.scope():
-    squad.compile_span_model(
-        model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction,
-                                         mixed_precision=config.mixed_precision),
-        jit_compile=config.jit_compile)
-    # Built now rather than at the first step, so that a checkpoint can be read into its moments.
-    model.optimizer.build(model.trainable_variables)
+  compile_for_training(model, squad.compile_span_model, config, total_steps, strategy)
   tracker = _SquadBestEpochTracker(dev, dev_features, config, log_dir, verbose)
 
   def epoch_dataset(epoch: int):

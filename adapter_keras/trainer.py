@@ -106,6 +106,12 @@ class TrainResult:
   def to_dict(self) -> Dict:
     return dataclasses.asdict(self)
 
+  def summary(self, out_dir: Optional[str]) -> Dict:
+    """What the train commands print as their --json result."""
+    return dict(task=self.task, method=self.method, metrics=self.metrics, primary_metric=self.primary_metric,
+                score=self.score, trained_params=self.trained_params, trained_fraction=self.trained_fraction,
+                best_epoch=self.best_epoch, out=out_dir)
+
 
 def build_model(pretrained: PretrainedEncoder, task, pooling: Optional[str] = None,
                 dropout_rate: float = 0.1, seed: Optional[int] = None) -> TaskModel:
@@ -345,6 +351,18 @@ def artifact_manifest(task, config: TrainConfig, model: TaskModel, preprocessor:
       base_fingerprint=fingerprint, train_config=config.to_dict(), train_examples=train_examples)
 
 
+def compile_for_training(model: tf_keras.Model, compile_model: Callable, config: "TrainConfig", total_steps: int,
+                         strategy: tf.distribute.Strategy) -> None:
+  """`compile_model(model, optimizer, jit_compile=...)` with the paper's optimizer for `total_steps`,
+  under `strategy`, following config.mixed_precision and config.jit_compile."""
+  with strategy.scope():
+    compile_model(model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction,
+                                                   mixed_precision=config.mixed_precision),
+                  jit_compile=config.jit_compile)
+    # Built now rather than at the first step, so that a checkpoint can be read into its moments.
+    model.optimizer.build(model.trainable_variables)
+
+
 def run_epochs(train_model: tf_keras.Model,
                make_epoch_dataset: Callable[[int], tf.data.Dataset],
                epoch_batches: int,
@@ -498,13 +516,7 @@ def fit_task_model(model: TaskModel,
       print(f"[train] prefix cache: embeddings and layers 0-{prefix_start - 1} run once over "
             f"{len(train_encoded)} examples in {time.perf_counter() - started:.1f}s, "
             f"{cache.nbytes / 2**20:.1f} MiB {'on disk' if cache.on_disk else 'in memory'}", flush=True)
-  with strategy.scope():
-    training.compile_task_model(
-        train_model, training.create_optimizer(config.learning_rate, total_steps, config.warmup_fraction,
-                                               mixed_precision=config.mixed_precision),
-        jit_compile=config.jit_compile)
-    # Built now rather than at the first step, so that a checkpoint can be read into its moments.
-    train_model.optimizer.build(train_model.trainable_variables)
+  compile_for_training(train_model, training.compile_task_model, config, total_steps, strategy)
   tracker = _BestEpochTracker(task, dev_encoded, log_dir, verbose)
   try:
     seconds_before = run_epochs(
