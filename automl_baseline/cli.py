@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _ORACLES = ("random", "bayesian", "hyperband")  # tuner.ORACLES, without importing TensorFlow
 
 
-def _load_data(args) -> Tuple[object, object]:
-  """(train, dev) TextExamples from --task/--data-dir or --train/--dev files."""
+def _load_data(args) -> Tuple[object, object, Optional[object]]:
+  """(train, dev, task or None) from --task/--data-dir or --train/--dev files."""
   from adapter_keras import data as data_lib  # pylint: disable=import-outside-toplevel
   if args.task:
     from adapter_keras.tasks import get_task  # pylint: disable=import-outside-toplevel
@@ -31,7 +31,7 @@ def _load_data(args) -> Tuple[object, object]:
                        "classifiers only")
     train = data_lib.load_glue_split(args.data_dir, task, "train", args.max_train_examples)
     dev = data_lib.load_glue_split(args.data_dir, task, task.dev_splits[0])
-    return train, dev
+    return train, dev, task
   label_names = args.label_names.split(",") if args.label_names else None
   train = data_lib.load_text_file(args.train, args.text_column, args.label_column,
                                   text_b_column=args.text_b_column, label_names=label_names)
@@ -40,7 +40,7 @@ def _load_data(args) -> Tuple[object, object]:
   # The dev file uses the train file's label ids, so that class i means the same in both.
   dev = data_lib.load_text_file(args.dev, args.text_column, args.label_column,
                                 text_b_column=args.text_b_column, label_names=train.label_names)
-  return train, dev
+  return train, dev, None
 
 
 def _cmd_search(args) -> dict:
@@ -54,7 +54,7 @@ def _cmd_search(args) -> dict:
   from automl_baseline.search_space import SearchSpace  # pylint: disable=import-outside-toplevel
   from automl_baseline.tuner import run_search  # pylint: disable=import-outside-toplevel
 
-  train, dev = _load_data(args)
+  train, dev, task = _load_data(args)
   print(f"data: {len(train):,} training and {len(dev):,} validation examples"
         f"{' (pairs)' if train.is_pair else ''}", flush=True)
   space = SearchSpace(**({"embedding_modules": tuple(args.embeddings)} if args.embeddings else {}),
@@ -69,7 +69,7 @@ def _cmd_search(args) -> dict:
                     max_trials=args.max_trials, seed=args.seed,
                     budget=TrainingBudget(sample_scale=args.sample_scale, max_epochs=args.max_epochs),
                     wide_buckets=args.wide_buckets, max_tokens=args.max_tokens,
-                    overwrite=args.overwrite, progress=progress)
+                    overwrite=args.overwrite, progress=progress, task=task)
 
 
 class _DropRetracingWarnings(logging.Filter):

@@ -353,10 +353,20 @@ def load_exported(path: str):
   return tf.saved_model.load(path)
 
 
+def predict_exported(path: str, texts: List[str], texts_b: Optional[List[str]] = None,
+                     batch_size: int = 256) -> Dict[str, np.ndarray]:
+  """The serving outputs (logits, probabilities, class_ids, labels) of an exported model."""
+  serve = load_exported(path).signatures["serving_default"]
+  parts: Dict[str, List[np.ndarray]] = {}
+  for start in range(0, len(texts), batch_size):
+    kwargs = {"text": tf.constant(texts[start:start + batch_size])}
+    if texts_b is not None:
+      kwargs["text_b"] = tf.constant(texts_b[start:start + batch_size])
+    for name, value in serve(**kwargs).items():
+      parts.setdefault(name, []).append(value.numpy())
+  return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 def predict_labels(path: str, texts: List[str], texts_b: Optional[List[str]] = None) -> List[str]:
   """Label names predicted by an exported model (a convenience for users and tests)."""
-  serve = load_exported(path).signatures["serving_default"]
-  kwargs = {"text": tf.constant(texts)}
-  if texts_b is not None:
-    kwargs["text_b"] = tf.constant(texts_b)
-  return [label.decode("utf-8") for label in serve(**kwargs)["labels"].numpy()]
+  return [label.decode("utf-8") for label in predict_exported(path, texts, texts_b)["labels"]]

@@ -28,7 +28,7 @@ import numpy as np
 
 from automl_baseline import modules
 from automl_baseline.model import (EXPORT_INFO_FILE, ModelSettings, TrainingBudget,
-                                   check_classification_labels, export_saved_model,
+                                   check_classification_labels, export_saved_model, predict_exported,
                                    train_and_evaluate)
 from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig
 
@@ -234,7 +234,8 @@ def run_search(train, dev, out_dir: str,
                wide_buckets: int = 2**18,
                max_tokens: int = 64,
                overwrite: bool = False,
-               progress: Callable[[str], None] = print) -> Dict[str, Any]:
+               progress: Callable[[str], None] = print,
+               task=None) -> Dict[str, Any]:
   """Searches, reports, re-trains and exports the best configuration; returns best.json.
 
   Args:
@@ -245,6 +246,10 @@ def run_search(train, dev, out_dir: str,
     max_trials: total trials, counting those of earlier runs in `out_dir`.
     budget: scales Table 5's training samples down for small machines.
     overwrite: start afresh instead of resuming what `out_dir` holds.
+    task: an adapter_keras TaskSpec; best.json then also holds the exported
+      best model's dev metrics under that task's definitions ("dev_metrics",
+      "primary_metric": MCC for CoLA, F1 for MRPC...), which is what the
+      adapter runs report. The search itself maximises validation accuracy.
   """
   if len(train) == 0 or len(dev) == 0:
     raise ValueError("the training and validation sets must not be empty")
@@ -324,6 +329,13 @@ def run_search(train, dev, out_dir: str,
       model_dir=os.path.abspath(os.path.join(out_dir, "best_model")))
   best.update(_retrain_and_export(best_config, settings, train, dev, budget, seed, best, out_dir,
                                   progress))
+  if task is not None:
+    from adapter_keras.tasks import compute_metrics  # pylint: disable=import-outside-toplevel
+    logits = predict_exported(best["model_dir"], list(dev.text),
+                              list(dev.text_b) if dev.is_pair else None)["logits"]
+    best.update(dev_metrics=compute_metrics(task, logits, np.asarray(dev.labels)),
+                primary_metric=task.primary_metric, task=task.name)
+    progress("best model on dev: " + " ".join(f"{k} {v:.4f}" for k, v in best["dev_metrics"].items()))
   _write_json(os.path.join(out_dir, "best.json"), best)
   return best
 

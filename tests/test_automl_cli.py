@@ -7,10 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.metrics import matthews_corrcoef
 
 from adapter_keras import testing
 from adapter_keras.data import TextExamples
+from adapter_keras.tasks import get_task
 from automl_baseline import cli, modules
+from automl_baseline.model import predict_exported
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -52,7 +55,7 @@ def test_search_command(tmp_path, capsys, monkeypatch):
 
   def fake_load(args):  # the file loaders have their own tests; this checks the plumbing
     loaded.append((args.train, args.dev, args.text_column, args.label_column))
-    return train, dev
+    return train, dev, get_task("cola")  # a task whose primary metric is not accuracy
 
   monkeypatch.setattr(cli, "_load_data", fake_load)
   out_dir = str(tmp_path / "search")
@@ -69,6 +72,10 @@ def test_search_command(tmp_path, capsys, monkeypatch):
   assert 0.0 <= best["val_accuracy"] <= 1.0
   for name in ("trials.csv", "best.json", os.path.join("best_model", "saved_model.pb")):
     assert os.path.exists(os.path.join(out_dir, name)), name
+  # The task's own metric of the exported best model, as the adapter runs report it.
+  assert best["primary_metric"] == "mcc" and best["task"] == "cola"
+  class_ids = predict_exported(os.path.join(out_dir, "best_model"), list(dev.text))["class_ids"]
+  assert best["dev_metrics"]["mcc"] == pytest.approx(matthews_corrcoef(dev.labels, class_ids))
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -91,7 +98,7 @@ def test_errors_are_one_line_with_exit_status_2(argv, message, capsys, tmp_path,
 
 def test_unknown_module_is_a_one_line_error(capsys, monkeypatch, tmp_path):
   examples = TextExamples(["good", "bad"], [1, 0], label_names=["neg", "pos"])
-  monkeypatch.setattr(cli, "_load_data", lambda args: (examples, examples))
+  monkeypatch.setattr(cli, "_load_data", lambda args: (examples, examples, None))
   code, _, err = _run(capsys, "search", "--train", "t", "--dev", "d", "--text-column", "t",
                       "--label-column", "l", "--embeddings", str(tmp_path / "nope"),
                       "--max-trials", "1", "--out", str(tmp_path / "o"))
