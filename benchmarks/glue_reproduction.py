@@ -118,6 +118,23 @@ def main(argv=None):
       "adapters (size 64) mean >= full - 1.0": checks["adapters_size64_mean_minus_full"] >= -1.0,
       "LayerNorm-only clearly below full (>= 1 point)": checks["layer_norm_mean_minus_full"] <= -1.0,
   } if checks else {}
+  adapter_runs = [r for r in runs if r["method"] == "adapter"]
+  share = {r["config"]["adapter"]["size"]: 100 * r["trained_fraction"] for r in adapter_runs}
+  chosen = {t: max((r for r in adapter_runs if r["task"] == t), key=lambda r: r["score"])["config"]["adapter"]["size"]
+            for t in sorted({r["task"] for r in adapter_runs})}
+  sizes_note = ("Trained parameters per adapter size on this base (adapters, LayerNorms, head): "
+                + ", ".join(f"size {m} {p:.2f}%" for m, p in sorted(share.items()))
+                + "; best size on dev per task: " + ", ".join(f"{t} {m}" for t, m in chosen.items()) + ".")
+  within_budget = [r for r in adapter_runs if r["trained_fraction"] <= 0.04]
+  if full_mean is not None and within_budget:
+    best_within = {t: max(r["score"] for r in within_budget if r["task"] == t)
+                   for t in {r["task"] for r in within_budget}}
+    checks["adapters_best_size_within_4pct_mean_minus_full"] = 100 * (
+        sum(best_within.values()) / len(best_within) - full_mean)
+    sizes_note += (" Choosing the best size only among those that train <= 4% (sizes "
+                   + ", ".join(str(m) for m in sorted({r["config"]["adapter"]["size"] for r in within_budget}))
+                   + f") gives a mean {checks['adapters_best_size_within_4pct_mean_minus_full']:+.2f} points "
+                   "from full fine-tuning.")
   automl = automl_baseline_row(args.automl_dir, [name for name in args.tasks]) if args.automl_dir else None
   if automl:
     table += "\n" + automl["row"]
@@ -151,7 +168,8 @@ def main(argv=None):
             "Differences in points (mean over tasks):\n\n"
             + "\n".join(f"- {k}: {v:.2f}" for k, v in checks.items()) + "\n\n"
             "Targets (issue #3):\n\n"
-            + "\n".join(f"- {k}: {'met' if ok else 'MISSED'}" for k, ok in targets.items()) + "\n"
+            + "\n".join(f"- {k}: {'met' if ok else 'MISSED'}" for k, ok in targets.items()) + "\n\n"
+            + sizes_note + "\n"
             + (f"\n{automl['note']}\n" if automl else ""))
 
 
