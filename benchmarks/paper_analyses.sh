@@ -20,14 +20,17 @@ mkdir -p "$EXTRA" "$FIGS"
 
 # Fig. 5: ablation of trained size-64 adapters, every layer span.
 for task in sst2 mrpc rte cola; do
-  if [ -e "$FIGS/ablation-$task/ablation.json" ] && [ -z "${REDO_ABLATION:-}" ]; then
-    echo "ablation $task: done earlier ($FIGS/ablation-$task), skipped"
+  if [ -e "$EXTRA/ablation-$task/ablation.json" ]; then
+    echo "ablation $task: done earlier ($EXTRA/ablation-$task), skipped"
   elif [ -d "$REPRO/$task-adapter-64/artifact" ]; then
     "$AK" analyze ablation --artifact "$REPRO/$task-adapter-64/artifact" --encoder minilm-l6 \
-      --task "$task" --data-dir "$GLUE" --out "$FIGS/ablation-$task"
+      --task "$task" --data-dir "$GLUE" --out "$EXTRA/ablation-$task"
   else
     echo "skip ablation $task: run benchmarks/glue_reproduction.py first"
+    continue
   fi
+  mkdir -p "$FIGS/ablation-$task"
+  cp "$EXTRA/ablation-$task/ablation.json" "$EXTRA/ablation-$task/ablation.png" "$FIGS/ablation-$task/"
 done
 
 # Fig. 6: initialisation scale, adapters of size 64 on SST-2; three seeds on 2,000 training
