@@ -59,9 +59,11 @@ def automl_baseline_row(automl_dir: str, tasks) -> dict:
   mean = 100 * sum(scores.values()) / len(scores) if scores else float("nan")
   row = ("| AutoML baseline (no BERT) | " + " | ".join(cells)
          + f" | {mean:.1f} ({len(scores)} tasks) | - | - |")
+  trials = ", ".join(f"{t} {s['trials']}" for t, s in sorted(searches.items()))
   note = (f"AutoML baseline: `automl-baseline search` per task into {automl_dir}/<task> (wide & deep networks "
-          "over text-embedding modules, no BERT; a classifier search, so no STS-B); the best model's dev "
-          "metric. Its mean is over the tasks it ran, not comparable to the 5-task means.")
+          "over text-embedding modules, no BERT; a classifier search, so no STS-B; "
+          "`benchmarks/automl_glue.sh` states its budget); the best model's dev metric. Trials per task: "
+          f"{trials}. Its mean is over the tasks it ran, not comparable to the 5-task means.")
   return dict(row=row, note=note, summary=dict(scores=scores, mean=mean / 100, searches=searches))
 
 
