@@ -12,16 +12,14 @@ An artifact is a directory with
 
 Loading rebuilds the model on a base encoder and refuses a base whose
 fingerprint differs from the one the artifact was trained on. Writes are
-atomic: files go to a temporary sibling directory, are fsynced, and the
-directory is renamed into place, so an interrupted save leaves no artifact.
+atomic (io.atomic_directory), so an interrupted save leaves no artifact.
+The format is read back by every later version: tests/fixtures holds
+artifacts written by adapter_keras 0.1.0.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -29,6 +27,9 @@ import tensorflow as tf
 
 import adapter_keras
 from adapter_keras.config import AdapterConfig
+from adapter_keras.io import atomic_directory
+from adapter_keras.models.span_model import SPAN_TASK_TYPE
+from adapter_keras.tasks.registry import TaskSpec
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -44,57 +45,6 @@ def variable_key(model: tf.Module, variable: tf.Variable) -> str:
   name = variable.name[:-2] if variable.name.endswith(":0") else variable.name
   prefix = model.name + "/"
   return name[len(prefix):] if name.startswith(prefix) else name
-
-
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def write_json_atomic(path: str, data) -> None:
-  """Writes JSON to a temp file in the same directory, fsyncs, renames."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(data, f, indent=2, sort_keys=True)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  _fsync_dir(directory)
-
-
-def commit_directory(tmp_dir: str, final_dir: str) -> None:
-  """Moves a fully written `tmp_dir` to `final_dir`, replacing any old one."""
-  for root, _, files in os.walk(tmp_dir):
-    for name in files:
-      with open(os.path.join(root, name), "rb") as f:
-        os.fsync(f.fileno())
-  _fsync_dir(tmp_dir)
-  parent = os.path.dirname(os.path.abspath(final_dir))
-  old = None
-  if os.path.exists(final_dir):
-    old = tempfile.mkdtemp(prefix=".old-", dir=parent)
-    os.rmdir(old)
-    os.rename(final_dir, old)
-  os.rename(tmp_dir, final_dir)
-  _fsync_dir(parent)
-  if old:
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def staging_directory(final_dir: str) -> str:
-  """A new empty temporary directory next to `final_dir` (same filesystem)."""
-  parent = os.path.dirname(os.path.abspath(final_dir)) or "."
-  os.makedirs(parent, exist_ok=True)
-  return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.normpath(final_dir))}.tmp-", dir=parent)
 
 
 def adapter_statistics(model) -> list:
@@ -113,15 +63,10 @@ def save_artifact(out_dir: str, model, manifest: Dict) -> str:
              for v in trained + adapter_statistics(model)}
   manifest = dict(manifest, format_version=FORMAT_VERSION, library_version=adapter_keras.__version__,
                   weights=sorted(tensors), trained_params=int(sum(int(np.prod(v.shape)) for v in trained)))
-  tmp = staging_directory(out_dir)
-  try:
+  with atomic_directory(out_dir) as tmp:
     save_file(tensors, os.path.join(tmp, WEIGHTS_FILE))
     with open(os.path.join(tmp, MANIFEST_FILE), "w", encoding="utf-8") as f:
       json.dump(manifest, f, indent=2, sort_keys=True)
-    commit_directory(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return out_dir
 
 
@@ -154,7 +99,7 @@ def read_manifest(artifact_dir: str) -> Dict:
 
 
 def read_weights(artifact_dir: str) -> Dict[str, np.ndarray]:
-  from adapter_keras.pretrained import read_safetensors  # pylint: disable=import-outside-toplevel
+  from adapter_keras.pretrained.hf import read_safetensors  # pylint: disable=import-outside-toplevel
   path = os.path.join(artifact_dir, WEIGHTS_FILE)
   if not os.path.exists(path):
     raise ArtifactError(f"artifact {artifact_dir} lacks {WEIGHTS_FILE}")
@@ -188,50 +133,59 @@ def adapter_config_from_manifest(manifest: Dict) -> Optional[AdapterConfig]:
   return AdapterConfig.from_dict(config) if config else None
 
 
-def task_to_dict(task) -> Dict:
-  return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(task).items()}
-
-
-SPAN_TASK_TYPE = "span"  # SpanModel.task_type
-
-
 def is_span_manifest(manifest: Dict) -> bool:
   """Whether the artifact holds an extractive-QA SpanModel (SQuAD) rather than a TaskModel."""
   return manifest.get("task", {}).get("task_type") == SPAN_TASK_TYPE
 
 
-def task_from_dict(data: Dict):
+def task_from_manifest(manifest: Dict) -> TaskSpec:
+  """The TaskSpec a classification/regression artifact was trained for."""
+  data = manifest["task"]
   if data.get("task_type") == SPAN_TASK_TYPE:
     # Every caller scores TaskSpec outputs (labels, scores); a span model needs squad decoding.
     raise ArtifactError(f"this artifact holds an extractive-QA model for {data.get('name')!r}, not a "
                         "classification or regression task; use `adapter-keras evaluate-squad`")
-  from adapter_keras.tasks import TaskSpec  # pylint: disable=import-outside-toplevel
-  return TaskSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+  return TaskSpec.from_dict(data)
+
+
+def artifact_manifest(task, config, model, preprocessor, encoder_config, fingerprint: str,
+                      train_examples: int) -> Dict:
+  """What an artifact records besides its weights (see the module docstring).
+
+  `task` is a TaskSpec (or SQuAD's task record), `config` the run's
+  TrainConfig, `model` the trained TaskModel or SpanModel.
+  """
+  adapter_config = model.encoder.adapter_config
+  return dict(
+      task=task.to_dict(), method=config.method, top_k=config.top_k,
+      adapter_config=adapter_config.to_dict() if adapter_config else None,
+      pooling=model.pooling, dropout_rate=model.dropout_rate,
+      tokenizer=preprocessor.settings(), encoder=dict(spec=config.encoder, config=encoder_config.to_dict()),
+      base_fingerprint=fingerprint, train_config=config.to_dict(), train_examples=train_examples)
 
 
 def load_artifact(artifact_dir: str, encoder_spec: str) -> Tuple[object, Dict, object]:
   """Rebuilds a trained model on `encoder_spec`: (model, manifest, preprocessor).
 
   The model is a TaskModel, or a SpanModel for a SQuAD artifact
-  (`is_span_manifest`; squad_trainer.load_squad_artifact adds its featurizer).
+  (`is_span_manifest`; train.squad.load_squad_artifact adds its featurizer).
   Refuses (ArtifactError) when the encoder's base weights differ from the
   ones the artifact was trained on.
   """
-  from adapter_keras.pretrained import base_fingerprint, load_encoder  # pylint: disable=import-outside-toplevel
-  from adapter_keras.trainer import build_model  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models import build_span_model, build_task_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.preprocessing import BertPreprocessor  # pylint: disable=import-outside-toplevel
+  from adapter_keras.pretrained import base_fingerprint, load_encoder  # pylint: disable=import-outside-toplevel
   artifact_dir = resolve_artifact_dir(artifact_dir)
   manifest = read_manifest(artifact_dir)
   tensors = read_weights(artifact_dir)
   pretrained = load_encoder(encoder_spec, adapter_config_from_manifest(manifest))
   check_fingerprint(manifest, base_fingerprint(pretrained.encoder), encoder_spec, artifact_dir)
+  dropout_rate = manifest.get("dropout_rate", 0.1)
   if is_span_manifest(manifest):
-    from adapter_keras.squad_trainer import build_span_model  # pylint: disable=import-outside-toplevel
-    model = build_span_model(pretrained, dropout_rate=manifest.get("dropout_rate", 0.1))
+    model = build_span_model(pretrained, dropout_rate=dropout_rate)
   else:
-    task = task_from_dict(manifest["task"])
-    model = build_model(pretrained, task, pooling=manifest["pooling"],
-                        dropout_rate=manifest.get("dropout_rate", 0.1))
+    model = build_task_model(pretrained, task_from_manifest(manifest), pooling=manifest["pooling"],
+                             dropout_rate=dropout_rate)
   assign_weights(model, tensors, artifact_dir)
   tokenizer = manifest["tokenizer"]
   preprocessor = BertPreprocessor(pretrained.vocab_file, tokenizer["lower_case"], tokenizer["max_seq_length"])

@@ -7,16 +7,13 @@ the architecture variants of the paper's section 3.5 (a norm inside the
 adapter, deeper adapters, parallel placement, a multiplicative interaction);
 their defaults give exactly the Houlsby adapter.
 
-`add_adapter_arguments` / `adapter_config_from_args` are the command-line
-flags for every field, kept here so that flags and fields cannot drift apart.
+Its command-line flags (`--adapter-<field>`) are in cli/flags.py, made from
+the fields, so that a field cannot go without a flag.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
-
-from adapter_keras.arguments import positive_float, positive_int
 
 POSITIONS = ("attention", "ffn", "both")
 ACTIVATIONS = ("gelu", "relu", "tanh", "swish", "sigmoid", "linear", "leaky_relu", "elu")
@@ -137,63 +134,6 @@ class AdapterConfig:
     if unknown:
       raise ValueError(f"Unknown AdapterConfig fields: {sorted(unknown)}")
     return cls(**d)
-
-
-def _norm_choice(text: str) -> Optional[str]:
-  if text == "none":
-    return None
-  if text not in NORMS:
-    raise argparse.ArgumentTypeError(f"expected none, layer or batch, got {text!r}")
-  return text
-
-
-def _layer_index(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    value = -1
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"expected a layer index >= 0, got {text!r}")
-  return value
-
-
-def add_adapter_arguments(parser: Any, with_size: bool = True) -> None:
-  """Adds a flag per AdapterConfig field (--adapter-size, --adapter-norm, ...)
-  to `parser`, an argparse.ArgumentParser or one of its argument groups.
-
-  Defaults are AdapterConfig's. `with_size=False` leaves out --adapter-size
-  for commands that take a list of sizes instead.
-  """
-  defaults = AdapterConfig()
-  if with_size:
-    parser.add_argument("--adapter-size", type=positive_int, default=defaults.size,
-                        help="bottleneck width m")
-  parser.add_argument("--adapter-init-std", type=positive_float, default=defaults.init_std,
-                      help="std of the adapters' truncated-normal initialisation")
-  parser.add_argument("--adapter-layers", type=_layer_index, nargs="+", default=defaults.layers,
-                      metavar="LAYER", help="Transformer layers (0-based) that get adapters (default: all)")
-  parser.add_argument("--adapter-activation", default=defaults.activation, choices=ACTIVATIONS)
-  parser.add_argument("--adapter-positions", default=defaults.positions, choices=POSITIONS,
-                      help="adapters after attention, after the FFN, or both")
-  parser.add_argument("--adapter-norm", type=_norm_choice, default=defaults.norm,
-                      metavar="{none,layer,batch}", help="norm on the adapter's input (default none)")
-  parser.add_argument("--adapter-hidden-layers", type=positive_int, default=defaults.hidden_layers,
-                      help="hidden layers of width m per adapter")
-  parser.add_argument("--adapter-placement", default=defaults.placement, choices=PLACEMENTS)
-  parser.add_argument("--adapter-interaction", default=defaults.interaction, choices=INTERACTIONS)
-
-
-def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = None) -> AdapterConfig:
-  """The AdapterConfig that `add_adapter_arguments`' flags describe.
-
-  `size` overrides --adapter-size (for commands that loop over sizes).
-  """
-  return AdapterConfig(
-      size=size if size is not None else args.adapter_size, init_std=args.adapter_init_std,
-      activation=args.adapter_activation, positions=args.adapter_positions,
-      layers=tuple(args.adapter_layers) if args.adapter_layers else None, norm=args.adapter_norm,
-      hidden_layers=args.adapter_hidden_layers, placement=args.adapter_placement,
-      interaction=args.adapter_interaction)
 
 
 def _check_size(size: Any, allow_zero: bool) -> None:

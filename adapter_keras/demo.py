@@ -12,19 +12,19 @@ model size as a multiple of the base, and `task1_unchanged`.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Optional
 
 import numpy as np
 
-from adapter_keras import training
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import load_bbc_news, load_rotten_tomatoes, train_test_split
-from adapter_keras.multitask import MultiTaskModel
+from adapter_keras.io import write_json_atomic
+from adapter_keras.serving.multitask import MultiTaskModel
 from adapter_keras.tasks import classification_task
-from adapter_keras.trainer import TrainConfig
+from adapter_keras.tasks.data import load_bbc_news, load_rotten_tomatoes, train_test_split
+from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.loop import seed_everything
 
 SPLIT_SEED = 1234
 
@@ -48,7 +48,7 @@ def run_demo(out_dir: str = os.path.join("runs", "demo"),
              max_train_examples: Optional[int] = None) -> dict:
   """Runs the demo and returns the summary it writes to `out_dir/summary.json`."""
   start = time.perf_counter()
-  training.seed_everything(seed)
+  seed_everything(seed)
   _log(f"loading the frozen base encoder {encoder}")
   multitask = MultiTaskModel.from_encoder(encoder)
   base_params = sum(int(np.prod(v.shape)) for v in multitask.base.encoder.weights)
@@ -109,8 +109,6 @@ def run_demo(out_dir: str = os.path.join("runs", "demo"),
   print(f"total time {seconds / 60:.1f} min")
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "summary.json")
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(path + ".tmp", path)
+  write_json_atomic(path, summary)
   _log(f"wrote {path}")
   return summary

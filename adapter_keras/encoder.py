@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras
 from official.nlp.modeling import networks
 
+from adapter_keras import _model_garden
 from adapter_keras.config import AdapterConfig
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
 
@@ -145,17 +146,17 @@ class AdapterBertEncoder(networks.BertEncoderV2):
     if isinstance(adapter_config, dict):
       adapter_config = AdapterConfig.from_dict(adapter_config)
     if adapter_config is not None:
-      adapter_config.validate_for(len(self._transformer_layers))
+      adapter_config.validate_for(len(self.transformer_layers))
     self._adapter_config = adapter_config
     self._adapter_seed = adapter_seed
-    self._transformer_layers = [
+    _model_garden.replace_transformer_layers(self, [
         AdapterTransformerEncoderBlock(
             adapter_config=adapter_config,
             layer_index=i,
             adapter_seed=adapter_seed,
             **block.get_config())
-        for i, block in enumerate(self._transformer_layers)
-    ]
+        for i, block in enumerate(self.transformer_layers)
+    ])
 
   @property
   def adapter_config(self) -> Optional[AdapterConfig]:
@@ -163,21 +164,21 @@ class AdapterBertEncoder(networks.BertEncoderV2):
 
   @property
   def num_layers(self) -> int:
-    return len(self._transformer_layers)
+    return len(self.transformer_layers)
 
   @property
   def hidden_size(self) -> int:
-    return self._config["hidden_size"]
+    return _model_garden.encoder_hidden_size(self)
 
   def adapters(self) -> list:
     """All adapters, in layer order (attention before FFN within a layer)."""
-    return [a for block in self._transformer_layers for a in block.adapters]
+    return [a for block in self.transformer_layers for a in block.adapters]
 
   def set_adapters_enabled(self, enabled: bool, layers=None) -> None:
     """Switches the adapters of `layers` (default: all) on or off."""
     chosen = range(self.num_layers) if layers is None else layers
     for i in chosen:
-      self._transformer_layers[i].set_adapters_enabled(enabled)
+      self.transformer_layers[i].set_adapters_enabled(enabled)
 
   def get_config(self):
     config = super().get_config()

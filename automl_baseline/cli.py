@@ -13,7 +13,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from adapter_keras.arguments import positive_float, positive_int, run_command
+from adapter_keras.cli import run_command
+from adapter_keras.cli.flags import positive_float, positive_int
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,7 +23,7 @@ _ORACLES = ("random", "bayesian", "hyperband")  # tuner.ORACLES, without importi
 
 def _load_data(args) -> Tuple[object, object, Optional[object]]:
   """(train, dev, task or None) from --task/--data-dir or --train/--dev files."""
-  from adapter_keras import data as data_lib  # pylint: disable=import-outside-toplevel
+  from adapter_keras.tasks import data as data_lib  # pylint: disable=import-outside-toplevel
   if args.task:
     from adapter_keras.tasks import get_task  # pylint: disable=import-outside-toplevel
     task = get_task(args.task)

@@ -239,7 +239,7 @@ def run_search(train, dev, out_dir: str,
   """Searches, reports, re-trains and exports the best configuration; returns best.json.
 
   Args:
-    train, dev: `adapter_keras.data.TextExamples` with class-id labels.
+    train, dev: `adapter_keras.tasks.data.TextExamples` with class-id labels.
     out_dir: gets tuner/ (keras-tuner state), trials.csv, best.json, best_model/.
     space: embedding modules and fine-tuning choices (Table 5 fixes the rest).
     oracle: "random", "bayesian" or "hyperband".

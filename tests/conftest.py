@@ -19,6 +19,18 @@ def tiny_hf_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory):
+  """A 2-layer, hidden-32 random BERT without dropout (deterministic outputs in training mode)."""
+  return testing.write_tiny_hf_bert(str(tmp_path_factory.mktemp("enc")), seed=0, dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory):
+  """Tiny SST-2, RTE and STS-B in the GLUE layout (48 train / 16 dev examples each)."""
+  return testing.write_tiny_glue_dir(str(tmp_path_factory.mktemp("glue")))
+
+
+@pytest.fixture(scope="session")
 def tiny_mean_pooling_dir(tmp_path_factory):
   """Like tiny_hf_dir, marked as a sentence-transformers (mean-pooling) model."""
   return testing.write_tiny_hf_bert(str(tmp_path_factory.mktemp("tiny_st")), seed=1,

@@ -1,5 +1,6 @@
-"""Keras layers: the bottleneck adapter and the Transformer block that hosts it."""
+"""Keras layers: the bottleneck adapter, the Transformer block that hosts it, pooling."""
 from adapter_keras.layers.adapter import BottleneckAdapter, SublayerWithAdapter
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
+from adapter_keras.layers.pooling import MeanPooling
 
-__all__ = ["BottleneckAdapter", "SublayerWithAdapter", "AdapterTransformerEncoderBlock"]
+__all__ = ["BottleneckAdapter", "SublayerWithAdapter", "AdapterTransformerEncoderBlock", "MeanPooling"]

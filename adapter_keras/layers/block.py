@@ -24,9 +24,9 @@ Keras attribute tracking, so the wrapped layers stay tracked under their own
 names: variable names and checkpoint keys are Model Garden's in every
 placement.
 
-This relies on the private attribute names of tf-models-official 2.20
-(pinned in setup.cfg); tests/test_layers.py and tests/test_variants.py check
-the wiring.
+The private attribute names involved are Model Garden's and come from
+_model_garden.py; tests/test_layers.py and tests/test_variants.py check the
+wiring.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from typing import Optional, Union
 import tf_keras
 from official.nlp.modeling import layers as mg_layers
 
+from adapter_keras import _model_garden
 from adapter_keras.config import AdapterConfig
 from adapter_keras.layers.adapter import (BottleneckAdapter, SublayerInputTap, SublayerWithAdapter,
                                           SublayerWithParallelAdapter)
@@ -74,13 +75,20 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
     if not size:
       return
     if config.use_attention_adapter:
-      self._attention_dropout = self._attach_adapter(
-          self._attention_dropout, self._new_adapter(config, size, position=0, name="adapter"),
-          input_sublayer="_attention_layer", input_name="query", name="attention_adapter")
+      self._wrap_output(_model_garden.ATTENTION_OUTPUT_DROPOUT,
+                        self._new_adapter(config, size, position=0, name="adapter"),
+                        input_sublayer=_model_garden.ATTENTION_LAYER,
+                        input_name=_model_garden.ATTENTION_INPUT_KEYWORD, name="attention_adapter")
     if config.use_ffn_adapter:
-      self._output_dropout = self._attach_adapter(
-          self._output_dropout, self._new_adapter(config, size, position=1, name="adapter"),
-          input_sublayer="_intermediate_dense", input_name="inputs", name="ffn_adapter")
+      self._wrap_output(_model_garden.FFN_OUTPUT_DROPOUT,
+                        self._new_adapter(config, size, position=1, name="adapter"),
+                        input_sublayer=_model_garden.FFN_INTERMEDIATE_DENSE, input_name="inputs",
+                        name="ffn_adapter")
+
+  def _wrap_output(self, dropout_attribute: str, adapter: BottleneckAdapter, input_sublayer: str,
+                   input_name: str, name: str) -> None:
+    setattr(self, dropout_attribute, self._attach_adapter(
+        getattr(self, dropout_attribute), adapter, input_sublayer, input_name, name))
 
   def _attach_adapter(self, output_dropout: tf_keras.layers.Layer, adapter: BottleneckAdapter,
                       input_sublayer: str, input_name: str, name: str) -> SublayerWithAdapter:
@@ -127,7 +135,8 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
   def adapters(self) -> list[BottleneckAdapter]:
     """This block's adapters, attention first; empty before build or if none."""
     found = []
-    for wrapper in (getattr(self, "_attention_dropout", None), getattr(self, "_output_dropout", None)):
+    for wrapper in (getattr(self, _model_garden.ATTENTION_OUTPUT_DROPOUT, None),
+                    getattr(self, _model_garden.FFN_OUTPUT_DROPOUT, None)):
       if isinstance(wrapper, SublayerWithAdapter):
         found.append(wrapper.adapter)
     return found

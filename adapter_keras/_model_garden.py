@@ -1,0 +1,183 @@
+"""Every access to private names of Model Garden (tf-models-official 2.20) and tf_keras, in one place.
+
+Model Garden's `BertEncoderV2` and `TransformerEncoderBlock` expose no public
+handles on their sublayers, and BertEncoderV2 has no block factory, so
+adapters, weight loaders, the multi-task bank and the frozen-prefix cache
+reach into private attributes. They do it only through this module:
+when tf-models-official is upgraded, this is the one file to check, and
+tests/test_model_garden.py fails first if a name moved.
+
+Names of the pinned versions:
+
+* BertEncoderV2: `_embedding_layer`, `_position_embedding_layer`,
+  `_type_embedding_layer`, `_embedding_norm_layer`, `_embedding_projection`,
+  `_transformer_layers`, `_pooler_layer`, `_attention_mask_layer`,
+  `_output_range`, `_get_embeddings(...)`, `_config`.
+* TransformerEncoderBlock: `_attention_layer` (with `_query_dense`,
+  `_key_dense`, `_value_dense`, `_output_dense`), `_attention_dropout`,
+  `_attention_layer_norm`, `_intermediate_dense`, `_output_dense`,
+  `_output_dropout`, `_output_layer_norm`.
+* tf_keras: `Layer._flatten_layers`, a dropout layer's
+  `_random_generator._generator` (and its `_maybe_init`).
+"""
+# pylint: disable=protected-access
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+# ---------------------------------------------------------------- TransformerEncoderBlock
+# The attributes an adapter block wraps or taps (layers/block.py): the paper's
+# two adapter points are the outputs of the two dropouts; parallel adapters
+# read the inputs of the attention layer and of the FFN's first projection.
+ATTENTION_OUTPUT_DROPOUT = "_attention_dropout"
+FFN_OUTPUT_DROPOUT = "_output_dropout"
+ATTENTION_LAYER = "_attention_layer"
+FFN_INTERMEDIATE_DENSE = "_intermediate_dense"
+# The keyword under which the block passes the attention layer its input.
+ATTENTION_INPUT_KEYWORD = "query"
+# Pre-trained, frozen sublayers a task block may share with a base block (serving/multitask.py).
+SHARED_BLOCK_SUBLAYERS = ("_attention_layer", "_intermediate_dense", "_output_dense")
+# ... and those of the encoder.
+SHARED_ENCODER_SUBLAYERS = ("_embedding_layer", "_position_embedding_layer", "_type_embedding_layer",
+                            "_pooler_layer")
+
+
+def attention_projections(block) -> Dict[str, object]:
+  """{"query", "key", "value", "output"}: the attention layer's EinsumDense projections."""
+  attention = block._attention_layer
+  return dict(query=attention._query_dense, key=attention._key_dense, value=attention._value_dense,
+              output=attention._output_dense)
+
+
+def block_layer_norms(block) -> List[object]:
+  """[the LayerNorm after attention, the LayerNorm after the FFN]."""
+  return [block._attention_layer_norm, block._output_layer_norm]
+
+
+def ffn_projections(block) -> List[object]:
+  """[the FFN's intermediate Dense, its output Dense]."""
+  return [block._intermediate_dense, block._output_dense]
+
+
+# ---------------------------------------------------------------- BertEncoderV2
+
+
+def replace_transformer_layers(encoder, blocks: Sequence[object]) -> None:
+  """Swaps an unbuilt encoder's Transformer blocks (BertEncoderV2 has no block factory)."""
+  encoder._transformer_layers = list(blocks)
+
+
+def encoder_hidden_size(encoder) -> int:
+  return encoder._config["hidden_size"]
+
+
+def word_embedding(encoder):
+  return encoder._embedding_layer
+
+
+def position_embedding(encoder):
+  return encoder._position_embedding_layer
+
+
+def type_embedding(encoder):
+  return encoder._type_embedding_layer
+
+
+def embedding_layer_norm(encoder):
+  return encoder._embedding_norm_layer
+
+
+def pooler_dense(encoder):
+  return encoder._pooler_layer
+
+
+def embedding_layers(encoder) -> List[object]:
+  """The layers that compute the embeddings: word, position, type, LayerNorm (+ projection)."""
+  layers = [encoder._embedding_layer, encoder._position_embedding_layer, encoder._type_embedding_layer,
+            encoder._embedding_norm_layer]
+  if encoder._embedding_projection is not None:
+    layers.append(encoder._embedding_projection)
+  return layers
+
+
+def embed(encoder, word_ids, type_ids):
+  """BertEncoderV2.call up to the first block, in inference mode (the embedding dropout is the identity)."""
+  embeddings = encoder._get_embeddings(word_ids, type_ids, None, None, None)
+  embeddings = encoder._embedding_norm_layer(embeddings)
+  if encoder._embedding_projection is not None:
+    embeddings = encoder._embedding_projection(embeddings)
+  return embeddings
+
+
+def attention_mask(encoder, embeddings, input_mask):
+  """The [batch, seq, seq] attention mask BertEncoderV2 gives its blocks."""
+  return encoder._attention_mask_layer(embeddings, input_mask)
+
+
+def output_range(encoder) -> Optional[int]:
+  """The last block's output_range argument (None: every position)."""
+  return encoder._output_range
+
+
+def has_embedding_projection(encoder) -> bool:
+  return encoder._embedding_projection is not None
+
+
+def share_sublayers(task_encoder, base_encoder) -> None:
+  """Points `task_encoder` at the base's frozen embedding and pooler layers and, block by block,
+  its attention and FFN projections; copies the base's LayerNorm values (they stay per task)."""
+  for name in SHARED_ENCODER_SUBLAYERS:
+    setattr(task_encoder, name, getattr(base_encoder, name))
+  task_encoder._embedding_norm_layer.set_weights(base_encoder._embedding_norm_layer.get_weights())
+  for task_block, base_block in zip(task_encoder.transformer_layers, base_encoder.transformer_layers):
+    for name in SHARED_BLOCK_SUBLAYERS:
+      task_block.set_base_sublayer(name, getattr(base_block, name))
+    for task_norm, base_norm in zip(block_layer_norms(task_block), block_layer_norms(base_block)):
+      task_norm.set_weights(base_norm.get_weights())
+
+
+# ---------------------------------------------------------------- tf_keras
+
+
+def child_layers(layer) -> List[object]:
+  """The direct sublayers of a tf_keras layer, in tracking order."""
+  return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def all_sublayers(layer) -> List[object]:
+  """Every sublayer of a tf_keras layer, recursively (not the layer itself)."""
+  return list(layer._flatten_layers(include_self=False))
+
+
+def dropout_generator_state(layer):
+  """The state variable of the tf.random.Generator behind a layer's dropout, or None.
+
+  Only layers built inside tf_keras's tf-random-generator mode have one
+  (train/checkpoints.py: resumable_randomness).
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  generator = getattr(layer, "_random_generator", None)
+  if generator is None or not hasattr(generator, "_maybe_init"):
+    return None
+  generator._maybe_init()
+  tf_generator = getattr(generator, "_generator", None)
+  return tf_generator.state if isinstance(tf_generator, tf.random.Generator) else None
+
+
+# ---------------------------------------------------------------- the official SQuAD v1.1 scorer
+# official/nlp/tools/squad_evaluate_v1_1.py is evaluate-v1.1.py; its per-answer functions are private.
+
+
+def squad_normalize_answer(text: str) -> str:
+  from official.nlp.tools import squad_evaluate_v1_1  # pylint: disable=import-outside-toplevel
+  return squad_evaluate_v1_1._normalize_answer(text)
+
+
+def squad_f1_score(prediction: str, ground_truth: str) -> float:
+  from official.nlp.tools import squad_evaluate_v1_1  # pylint: disable=import-outside-toplevel
+  return float(squad_evaluate_v1_1._f1_score(prediction, ground_truth))
+
+
+def squad_exact_match_score(prediction: str, ground_truth: str) -> float:
+  from official.nlp.tools import squad_evaluate_v1_1  # pylint: disable=import-outside-toplevel
+  return float(squad_evaluate_v1_1._exact_match_score(prediction, ground_truth))

@@ -1,0 +1,234 @@
+"""Every command-line flag shared by more than one command, and the TF-free constants they need.
+
+The `adapter-keras` and `automl-baseline` commands build their parsers from
+these groups, so one flag means the same thing everywhere and a config
+field cannot lose its flag:
+
+* value types (`positive_int`, `positive_float`);
+* the adapter flags, one per `AdapterConfig` field (`--adapter-<field>`);
+* the "model and training" and "speed" flags of a training run, read back
+  into `TrainConfig` keyword arguments;
+* `--checkpoint-every`;
+* the data-source flags (`--task/--data-dir`, `--tfds-data-dir`,
+  `--train/--dev` files with their column flags).
+
+Defaults come from the configs themselves (AdapterConfig, TrainConfig) and
+choices from the registries (methods.METHOD_NAMES, train.config), which
+import no TensorFlow, so `--help` and bad flags stay fast. The few constants
+below that mirror a TensorFlow-importing module are copies;
+tests/test_cli_flags.py checks that each equals the library's.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Dict, Optional
+
+from adapter_keras.config import ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS, AdapterConfig
+from adapter_keras.methods import METHOD_NAMES
+from adapter_keras.train.config import MIXED_PRECISION_CHOICES, STRATEGIES, TrainConfig
+
+# Copies of TensorFlow-importing modules' constants (tested equal).
+POOLINGS = ("cls", "mean")  # layers.pooling.POOLINGS
+DEFAULT_CHECKPOINT_EVERY = 200  # train.loop.DEFAULT_CHECKPOINT_EVERY_STEPS
+SWEEP_PRESETS = ("paper-glue", "paper-extra")  # tuple(train.sweep.PRESETS)
+ARCHITECTURES = ("bert-base", "bert-large", "minilm-l6")  # tuple(encoder.ARCHITECTURES)
+# TrainConfig fields that are plain flags of the same name (dashes for underscores).
+_PLAIN_TRAIN_FIELDS = ("encoder", "method", "top_k", "learning_rate", "epochs", "seed", "batch_size",
+                       "max_seq_length", "max_train_examples", "pooling", "strategy", "jit_compile",
+                       "mixed_precision", "prefix_cache")
+
+
+# ---------------------------------------------------------------- value types
+
+
+def positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+  return value
+
+
+def positive_float(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+  if not value > 0:
+    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+  return value
+
+
+def _norm_choice(text: str) -> Optional[str]:
+  if text == "none":
+    return None
+  if text not in NORMS:
+    raise argparse.ArgumentTypeError(f"expected none, layer or batch, got {text!r}")
+  return text
+
+
+def _layer_index(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = -1
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"expected a layer index >= 0, got {text!r}")
+  return value
+
+
+# ---------------------------------------------------------------- adapters
+
+
+def add_adapter_arguments(parser: Any, with_size: bool = True) -> None:
+  """Adds a flag `--adapter-<field>` per AdapterConfig field to `parser` (a parser or group).
+
+  Defaults are AdapterConfig's. `with_size=False` leaves out --adapter-size
+  for commands that take a list of sizes instead.
+  """
+  defaults = AdapterConfig()
+  if with_size:
+    parser.add_argument("--adapter-size", type=positive_int, default=defaults.size,
+                        help="bottleneck width m")
+  parser.add_argument("--adapter-init-std", type=positive_float, default=defaults.init_std,
+                      help="std of the adapters' truncated-normal initialisation")
+  parser.add_argument("--adapter-layers", type=_layer_index, nargs="+", default=defaults.layers,
+                      metavar="LAYER", help="Transformer layers (0-based) that get adapters (default: all)")
+  parser.add_argument("--adapter-activation", default=defaults.activation, choices=ACTIVATIONS)
+  parser.add_argument("--adapter-positions", default=defaults.positions, choices=POSITIONS,
+                      help="adapters after attention, after the FFN, or both")
+  parser.add_argument("--adapter-norm", type=_norm_choice, default=defaults.norm,
+                      metavar="{none,layer,batch}", help="norm on the adapter's input (default none)")
+  parser.add_argument("--adapter-hidden-layers", type=positive_int, default=defaults.hidden_layers,
+                      help="hidden layers of width m per adapter")
+  parser.add_argument("--adapter-placement", default=defaults.placement, choices=PLACEMENTS)
+  parser.add_argument("--adapter-interaction", default=defaults.interaction, choices=INTERACTIONS)
+
+
+def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = None) -> AdapterConfig:
+  """The AdapterConfig that `add_adapter_arguments`' flags describe: field f from `args.adapter_<f>`.
+
+  `size` overrides --adapter-size (for commands that loop over sizes).
+  """
+  values = {}
+  for field in dataclasses.fields(AdapterConfig):
+    if field.name == "size" and size is not None:
+      values["size"] = size
+      continue
+    value = getattr(args, f"adapter_{field.name}")
+    values[field.name] = tuple(value) if isinstance(value, list) else value
+  return AdapterConfig(**values)
+
+
+# ---------------------------------------------------------------- training runs
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = True,
+                           single_run: bool = True, adapter_size: bool = True,
+                           max_seq_length: Optional[int] = TrainConfig.max_seq_length, pooling: bool = True,
+                           strategy: bool = True, prefix_cache: bool = True) -> None:
+  """Adds the "model and training" and "speed" flags of a training run.
+
+  Args:
+    methods: --method and --top-k (off for commands that only train adapters).
+    single_run: --learning-rate, --epochs and --seed (a sweep takes lists).
+    adapter_size: --adapter-size (off for commands that loop over sizes).
+    max_seq_length: the default of --max-seq-length; None leaves the flag to
+      the command (train-squad documents it with its windows).
+    pooling, strategy, prefix_cache: --pooling; --strategy; --prefix-cache
+      and --prefix-cache-dir.
+  """
+  defaults = TrainConfig()
+  g = parser.add_argument_group("model and training")
+  g.add_argument("--encoder", default=defaults.encoder, help="encoder name or directory")
+  if methods:
+    g.add_argument("--method", default=defaults.method, choices=METHOD_NAMES)
+    g.add_argument("--top-k", type=positive_int, help="layers to fine-tune with --method top-k")
+  add_adapter_arguments(g, with_size=adapter_size)
+  if pooling:
+    g.add_argument("--pooling", choices=POOLINGS, help="default: the encoder's")
+  if single_run:
+    g.add_argument("--learning-rate", type=positive_float, default=defaults.learning_rate)
+    g.add_argument("--epochs", type=positive_int, default=defaults.epochs)
+    g.add_argument("--seed", type=int, default=defaults.seed)
+  g.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+  if max_seq_length is not None:
+    g.add_argument("--max-seq-length", type=positive_int, default=max_seq_length)
+  g.add_argument("--max-train-examples", type=positive_int, help="a seeded random subset of the training set")
+  if strategy:
+    g.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES)
+  g = parser.add_argument_group("speed (docs/performance.md)")
+  g.add_argument("--jit-compile", action="store_true",
+                 help="XLA-compile the train and predict steps (for accelerators; slower on CPU)")
+  g.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES,
+                 help="compute in bfloat16 or float16, variables in float32 (for accelerators)")
+  if prefix_cache:
+    g.add_argument("--prefix-cache", action="store_true",
+                   help="run the frozen layers below the first trained one once per example and train on "
+                        "their cached outputs (needs --adapter-layers with a top range of layers, or "
+                        "--method top-k; freezes the LayerNorms of the prefix too)")
+    g.add_argument("--prefix-cache-dir", metavar="DIR",
+                   help="where a prefix cache too large for memory goes (a temporary file, deleted after)")
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+  """--checkpoint-every, for the commands that train into --out (train, sweep, train-squad)."""
+  parser.add_argument("--checkpoint-every", type=positive_int, default=DEFAULT_CHECKPOINT_EVERY,
+                      metavar="STEPS",
+                      help="write a step checkpoint every STEPS steps (default %(default)s) and at every epoch "
+                           "end, to OUT/checkpoint (a sweep trial's: OUT/trials/<setting>/checkpoint); "
+                           "re-running a killed command resumes from the newest one")
+
+
+def train_config_kwargs(args: argparse.Namespace, **overrides: Any) -> Dict[str, Any]:
+  """TrainConfig keyword arguments from the flags `add_training_arguments` added.
+
+  `overrides` replace flag values (e.g. method="adapter", or the adapter
+  size of a loop, as adapter_size=...).
+  """
+  adapter_size = overrides.pop("adapter_size", None)
+  kwargs = {name: getattr(args, name) for name in _PLAIN_TRAIN_FIELDS if hasattr(args, name)}
+  kwargs["adapter"] = adapter_config_from_args(args, size=adapter_size)
+  kwargs.update(overrides)
+  return kwargs
+
+
+# ---------------------------------------------------------------- data sources
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, need_train: bool = True,
+                       label_names: bool = False) -> None:
+  """The "data" flags: a GLUE task (--task with --data-dir or --tfds-data-dir) or generic files.
+
+  `need_train=False` leaves out --train (commands that only evaluate);
+  `label_names` adds --label-names (a fixed, ordered label set for files).
+  """
+  group = parser.add_argument_group("data")
+  group.add_argument("--task", help="task name: a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, "
+                                    "rte, wnli) or a name for a generic task")
+  group.add_argument("--data-dir", help="GLUE directory (download_glue_data.py layout)")
+  group.add_argument("--tfds-data-dir", help="read glue/<task> from TensorFlow Datasets in this dir")
+  if need_train:
+    group.add_argument("--train", dest="train_file", help="generic train file (.csv, .tsv, .jsonl)")
+  group.add_argument("--dev", dest="dev_file", help="generic dev/evaluation file")
+  group.add_argument("--text-column")
+  group.add_argument("--text-b-column")
+  group.add_argument("--label-column")
+  group.add_argument("--regression", action="store_true", help="generic files hold float labels")
+  if label_names:
+    group.add_argument("--label-names", help="comma-separated label values in class-id order "
+                                             "(default: sorted values of the train file)")
+
+
+def data_source_from_args(args: argparse.Namespace):
+  """The tasks.sources.DataSource that `add_data_arguments`' flags describe."""
+  from adapter_keras.tasks.sources import DataSource  # pylint: disable=import-outside-toplevel
+  label_names = getattr(args, "label_names", None)
+  return DataSource(task=args.task, data_dir=args.data_dir, tfds_data_dir=args.tfds_data_dir,
+                    train_file=getattr(args, "train_file", None), dev_file=args.dev_file,
+                    text_column=args.text_column, text_b_column=args.text_b_column,
+                    label_column=args.label_column, regression=args.regression,
+                    label_names=label_names.split(",") if label_names else None)

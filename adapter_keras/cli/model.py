@@ -1,0 +1,76 @@
+"""`adapter-keras params` (parameter counts of an architecture or encoder) and `adapter-keras demo`."""
+from __future__ import annotations
+
+import os
+
+from adapter_keras.cli.flags import ARCHITECTURES, POOLINGS, positive_float, positive_int
+from adapter_keras.methods import METHOD_NAMES, validate_method
+
+
+def _cmd_params(args) -> dict:
+  from adapter_keras.config import AdapterConfig  # pylint: disable=import-outside-toplevel
+  from adapter_keras.encoder import ARCHITECTURES, build_encoder  # pylint: disable=import-outside-toplevel
+  from adapter_keras.methods import apply_method, parameter_report  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models import TaskModel  # pylint: disable=import-outside-toplevel
+  from adapter_keras.pretrained import load_encoder  # pylint: disable=import-outside-toplevel
+
+  method = validate_method(args.method, args.top_k, num_layers=10**6)
+  adapter_config = AdapterConfig(size=args.adapter_size) if method.uses_adapters else None
+  if args.arch:
+    config = ARCHITECTURES[args.arch]
+    validate_method(args.method, args.top_k, config.num_hidden_layers)
+    encoder = build_encoder(config, adapter_config)
+    pooling = args.pooling or ("mean" if args.arch == "minilm-l6" else "cls")
+  else:
+    pretrained = load_encoder(args.encoder, adapter_config)
+    validate_method(args.method, args.top_k, pretrained.config.num_hidden_layers)
+    encoder = pretrained.encoder
+    pooling = args.pooling or pretrained.default_pooling
+  task_type = "regression" if args.num_labels == 1 else "classification"
+  model = TaskModel(encoder, args.num_labels, task_type=task_type, pooling=pooling)
+  model.build_with_dummy_inputs()
+  apply_method(model, args.method, args.top_k)
+  report = parameter_report(model)
+  print(f"{'base (pre-trained encoder)':<30}{report.base_params:>14,}")
+  print(f"{'adapters':<30}{report.adapter_params:>14,}")
+  print(f"{'layer norms':<30}{report.layer_norm_params:>14,}")
+  print(f"{'head':<30}{report.head_params:>14,}")
+  print(f"{'trained (method ' + args.method + ')':<30}{report.trained_params:>14,}"
+        f"  ({100 * report.trained_fraction:.3f}% of base)")
+  return report.to_dict()
+
+
+def _cmd_demo(args) -> dict:
+  from adapter_keras.demo import run_demo  # pylint: disable=import-outside-toplevel
+  return run_demo(out_dir=args.out, encoder=args.encoder, epochs=args.epochs,
+                  topic_epochs=args.topic_epochs, learning_rate=args.learning_rate,
+                  adapter_size=args.adapter_size, seed=args.seed,
+                  max_train_examples=args.max_train_examples)
+
+
+def add_parsers(subparsers) -> None:
+  p = subparsers.add_parser("params", help="parameter report for an architecture or encoder")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--arch", choices=ARCHITECTURES,
+                      help="count a randomly initialised architecture")
+  source.add_argument("--encoder", help="count a pre-trained encoder (name or directory)")
+  p.add_argument("--adapter-size", type=positive_int, default=64)
+  p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
+  p.add_argument("--method", default="adapter", choices=METHOD_NAMES)
+  p.add_argument("--top-k", type=positive_int)
+  p.add_argument("--pooling", choices=POOLINGS,
+                 help="default: mean for MiniLM, else the pooled [CLS] output")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_params)
+
+  p = subparsers.add_parser("demo", help="two adapter tasks on one frozen MiniLM, then export (offline)")
+  p.add_argument("--out", default=os.path.join("runs", "demo"))
+  p.add_argument("--encoder", default="minilm-l6")
+  p.add_argument("--epochs", type=positive_int, default=2, help="epochs for Rotten Tomatoes")
+  p.add_argument("--topic-epochs", type=positive_int, default=1, help="epochs for BBC News")
+  p.add_argument("--learning-rate", type=positive_float, default=1e-3)
+  p.add_argument("--adapter-size", type=positive_int, default=64)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--max-train-examples", type=positive_int)
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,118 @@
+"""`adapter-keras train`, `evaluate`, `sweep` and `report`: one task's runs, their grid, their table."""
+from __future__ import annotations
+
+from adapter_keras.cli.flags import (SWEEP_PRESETS, add_checkpoint_argument, add_data_arguments,
+                                     add_training_arguments, data_source_from_args, positive_float,
+                                     positive_int, train_config_kwargs)
+
+
+def _train_config_from_args(args):
+  from adapter_keras.train.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  return TrainConfig(**train_config_kwargs(args))
+
+
+def _cmd_train(args) -> dict:
+  from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.classification import train_task  # pylint: disable=import-outside-toplevel
+  config = _train_config_from_args(args)
+  task, train, dev = load_task_data(data_source_from_args(args))
+  result, _, _ = train_task(task, train, dev, config, out_dir=args.out,
+                            checkpoint_every_steps=args.checkpoint_every,
+                            prefix_cache_dir=args.prefix_cache_dir)
+  shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+  print(f"[train] best epoch {result.best_epoch}: {shown}; wrote {args.out}")
+  return result.summary(args.out)
+
+
+def _cmd_evaluate(args) -> dict:
+  from adapter_keras.artifacts import load_artifact, task_from_manifest  # pylint: disable=import-outside-toplevel
+  from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.evaluation import evaluate_model  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
+  model, manifest, preprocessor = load_artifact(args.artifact, args.encoder)
+  trained_task = task_from_manifest(manifest)
+  source = data_source_from_args(args)
+  if not source.is_generic and source.task is None:
+    source.task = trained_task.name
+  task, _, dev = load_task_data(source, need_train=False, task=trained_task)
+  if task.name != trained_task.name and not source.is_generic:
+    raise ValueError(f"artifact {args.artifact} was trained for task {trained_task.name!r}, not {task.name!r}")
+  splits = {args.split: dev[args.split]} if args.split else dev
+  unknown = set(splits) - set(dev)
+  if unknown:
+    raise ValueError(f"unknown split {sorted(unknown)}; task {task.name} has {sorted(dev)}")
+  encoded = {split: encode_examples(preprocessor, ex) for split, ex in splits.items()}
+  per_split = evaluate_model(model, trained_task, encoded)
+  for split, metrics in per_split.items():
+    print(f"{trained_task.name} {split}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+  return dict(task=trained_task.name, metrics=per_split, primary_metric=trained_task.primary_metric)
+
+
+def _cmd_sweep(args) -> dict:
+  from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.sweep import SweepGrid, run_sweep  # pylint: disable=import-outside-toplevel
+  if args.preset:
+    grid = SweepGrid.from_preset(args.preset, learning_rates=args.learning_rates, epochs=args.epochs_list,
+                                 adapter_sizes=args.adapter_sizes, seeds=args.seeds)
+  else:
+    missing = [flag for flag, value in (("--learning-rates", args.learning_rates),
+                                        ("--epochs", args.epochs_list)) if not value]
+    if missing:
+      raise ValueError(f"give --preset or the explicit lists (missing {', '.join(missing)})")
+    grid = SweepGrid(args.learning_rates, args.epochs_list, args.adapter_sizes or [args.adapter_size],
+                     args.seeds or [0])
+  config = _train_config_from_args(args)
+  task, train, dev = load_task_data(data_source_from_args(args))
+  best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir,
+                   checkpoint_every_steps=args.checkpoint_every)
+  if best is None:
+    return dict(role="worker", out=args.out)
+  setting = best["best_setting"]
+  print(f"[sweep] best setting: lr {setting['learning_rate']}, epochs {setting['epochs']}, "
+        f"size {setting['adapter_size']}: {task.primary_metric} {setting['mean']:.4f} "
+        f"+- {setting['sem']:.4f} (s.e.m., {setting['n_seeds']} seeds); wrote {args.out}")
+  return best
+
+
+def _cmd_report(args) -> dict:
+  from adapter_keras.analysis.report import collect_runs, markdown_table  # pylint: disable=import-outside-toplevel
+  runs = collect_runs(args.run_dirs)
+  table, summary = markdown_table(runs)
+  print(table)
+  return summary
+
+
+def add_parsers(subparsers) -> None:
+  p = subparsers.add_parser("train", help="train one task with one method; writes metrics.json and the model")
+  add_data_arguments(p)
+  add_training_arguments(p)
+  p.add_argument("--out", required=True, help="output directory")
+  add_checkpoint_argument(p)
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_train)
+
+  p = subparsers.add_parser("evaluate", help="metrics of a saved model on a task's dev data")
+  p.add_argument("--artifact", required=True, help="the artifact directory a train run wrote")
+  p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifact was trained on")
+  add_data_arguments(p, need_train=False)
+  p.add_argument("--split", help="one dev split (default: all of the task's)")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_evaluate)
+
+  p = subparsers.add_parser("sweep", help="grid search (lr x epochs x adapter size x seeds), resumable")
+  add_data_arguments(p)
+  add_training_arguments(p, single_run=False)
+  p.add_argument("--preset", choices=SWEEP_PRESETS)
+  p.add_argument("--learning-rates", type=positive_float, nargs="+")
+  p.add_argument("--epochs", dest="epochs_list", type=positive_int, nargs="+")
+  p.add_argument("--adapter-sizes", type=positive_int, nargs="+")
+  p.add_argument("--seeds", type=int, nargs="+")
+  p.add_argument("--out", required=True)
+  add_checkpoint_argument(p)
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_sweep, learning_rate=3e-4, epochs=3, seed=0)
+
+  p = subparsers.add_parser("report", help="Table-1-style markdown table from train run directories")
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_report)

@@ -1,0 +1,194 @@
+"""The classification and regression recipe (GLUE, CSV/TSV/JSONL tasks): `train_task` and `fit_task_model`.
+
+`ClassificationRecipe` tokenizes every example once, orders each epoch by
+(seed, epoch) with length grouping, evaluates every dev split after each
+epoch with the task's metrics (the primary metric of the first split picks
+the best epoch), and, with `config.prefix_cache`, trains a PrefixCachedModel
+on the frozen prefix's cached outputs. Everything else is the shared run
+(train/recipe.py): identity, resume, artifact, metrics.json.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from adapter_keras.methods import prefix_start_layer
+from adapter_keras.models import PrefixCachedModel, build_task_model
+from adapter_keras.models.prefix_cached import freeze_prefix
+from adapter_keras.preprocessing import BertPreprocessor
+from adapter_keras.pretrained import PretrainedEncoder
+from adapter_keras.tasks.data import TextExamples
+from adapter_keras.train import recipe as recipes
+from adapter_keras.train.config import TrainConfig, TrainResult
+from adapter_keras.train.evaluation import evaluate_model, flatten_metrics
+from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, EncodedExamples, encode_examples, epoch_order,
+                                        limit_examples, make_dataset, steps_per_epoch)
+from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
+from adapter_keras.train.prefix_cache import PrefixCache
+
+
+def compile_task_model(model, optimizer, jit_compile: bool = False):
+  """Loss and metrics for the model's task type. `jit_compile` XLA-compiles the
+  train and predict steps (feed them pad_to_multiple batches; see JIT_PAD_MULTIPLE)."""
+  if model.task_type == "classification":
+    loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    metrics = [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+  else:
+    loss = tf_keras.losses.MeanSquaredError()
+    metrics = [tf_keras.metrics.MeanAbsoluteError(name="mae")]
+  model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+  return model
+
+
+def examples_sha256(train: TextExamples, dev: Dict[str, TextExamples]) -> str:
+  """Digest of the train examples and of every dev split (in split-name order)."""
+  digest = hashlib.sha256()
+  for examples in [train] + [dev[k] for k in sorted(dev)]:
+    for i in range(len(examples)):
+      digest.update(examples.text[i].encode())
+      digest.update(b"\x00" + (examples.text_b[i].encode() if examples.text_b else b"") + b"\x00")
+      digest.update(str(examples.labels[i]).encode() + b"\n")
+  return digest.hexdigest()
+
+
+class ClassificationRecipe:
+  """A TaskRecipe (train/recipe.py) for classification and regression TaskSpecs.
+
+  Args:
+    task: the TaskSpec.
+    train: training examples; dev: {split: examples} for exactly the task's dev splits.
+    prefix_cache_dir: where a prefix cache too large for memory goes.
+  """
+
+  log_prefix = "[train] "
+
+  def __init__(self, task, train: TextExamples, dev: Dict[str, TextExamples],
+               prefix_cache_dir: Optional[str] = None):
+    if set(dev) != set(task.dev_splits):
+      raise ValueError(f"task {task.name} evaluates on {task.dev_splits}, got dev splits {sorted(dev)}")
+    self.task, self.train, self.dev = task, train, dev
+    self.prefix_cache_dir = prefix_cache_dir
+    self.config: Optional[TrainConfig] = None
+    self.train_encoded: Optional[EncodedExamples] = None
+    self.dev_encoded: Dict[str, EncodedExamples] = {}
+    self._cache: Optional[PrefixCache] = None
+
+  def data_sha256(self) -> str:
+    return examples_sha256(self.train, self.dev)
+
+  def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig):
+    return build_task_model(pretrained, self.task, config.pooling, config.dropout_rate, config.seed)
+
+  def prepare(self, preprocessor: BertPreprocessor, config: TrainConfig, model=None) -> None:
+    self.config = config
+    train = limit_examples(self.train, config.max_train_examples, config.seed)
+    self.train_encoded = encode_examples(preprocessor, train)
+    self.dev_encoded = {split: encode_examples(preprocessor, ex) for split, ex in self.dev.items()}
+
+  def describe(self) -> str:
+    dev = ", ".join(f"{s} {len(e)}" for s, e in self.dev_encoded.items())
+    return f"task {self.task.name}: {len(self.train_encoded)} train examples, {dev}"
+
+  @property
+  def num_train_examples(self) -> int:
+    return len(self.train_encoded)
+
+  @property
+  def num_train_batches_per_epoch(self) -> int:
+    return steps_per_epoch(len(self.train_encoded), self.config.batch_size)
+
+  def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
+    """`model`, or with config.prefix_cache a PrefixCachedModel on its frozen prefix's cached outputs."""
+    config = self.config
+    if not config.prefix_cache:
+      return model
+    start = prefix_start_layer(config.method, len(model.encoder.transformer_layers), config.adapter,
+                               config.top_k)
+    freeze_prefix(model, start)
+    with strategy.scope():
+      train_model = PrefixCachedModel(model, start)
+    started = time.perf_counter()
+    self._cache = PrefixCache.build(train_model, self.train_encoded, cache_dir=self.prefix_cache_dir)
+    if verbose:
+      print(f"{self.log_prefix}prefix cache: embeddings and layers 0-{start - 1} run once over "
+            f"{len(self.train_encoded)} examples in {time.perf_counter() - started:.1f}s, "
+            f"{self._cache.nbytes / 2**20:.1f} MiB {'on disk' if self._cache.on_disk else 'in memory'}",
+            flush=True)
+    return train_model
+
+  def compile_model(self, model, optimizer, jit_compile: bool = False):
+    return compile_task_model(model, optimizer, jit_compile)
+
+  def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
+    config, encoded = self.config, self.train_encoded
+    order = epoch_order(len(encoded), config.seed, epoch,
+                        encoded.lengths if config.bucket_by_length else None, config.batch_size)
+    return make_dataset(encoded, config.batch_size, order=order,
+                        pad_to_multiple=JIT_PAD_MULTIPLE if config.jit_compile else None,
+                        prefix_cache=self._cache)
+
+  def evaluate(self, model) -> Tuple[float, Dict[str, float], None]:
+    per_split = evaluate_model(model, self.task, self.dev_encoded)
+    return per_split[self.task.dev_splits[0]][self.task.primary_metric], flatten_metrics(per_split), None
+
+  def release(self) -> None:
+    if self._cache is not None:
+      self._cache.close()  # frees the memory, or deletes the disk file, now
+      self._cache = None
+
+  def manifest_extras(self) -> Dict:
+    return {}
+
+  def metrics_extras(self) -> Dict:
+    return {}
+
+  def write_outputs(self, out_dir: str, best_outputs) -> None:
+    pass
+
+
+def fit_task_model(model, preprocessor: BertPreprocessor, task, train: TextExamples,
+                   dev: Dict[str, TextExamples], config: TrainConfig,
+                   strategy: Optional[tf.distribute.Strategy] = None, verbose: bool = True,
+                   log_dir: Optional[str] = None, checkpoint_dir: Optional[str] = None,
+                   checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+                   fingerprint: Optional[str] = None,
+                   prefix_cache_dir: Optional[str] = None) -> Tuple[TrainResult, int]:
+  """Trains an already built model whose trainable set is chosen (recipe.fit on a ClassificationRecipe).
+
+  `config.jit_compile` XLA-compiles the train and predict steps; the
+  optimizer follows `config.mixed_precision` (the model must have been built
+  under train.optim.precision_policy, as train_task does). With
+  `config.prefix_cache` the frozen prefix is frozen here, its outputs are
+  computed once over the training set (in memory, or in a temporary file
+  under `prefix_cache_dir` when too large) and a PrefixCachedModel sharing
+  `model`'s variables is what trains. See loop.run_epochs for `log_dir`,
+  `checkpoint_dir` and resuming.
+
+  Returns (TrainResult, number of training examples used). The model ends
+  up with the weights of its best dev epoch.
+  """
+  recipe = ClassificationRecipe(task, train, dev, prefix_cache_dir)
+  recipe.prepare(preprocessor, config, model)
+  result, _ = recipes.fit(recipe, model, config, strategy, verbose, log_dir, checkpoint_dir,
+                          checkpoint_every_steps, fingerprint)
+  return result, recipe.num_train_examples
+
+
+def train_task(task, train: TextExamples, dev: Dict[str, TextExamples], config: TrainConfig,
+               out_dir: Optional[str] = None, pretrained: Optional[PretrainedEncoder] = None,
+               verbose: bool = True, checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+               save_model: bool = True, prefix_cache_dir: Optional[str] = None):
+  """Loads the encoder, builds and trains a TaskModel: (TrainResult, model, preprocessor).
+
+  The shared run of train/recipe.py: with `out_dir` it writes run.json,
+  metrics.json, TensorBoard logs under `logs/` and (unless not `save_model`)
+  the model under `artifact/`, keeps a step checkpoint while it trains and
+  resumes from it when called again after a crash. `prefix_cache_dir`: see
+  fit_task_model.
+  """
+  return recipes.run(ClassificationRecipe(task, train, dev, prefix_cache_dir), config, out_dir,
+                     pretrained, verbose, checkpoint_every_steps, save_model)

@@ -1,0 +1,118 @@
+"""What a training run is given (TrainConfig) and what it gives back (TrainResult).
+
+`TrainConfig` is frozen and validated on construction, like AdapterConfig:
+a config that exists is a config that can run (checks that need the encoder,
+such as top-k against its depth, happen when it is loaded). Change one with
+`dataclasses.replace`. Its `--flags` are cli/flags.py's.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional
+
+from adapter_keras.config import AdapterConfig
+from adapter_keras.methods import PREFIX_METHODS, validate_method
+
+MIXED_PRECISION_CHOICES = ("bfloat16", "float16")
+# tf.distribute strategies by name (train/distribute.py builds them).
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a training run needs besides the data.
+
+  Attributes:
+    encoder: a name ("minilm-l6") or a directory (pretrained.load_encoder).
+    method: a tuning method of methods.METHODS; top_k goes with "top-k".
+    adapter: the adapters' architecture (used when the method has adapters).
+    learning_rate, epochs, batch_size, warmup_fraction: the paper's recipe.
+    max_seq_length: tokens per example, special tokens included.
+    seed: data order, dropout, initialisers and the training subset.
+    max_train_examples: a seeded random subset of the training set.
+    pooling: "cls" or "mean"; None takes the encoder's default.
+    strategy: a train.distribute strategy name.
+    bucket_by_length: batches of similar lengths (train/inputs.py).
+    jit_compile, mixed_precision, prefix_cache: speed options (docs/performance.md).
+  """
+
+  encoder: str = "minilm-l6"
+  method: str = "adapter"
+  top_k: Optional[int] = None
+  adapter: AdapterConfig = dataclasses.field(default_factory=AdapterConfig)
+  learning_rate: float = 3e-4
+  epochs: int = 3
+  batch_size: int = 32
+  max_seq_length: int = 128
+  seed: int = 0
+  max_train_examples: Optional[int] = None
+  pooling: Optional[str] = None  # None: the encoder's default
+  dropout_rate: float = 0.1
+  warmup_fraction: float = 0.1
+  strategy: str = "default"
+  bucket_by_length: bool = True
+  # Speed options (docs/performance.md).
+  jit_compile: bool = False
+  mixed_precision: Optional[str] = None  # None (float32), "bfloat16" or "float16"
+  prefix_cache: bool = False
+
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first field that cannot run (construction calls it)."""
+    if not self.learning_rate > 0:
+      raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+    for name in ("epochs", "batch_size"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if self.max_train_examples is not None and self.max_train_examples < 1:
+      raise ValueError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
+    if not 0 <= self.warmup_fraction < 1:
+      raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+    if not isinstance(self.adapter, AdapterConfig):
+      raise ValueError(f"adapter must be an AdapterConfig, got {type(self.adapter).__name__}")
+    validate_method(self.method, self.top_k, num_layers=10**6)
+    if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
+      raise ValueError(f"mixed_precision must be None or one of {sorted(MIXED_PRECISION_CHOICES)}, "
+                       f"got {self.mixed_precision!r}")
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if self.prefix_cache and self.method not in PREFIX_METHODS:
+      raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, "
+                       f"not {self.method!r}: it trains the bottom layer, so no frozen prefix is left to cache")
+
+  def to_dict(self) -> Dict:
+    d = dataclasses.asdict(self)
+    d["adapter"] = self.adapter.to_dict()
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Dict) -> "TrainConfig":
+    d = dict(d)
+    d["adapter"] = AdapterConfig.from_dict(d["adapter"])
+    return cls(**d)
+
+
+@dataclasses.dataclass
+class TrainResult:
+  task: str
+  method: str
+  metrics: Dict[str, float]
+  primary_metric: str
+  score: float
+  best_epoch: int
+  history: List[Dict[str, float]]
+  trained_params: int
+  trained_fraction: float
+  seconds: float
+
+  def to_dict(self) -> Dict:
+    return dataclasses.asdict(self)
+
+  def summary(self, out_dir: Optional[str]) -> Dict:
+    """What the train commands print as their --json result."""
+    return dict(task=self.task, method=self.method, metrics=self.metrics, primary_metric=self.primary_metric,
+                score=self.score, trained_params=self.trained_params, trained_fraction=self.trained_fraction,
+                best_epoch=self.best_epoch, out=out_dir)

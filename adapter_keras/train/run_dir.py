@@ -1,0 +1,93 @@
+"""A run directory (`train --out DIR`, `train-squad --out DIR`, a sweep trial): its files and rules.
+
+  run.json         what makes the run this run: task, TrainConfig and the
+                   sha256 of its data (`identity`); written before training
+  checkpoint/      while training: the newest step checkpoint (train/checkpoints.py)
+  logs/            TensorBoard
+  artifact/        the trained model (artifacts.py)
+  metrics.json     written last: it marks the run finished
+
+A directory holding another run (or unrelated files) is refused; the same
+finished run asked for again only reports its metrics; an unfinished one
+resumes from its checkpoint. Only files the run itself writes are created
+or replaced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, Optional
+
+from adapter_keras.io import write_json_atomic
+from adapter_keras.train import checkpoints
+from adapter_keras.train.config import TrainResult
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoint"
+LOGS_DIR = "logs"
+ARTIFACT_DIR = "artifact"
+
+
+def identity(task: Dict, config, data_sha256: str) -> Dict:
+  """run.json's content: the task (as a dict), the TrainConfig and the digest of the data."""
+  return dict(task=task, config=config.to_dict(), data_sha256=data_sha256)
+
+
+def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
+  """Returns the finished run's metrics if `out_dir` holds this very run.
+
+  Raises FileExistsError if it holds another run (or unrelated files).
+  """
+  if not os.path.exists(out_dir):
+    return None
+  if not os.path.isdir(out_dir):
+    raise FileExistsError(f"--out {out_dir} is a file; choose a directory")
+  run_file = os.path.join(out_dir, RUN_FILE)
+  if not os.path.exists(run_file):
+    if os.listdir(out_dir):
+      raise FileExistsError(f"--out {out_dir} exists and holds other files; choose an empty or new directory")
+    return None
+  with open(run_file, encoding="utf-8") as f:
+    previous = json.load(f)
+  if previous != json.loads(json.dumps(identity)):
+    changed = sorted(k for k in identity if previous.get(k) != json.loads(json.dumps(identity[k])))
+    raise FileExistsError(f"--out {out_dir} holds a different run (differs in {', '.join(changed)}); "
+                          "choose another --out or delete it")
+  metrics_file = os.path.join(out_dir, METRICS_FILE)
+  if os.path.exists(metrics_file):
+    with open(metrics_file, encoding="utf-8") as f:
+      return json.load(f)
+  return None
+
+
+def finished_run(out_dir: str, identity: Dict, verbose: bool = True,
+                 log_prefix: str = "[train] ") -> Optional[TrainResult]:
+  """The result of the finished run `out_dir` holds, if it is this run (`identity`); None to train.
+
+  Raises FileExistsError when `out_dir` holds another run (check_run_directory).
+  """
+  finished = check_run_directory(out_dir, identity)
+  if finished is None:
+    return None
+  if verbose:
+    print(f"{log_prefix}{out_dir} already holds this finished run; reporting it", flush=True)
+  # Left only by a kill between writing metrics.json and deleting it.
+  checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
+  fields = {f.name for f in dataclasses.fields(TrainResult)}
+  return TrainResult(**{k: v for k, v in finished.items() if k in fields})
+
+
+
+
+def write_run_file(out_dir: str, run_identity: Dict) -> None:
+  """Creates `out_dir` if needed and records the run (before training starts)."""
+  os.makedirs(out_dir, exist_ok=True)
+  write_json_atomic(os.path.join(out_dir, RUN_FILE), run_identity)
+
+
+def finish(out_dir: str, metrics: Dict) -> None:
+  """Writes metrics.json, which marks the run finished, then deletes the no longer needed checkpoint."""
+  write_json_atomic(os.path.join(out_dir, METRICS_FILE), metrics)
+  checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))

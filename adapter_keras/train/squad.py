@@ -1,0 +1,258 @@
+"""SQuAD v1.1 runs: `train-squad` (train, keep the best epoch, save) and `evaluate-squad`.
+
+`SquadRecipe` is the extractive-QA recipe of the shared run (train/recipe.py):
+`train_squad` loads the encoder, builds a SpanModel, applies the tuning
+method, trains on SquadFeaturizer windows (Adam, 10% warm-up, linear decay),
+scores dev with the official exact match and F1 after every epoch, keeps the
+weights of the best epoch by F1 and, with an output directory, writes
+
+  run.json          what makes the run this run (config + sha256 of the data);
+                    a different run there is refused, the same finished run
+                    re-invoked only reports (train/run_dir.py)
+  metrics.json      task "squad", method, best-epoch EM/F1, history, config
+  predictions.json  the best epoch's dev answers, {question id: text}, the
+                    input of the official evaluate-v1.1.py
+  artifact/         the trained variables and manifest (artifacts.py; for
+                    method "adapter" only adapters, LayerNorms and the head),
+                    whose "squad" entry holds the window settings that
+                    `load_squad_artifact` needs to rebuild the same features
+  logs/             TensorBoard
+  checkpoint/       while training: the step checkpoint a re-run resumes from
+                    (the best epoch's answers included), deleted at the end
+
+What is the same as for GLUE tasks comes from the shared run (TrainConfig and
+its speed options but the prefix cache, TrainResult, the encoder loading and
+method, the epoch loop with its best-epoch tracker, NaN stop, step
+checkpoints and resume, the run identity check, the manifest); this module
+owns what differs: windowed features, span decoding, and the EM/F1
+evaluation (tasks/squad.py). Like every metric in metrics.json, EM and F1 are fractions in [0, 1] (`report` shows them x 100, the official script's
+percent).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from adapter_keras.artifacts import ArtifactError, is_span_manifest, load_artifact, read_manifest, resolve_artifact_dir
+from adapter_keras.io import write_json_atomic
+from adapter_keras.models import SpanModel, build_span_model
+from adapter_keras.preprocessing import BertPreprocessor
+from adapter_keras.pretrained import PretrainedEncoder
+from adapter_keras.tasks import squad
+from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, SquadFeaturizer
+from adapter_keras.train import recipe as recipes
+from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch
+from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
+
+PREDICTIONS_FILE = "predictions.json"
+EVAL_BATCH_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadTrainConfig(TrainConfig):
+  """TrainConfig plus the window and decoding settings (BERT's SQuAD defaults).
+
+  `pooling` and `bucket_by_length` do not apply: the span head reads every
+  token and every window is padded to max_seq_length.
+  """
+
+  max_seq_length: int = 384
+  bucket_by_length: bool = False
+  doc_stride: int = 128
+  max_query_length: int = 64
+  max_answer_length: int = 30
+  n_best_size: int = 20
+
+  def validate(self) -> None:
+    super().validate()
+    if self.prefix_cache:
+      raise ValueError("the prefix cache is for classification and regression models, not SQuAD span models")
+    for name in ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+  def squad_settings(self) -> Dict:
+    """What evaluation needs besides the tokenizer to score like training did."""
+    return dict(doc_stride=self.doc_stride, max_query_length=self.max_query_length,
+                max_answer_length=self.max_answer_length, n_best_size=self.n_best_size)
+
+
+# ------------------------------------------------------------------------ data
+
+
+def read_squad_file(path: str, flag: str = "--dev") -> List[SquadExample]:
+  """The questions of a SQuAD v1.1 file; one-line errors name the flag."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{flag} {path} not found")
+  if os.path.isdir(path):
+    raise ValueError(f"{flag} {path} is a directory; give the SQuAD JSON file (e.g. dev-v1.1.json)")
+  examples = squad.load_squad_json(path)
+  if not examples:
+    raise ValueError(f"{flag} {path} holds no questions")
+  return examples
+
+
+def squad_sha256(train: Sequence[SquadExample], dev: Sequence[SquadExample]) -> str:
+  """Digest of the train and dev questions (ids, texts, answers)."""
+  digest = hashlib.sha256()
+  for examples in (train, dev):
+    for e in examples:
+      record = [e.id, e.question, e.context, [[a.text, a.answer_start] for a in e.answers]]
+      digest.update(json.dumps(record).encode() + b"\n")
+    digest.update(b"\x00")  # train/dev boundary
+  return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------- the recipe
+
+
+def predict_answers(model: tf_keras.Model, examples: Sequence[SquadExample], features: SquadFeatures,
+                    max_answer_length: int = 30, n_best_size: int = 20,
+                    batch_size: int = EVAL_BATCH_SIZE) -> Dict[str, str]:
+  """Question id -> best answer text."""
+  start, end = squad.predict_spans(model, features, batch_size)
+  return squad.best_answers(squad.decode_spans(examples, features, start, end, n_best_size=n_best_size,
+                                               max_answer_length=max_answer_length))
+
+
+def score_answers(examples: Sequence[SquadExample], answers: Dict[str, str]) -> Dict[str, float]:
+  """Official v1.1 {"exact_match", "f1"} as fractions (squad.evaluate gives percent)."""
+  return {name: value / 100.0 for name, value in squad.evaluate(examples, answers).items()}
+
+
+class SquadRecipe:
+  """A TaskRecipe (train/recipe.py) for SQuAD v1.1: windows in, EM/F1 on dev, best answers kept."""
+
+  log_prefix = "[train-squad] "
+  task = SQUAD_TASK
+
+  def __init__(self, train: Sequence[SquadExample], dev: Sequence[SquadExample]):
+    if not train:
+      raise ValueError("the training set holds no questions")
+    if not dev:
+      raise ValueError("the dev set holds no questions")
+    self.train, self.dev = list(train), list(dev)
+    self.config: Optional[SquadTrainConfig] = None
+    self.train_features: Optional[SquadFeatures] = None
+    self.dev_features: Optional[SquadFeatures] = None
+    self.featurizer: Optional[SquadFeaturizer] = None
+
+  def data_sha256(self) -> str:
+    return squad_sha256(self.train, self.dev)
+
+  def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig) -> SpanModel:
+    return build_span_model(pretrained, config.dropout_rate, config.seed)
+
+  def prepare(self, preprocessor: BertPreprocessor, config: "SquadTrainConfig", model=None) -> None:
+    self.config = config
+    self.featurizer = SquadFeaturizer.from_preprocessor(preprocessor, config.doc_stride, config.max_query_length)
+    self.train = limit_examples(self.train, config.max_train_examples, config.seed)
+    self.train_features = self.featurizer.featurize(self.train)
+    self.dev_features = self.featurizer.featurize(self.dev)
+
+  def describe(self) -> str:
+    return (f"{len(set(self.train_features.example_index))} train questions ({len(self.train_features)} "
+            f"windows), {len(self.dev)} dev questions ({len(self.dev_features)} windows)")
+
+  @property
+  def num_train_examples(self) -> int:
+    return len(self.train)
+
+  @property
+  def num_train_batches_per_epoch(self) -> int:
+    return steps_per_epoch(len(self.train_features), self.config.batch_size)
+
+  def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
+    return model
+
+  def compile_model(self, model, optimizer, jit_compile: bool = False):
+    return squad.compile_span_model(model, optimizer, jit_compile)
+
+  def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
+    # Every window is max_seq_length long: nothing to group by length.
+    order = epoch_order(len(self.train_features), self.config.seed, epoch)
+    return squad.make_span_dataset(self.train_features, self.config.batch_size, order=order)
+
+  def evaluate(self, model) -> Tuple[float, Dict[str, float], Dict[str, str]]:
+    answers = predict_answers(model, self.dev, self.dev_features, self.config.max_answer_length,
+                              self.config.n_best_size)
+    metrics = score_answers(self.dev, answers)
+    return metrics["f1"], metrics, answers
+
+  def release(self) -> None:
+    pass
+
+  def manifest_extras(self) -> Dict:
+    return dict(squad=self.config.squad_settings())
+
+  def metrics_extras(self) -> Dict:
+    return dict(train_questions=len(self.train), train_windows=len(self.train_features),
+                dev_questions=len(self.dev))
+
+  def write_outputs(self, out_dir: str, best_outputs) -> None:
+    write_json_atomic(os.path.join(out_dir, PREDICTIONS_FILE), best_outputs or {})
+
+
+def train_squad(train: Sequence[SquadExample], dev: Sequence[SquadExample], config: "SquadTrainConfig",
+                out_dir: Optional[str] = None, pretrained: Optional[PretrainedEncoder] = None,
+                verbose: bool = True,
+                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS):
+  """Loads the encoder, builds and trains a SpanModel: (TrainResult, model, featurizer).
+
+  With `out_dir`, writes the files listed in the module docstring and, while
+  training, a step checkpoint under `checkpoint/`: the same call after a
+  crash resumes from it. When `out_dir` already holds this finished run,
+  returns its metrics and (None, None) without training.
+  """
+  recipe = SquadRecipe(train, dev)
+  result, model, _ = recipes.run(recipe, config, out_dir, pretrained, verbose, checkpoint_every_steps)
+  return result, model, recipe.featurizer if model is not None else None
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def load_squad_artifact(artifact_dir: str, encoder_spec: Optional[str] = None):
+  """(SpanModel, manifest, SquadFeaturizer) of a train-squad artifact or run directory.
+
+  `encoder_spec` defaults to the encoder the artifact was trained with; the
+  base fingerprint check refuses any other base either way.
+  """
+  artifact_dir = resolve_artifact_dir(artifact_dir)
+  manifest = read_manifest(artifact_dir)
+  if not is_span_manifest(manifest):
+    raise ArtifactError(f"artifact {artifact_dir} holds a model for task {manifest['task'].get('name')!r}, "
+                        "not a SQuAD span model; use `adapter-keras evaluate`")
+  model, manifest, preprocessor = load_artifact(artifact_dir, encoder_spec or manifest["encoder"]["spec"])
+  settings = manifest["squad"]
+  featurizer = SquadFeaturizer.from_preprocessor(preprocessor, settings["doc_stride"],
+                                                 settings["max_query_length"])
+  return model, manifest, featurizer
+
+
+def evaluate_squad_artifact(artifact_dir: str, dev: Sequence[SquadExample],
+                            encoder_spec: Optional[str] = None) -> Tuple[Dict[str, float], Dict[str, str]]:
+  """(EM/F1 as fractions, {question id: answer}) of a saved SQuAD model on `dev`."""
+  if not dev:
+    raise ValueError("the dev set holds no questions")
+  model, manifest, featurizer = load_squad_artifact(artifact_dir, encoder_spec)
+  settings = manifest["squad"]
+  answers = predict_answers(model, dev, featurizer.featurize(dev), settings["max_answer_length"],
+                            settings["n_best_size"])
+  return score_answers(dev, answers), answers
+
+
+def write_predictions(path: str, answers: Dict[str, str]) -> str:
+  """{question id: answer text}, the prediction file the official evaluate-v1.1.py reads."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  write_json_atomic(path, answers)
+  return path
