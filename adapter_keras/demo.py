@@ -64,8 +64,7 @@ def run_demo(out_dir: str = os.path.join("runs", "demo"),
     train, dev = train_test_split(train, test_fraction=0.05, seed=SPLIT_SEED)
     n_train = min(max_train_examples or len(train), len(train))
     task = classification_task(name, tuple(examples.label_names))
-    entry = multitask.add_task(name, task, AdapterConfig(size=adapter_size), max_seq_length=max_seq_length,
-                               seed=seed)
+    multitask.add_task(name, task, AdapterConfig(size=adapter_size), max_seq_length=max_seq_length, seed=seed)
     _log(f"task {name}: {n_train} train / {len(dev)} dev / {len(test)} held-out examples, "
          f"{task.num_outputs} classes, size-{adapter_size} adapters")
     config = TrainConfig(encoder=encoder, adapter=AdapterConfig(size=adapter_size),

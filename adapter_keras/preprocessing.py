@@ -12,7 +12,7 @@ once per example and pad per batch.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Sequence, Union
 
 import tensorflow as tf
 import tensorflow_text as tf_text

@@ -13,8 +13,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from adapter_keras.cli import run_command
-from adapter_keras.cli.flags import positive_float, positive_int
+from adapter_keras.cli import OneLineErrorParser, run_command
+from adapter_keras.cli.flags import add_data_arguments, data_source_from_args, positive_float, positive_int
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,37 +22,40 @@ _ORACLES = ("random", "bayesian", "hyperband")  # tuner.ORACLES, without importi
 
 
 def _load_data(args) -> Tuple[object, object, Optional[object]]:
-  """(train, dev, task or None) from --task/--data-dir or --train/--dev files."""
-  from adapter_keras.tasks import data as data_lib  # pylint: disable=import-outside-toplevel
+  """(train, dev, task or None) from --task/--data-dir or --train/--dev files.
+
+  A GLUE task gives its train split and its first dev split; files give the
+  train file, and the dev file read with the train file's label ids, so that
+  class i means the same in both. The task is returned for GLUE only (its
+  metrics go into best.json); --max-train-examples keeps the first N rows.
+  """
+  from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
   if args.task:
     from adapter_keras.tasks import get_task  # pylint: disable=import-outside-toplevel
     task = get_task(args.task)
+    # Refused before any file is read: a regression task has no class ids to search over.
     if task.task_type != "classification":
       raise ValueError(f"{task.name} is a {task.task_type} task; the AutoML baseline searches "
                        "classifiers only")
-    train = data_lib.load_glue_split(args.data_dir, task, "train", args.max_train_examples)
-    dev = data_lib.load_glue_split(args.data_dir, task, task.dev_splits[0])
-    return train, dev, task
-  label_names = args.label_names.split(",") if args.label_names else None
-  train = data_lib.load_text_file(args.train, args.text_column, args.label_column,
-                                  text_b_column=args.text_b_column, label_names=label_names)
+  task, train, dev_splits = load_task_data(data_source_from_args(args))
   if args.max_train_examples is not None and args.max_train_examples < len(train):
     train = train.take(range(args.max_train_examples))
-  # The dev file uses the train file's label ids, so that class i means the same in both.
-  dev = data_lib.load_text_file(args.dev, args.text_column, args.label_column,
-                                text_b_column=args.text_b_column, label_names=train.label_names)
-  return train, dev, None
+  return train, dev_splits[task.dev_splits[0]], (task if args.task else None)
 
 
 def _cmd_search(args) -> dict:
-  if bool(args.task) == bool(args.train):
+  if bool(args.task) == bool(args.train_file):
     raise ValueError("give either --task with --data-dir, or --train and --dev files")
-  if args.task and not args.data_dir:
-    raise ValueError("--task needs --data-dir (the folder holding the GLUE task folders)")
-  if args.train and not (args.dev and args.text_column and args.label_column):
+  if args.task and not (args.data_dir or args.tfds_data_dir):
+    raise ValueError("--task needs --data-dir (the folder holding the GLUE task folders) "
+                     "or --tfds-data-dir")
+  if args.train_file and not (args.dev_file and args.text_column and args.label_column):
     raise ValueError("--train needs --dev, --text-column and --label-column")
-  from automl_baseline.model import TrainingBudget  # pylint: disable=import-outside-toplevel
+  if args.regression:
+    raise ValueError("--regression files hold regression targets; the AutoML baseline searches "
+                     "classifiers only")
   from automl_baseline.search_space import SearchSpace  # pylint: disable=import-outside-toplevel
+  from automl_baseline.training import TrainingBudget  # pylint: disable=import-outside-toplevel
   from automl_baseline.tuner import run_search  # pylint: disable=import-outside-toplevel
 
   train, dev, task = _load_data(args)
@@ -109,22 +112,15 @@ def _cmd_make_module(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="automl-baseline", description=__doc__.splitlines()[0])
+  parser = OneLineErrorParser(prog="automl-baseline", description=__doc__.splitlines()[0])
   parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-  sub = parser.add_subparsers(dest="command", required=True)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
 
   p = sub.add_parser("search", help="search Table 5's wide & deep space; save the best model")
-  g = p.add_argument_group("data (a GLUE task, or train/dev files)")
-  g.add_argument("--task", help="GLUE classification task, e.g. sst-2, rte, mrpc")
-  g.add_argument("--data-dir", help="folder holding the GLUE task folders")
-  g.add_argument("--train", help="training file (.csv, .tsv or .jsonl)")
-  g.add_argument("--dev", help="validation file, same format and columns")
-  g.add_argument("--text-column")
-  g.add_argument("--text-b-column", help="second text of a pair")
-  g.add_argument("--label-column")
-  g.add_argument("--label-names", help="comma-separated label order (default: sorted labels)")
-  g.add_argument("--max-train-examples", type=positive_int, help="keep the first N training rows")
+  # A GLUE classification task (--task with --data-dir or --tfds-data-dir), or train/dev files.
+  add_data_arguments(p, label_names=True)
   g = p.add_argument_group("search")
+  g.add_argument("--max-train-examples", type=positive_int, help="keep the first N training rows")
   g.add_argument("--embeddings", nargs="+", metavar="HANDLE",
                  help="TF Hub handles or module directories (default: the paper's Table 6)")
   g.add_argument("--no-fine-tune", action="store_true",

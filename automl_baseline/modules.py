@@ -19,7 +19,6 @@ Builders (all fine-tunable except the frozen encoder):
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from typing import Dict, List, Sequence, Tuple
 
@@ -28,7 +27,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
 
-
+from adapter_keras.io import atomic_directory
 
 # Table 6 of Houlsby et al. (2019), by their TF2 (reusable SavedModel) versions.
 TABLE6_MODULES: Tuple[str, ...] = (
@@ -407,21 +406,14 @@ def make_encoder_module(encoder_spec: str, kind: str, out_dir: str,
 
 
 def _save_fresh(module: TextEmbeddingModule, out_dir: str) -> None:
-  """Saves into a sibling temp dir and renames, so a failure leaves no half module."""
+  """Saves into a sibling temp dir and renames, so a failure leaves no half module.
+
+  Never overwrites a module: only a missing or empty `out_dir` is replaced.
+  """
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise ValueError(f"output {out_dir} already exists and is not an empty directory")
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=".module-", dir=parent)
-  try:
+  with atomic_directory(out_dir) as staging:
     save_module(module, staging)
-    if os.path.isdir(out_dir):
-      os.rmdir(out_dir)
-    os.replace(staging, out_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-
 
 
 def write_tiny_word_module(out_dir: str, dim: int = 16, seed: int = 0) -> str:

@@ -17,20 +17,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
-import tempfile
 from typing import Any, Callable, Dict, List
 
 import keras_tuner
 import numpy as np
 
+from adapter_keras.io import atomic_directory, write_text_atomic
 from automl_baseline import modules
-from automl_baseline.model import (EXPORT_INFO_FILE, ModelSettings, TrainingBudget,
-                                   check_classification_labels, export_saved_model, predict_exported,
-                                   train_and_evaluate)
+from automl_baseline.export import EXPORT_INFO_FILE, export_saved_model, predict_exported
 from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig
+from automl_baseline.towers import ModelSettings
+from automl_baseline.training import TrainingBudget, check_classification_labels, train_and_evaluate
 
 ORACLES = ("random", "bayesian", "hyperband")
 OBJECTIVE = "val_accuracy"
@@ -176,20 +177,17 @@ def write_trials_csv(tuner: WideDeepTuner, path: str) -> None:
       columns.append(name)
   for row in rows:
     columns.extend(k for k in row if k not in columns)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, path)
+  text = io.StringIO(newline="")  # csv writes its own "\r\n" line ends; keep them as they are
+  writer = csv.DictWriter(text, fieldnames=columns)
+  writer.writeheader()
+  writer.writerows(rows)
+  write_text_atomic(path, text.getvalue(), newline="")
 
 
 def _write_json(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2, sort_keys=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  # Not adapter_keras.io.write_json_atomic: it sorts the keys, and best.json keeps
+  # the order run_search gives it (hyperparameters and scores first), as it always had.
+  write_text_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def _data_fingerprint(train, dev) -> str:
@@ -357,17 +355,11 @@ def _retrain_and_export(config: TrialConfig, settings: ModelSettings, train, dev
            f"trial_id {best['trial_id']} in trials.csv)")
   result = train_and_evaluate(config, settings, train, dev, budget, seed=seed,
                               budget_fraction=best["budget_fraction"])
-  staging = tempfile.mkdtemp(prefix=".best_model-", dir=out_dir)
-  try:
+  # A failed export leaves the previous best_model/ in place; a successful one replaces it.
+  with atomic_directory(model_dir) as staging:
     export_saved_model(result.model, staging, settings.is_pair, best["label_names"],
                        info=dict(hyperparameters=best["hyperparameters"],
                                  val_accuracy=result.val_accuracy))
-    if os.path.exists(model_dir):
-      shutil.rmtree(model_dir)
-    os.replace(staging, model_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   progress(f"saved {model_dir} (val_accuracy {result.val_accuracy:.4f}; serving signature "
            f"takes raw strings; see {EXPORT_INFO_FILE})")
   return dict(retrained_val_accuracy=result.val_accuracy, retrained_train_steps=result.train_steps)

@@ -5,7 +5,7 @@ size on dev, and size 64 separately), full fine-tuning, top-1-layer
 fine-tuning and LayerNorm-only, each with one fixed learning rate per method,
 one seed, and at most --max-train-examples training examples (the paper
 sweeps lr x epochs x size with 5 seeds on full training sets; this budget is
-for a 2-core CPU). Every run goes through `adapter_keras.trainer.train_task`
+for a 2-core CPU). Every run goes through `adapter_keras.train.classification.train_task`
 and is saved under --runs-dir, so an interrupted benchmark resumes.
 
 Prints the table and writes --out-md and --out-json.
@@ -20,11 +20,12 @@ import json
 import os
 import sys
 
-from adapter_keras import task_data
-from adapter_keras.artifacts import write_json_atomic
+from adapter_keras.analysis.report import collect_runs, markdown_table
 from adapter_keras.config import AdapterConfig
-from adapter_keras.report import collect_runs, markdown_table
-from adapter_keras.trainer import TrainConfig, train_task
+from adapter_keras.io import write_json_atomic
+from adapter_keras.tasks.sources import DataSource, load_task_data
+from adapter_keras.train.classification import train_task
+from adapter_keras.train.config import TrainConfig
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "stsb")
 ADAPTER_SIZES = (8, 64, 256)
@@ -85,7 +86,7 @@ def main(argv=None):
     sys.exit(f"error: GLUE data dir {args.data_dir} not found")
   run_dirs, train_sizes = [], {}
   for task_name in args.tasks:
-    task, train, dev = task_data.load_task_data(task_data.DataSource(task=task_name, data_dir=args.data_dir))
+    task, train, dev = load_task_data(DataSource(task=task_name, data_dir=args.data_dir))
     train_sizes[task.name] = (min(len(train), args.max_train_examples), len(train))
     for name, config in run_configs(args.max_train_examples, args.epochs, args.seed):
       out = os.path.join(args.runs_dir, f"{task.name}-{name}")

@@ -25,11 +25,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (tokenizer ops for the reloaded SavedModel)
 
-from adapter_keras.artifacts import write_json_atomic
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import load_rotten_tomatoes
-from adapter_keras.multitask import MultiTaskModel
+from adapter_keras.io import write_json_atomic
+from adapter_keras.serving.multitask import MultiTaskModel
 from adapter_keras.tasks import classification_task
+from adapter_keras.tasks.data import load_rotten_tomatoes
 
 
 def _bytes(path):

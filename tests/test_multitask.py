@@ -11,19 +11,15 @@ import tensorflow as tf
 
 from adapter_keras import artifacts, cli
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import TextExamples
-from adapter_keras.multitask import MultiTaskModel
+from adapter_keras.serving.multitask import MultiTaskModel
 from adapter_keras.tasks import classification_task, regression_task
+from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
-from adapter_keras.trainer import TrainConfig
+from adapter_keras.train.config import TrainConfig
+from tests.helpers import last_json
 
 TEXTS, LABELS = tiny_sentiment_data(32, seed=0)
 PAIRS = TEXTS[::-1]
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("mt_enc")), seed=0, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +199,7 @@ def test_export_and_predict_cli_single_task(tmp_path, capsys, trained, encoder_d
   assert cli.main(["export", "--artifact", artifact, "--encoder", encoder_dir, "--out", saved]) == 0
   capsys.readouterr()
   assert cli.main(["predict", "--model", saved, "--json", "the movie was great", "awful plot"]) == 0
-  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  result = last_json(capsys)
   expected = tf.nn.softmax(mt.predict(["the movie was great", "awful plot"], task="sentiment")).numpy()
   assert [p["label"] for p in result["predictions"]] == [["neg", "pos"][i] for i in expected.argmax(-1)]
 

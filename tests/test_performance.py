@@ -6,15 +6,18 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras import prefix_cache, training
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import TextExamples
 from adapter_keras.layers.adapter import BottleneckAdapter
-from adapter_keras.models import TaskModel
+from adapter_keras.methods import apply_method, parameter_report, prefix_start_layer
+from adapter_keras.models import TaskModel, prefix_cached
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
+from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
-from adapter_keras.tuning import apply_method, parameter_report
+from adapter_keras.train import evaluation, inputs, optim
+from adapter_keras.train.classification import compile_task_model
+from adapter_keras.train.loop import seed_everything
+from adapter_keras.train.prefix_cache import PrefixCache
 
 TOP_HALF = AdapterConfig(size=8, layers=(2, 3))
 
@@ -34,24 +37,24 @@ def preprocessor(four_layer_dir):
 def encoded(preprocessor):
   texts, labels = tiny_sentiment_data(60, seed=4)
   texts = [t + " and the cat sat on the mat" * (i % 3) for i, t in enumerate(texts)]
-  return training.encode_examples(preprocessor, TextExamples(texts, labels))
+  return inputs.encode_examples(preprocessor, TextExamples(texts, labels))
 
 
 def _model(directory, adapter_config=TOP_HALF, pooling="mean", method="adapter", freeze=True):
-  training.seed_everything(0)
+  seed_everything(0)
   loaded = load_encoder(directory, adapter_config if method == "adapter" else None, adapter_seed=0)
   model = TaskModel(loaded.encoder, 2, pooling=pooling, dropout_rate=0.0, head_seed=0)
   model.build_with_dummy_inputs()
   apply_method(model, method)
   if freeze:
-    prefix_cache.freeze_prefix(model, 2)
+    prefix_cached.freeze_prefix(model, 2)
   return model
 
 
 def test_prefix_start_layer_accepts_only_a_top_range_or_top_k():
-  assert prefix_cache.prefix_start_layer("adapter", 6, AdapterConfig(layers=(3, 4, 5))) == 3
-  assert prefix_cache.prefix_start_layer("adapter", 4, AdapterConfig(size=(0, 0, 8, 8))) == 2
-  assert prefix_cache.prefix_start_layer("top-k", 6, top_k=2) == 4
+  assert prefix_start_layer("adapter", 6, AdapterConfig(layers=(3, 4, 5))) == 3
+  assert prefix_start_layer("adapter", 4, AdapterConfig(size=(0, 0, 8, 8))) == 2
+  assert prefix_start_layer("top-k", 6, top_k=2) == 4
   for method, config, top_k, message in (
       ("adapter", AdapterConfig(), None, "no frozen prefix"),
       ("adapter", AdapterConfig(layers=(3, 5)), None, "top range"),
@@ -61,38 +64,38 @@ def test_prefix_start_layer_accepts_only_a_top_range_or_top_k():
       ("full", None, None, "applies to methods"),
       ("layer-norm", None, None, "applies to methods")):
     with pytest.raises(ValueError, match=message):
-      prefix_cache.prefix_start_layer(method, 6, config, top_k)
+      prefix_start_layer(method, 6, config, top_k)
 
 
 def test_freeze_prefix_freezes_embedding_and_lower_layer_norms_and_the_split_model_insists(four_layer_dir):
   model = _model(four_layer_dir, freeze=False)
   before = parameter_report(model).trained_params
   with pytest.raises(ValueError, match="freeze_prefix"):
-    prefix_cache.PrefixCachedModel(model, 2)
-  assert any("embeddings/layer_norm" in n for n in prefix_cache.trainable_prefix_variables(model, 2))
-  prefix_cache.freeze_prefix(model, 2)
-  assert prefix_cache.trainable_prefix_variables(model, 2) == []
+    prefix_cached.PrefixCachedModel(model, 2)
+  assert any("embeddings/layer_norm" in n for n in prefix_cached.trainable_prefix_variables(model, 2))
+  prefix_cached.freeze_prefix(model, 2)
+  assert prefix_cached.trainable_prefix_variables(model, 2) == []
   names = [v.name for v in model.trainable_variables]
   assert not any("layer_0/" in n or "layer_1/" in n or "embeddings" in n for n in names)
   assert any("layer_2/" in n and "layer_norm" in n for n in names)  # LayerNorms from layer k on still train
   # 2 LayerNorms x (scale, offset) x hidden 32 per frozen layer, plus the embedding LayerNorm.
   assert before - parameter_report(model).trained_params == (2 * 2 + 2) * 32 + 2 * 2 * 32
-  prefix_cache.PrefixCachedModel(model, 2)
+  prefix_cached.PrefixCachedModel(model, 2)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_split_model_computes_what_the_task_model_computes(four_layer_dir, encoded, pooling):
   model = _model(four_layer_dir, pooling=pooling)
-  split = prefix_cache.PrefixCachedModel(model, 2)
-  cache = prefix_cache.PrefixCache.build(split, encoded, batch_size=7)
+  split = prefix_cached.PrefixCachedModel(model, 2)
+  cache = PrefixCache.build(split, encoded, batch_size=7)
   assert len(cache) == len(encoded) and cache.nbytes == int(encoded.lengths.sum()) * 32 * 4
-  for features, _ in training.make_dataset(encoded, 16, prefix_cache=cache):
-    plain = {k: v for k, v in features.items() if k != prefix_cache.PREFIX_OUTPUT}
+  for features, _ in inputs.make_dataset(encoded, 16, prefix_cache=cache):
+    plain = {k: v for k, v in features.items() if k != prefix_cached.PREFIX_OUTPUT}
     expected = model(plain, training=False).numpy()
     np.testing.assert_allclose(split(plain, training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(split(features, training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
     mask = features["input_mask"].numpy().astype(bool)
-    assert not features[prefix_cache.PREFIX_OUTPUT].numpy()[~mask].any()  # padding is zeros
+    assert not features[prefix_cached.PREFIX_OUTPUT].numpy()[~mask].any()  # padding is zeros
 
 
 class _BatchLosses(tf_keras.callbacks.Callback):
@@ -106,7 +109,7 @@ class _BatchLosses(tf_keras.callbacks.Callback):
 
 def _train(fit_model, dataset, epochs=6):
   batches = sum(1 for _ in dataset)
-  training.compile_task_model(fit_model, training.create_optimizer(3e-2, batches * epochs))
+  compile_task_model(fit_model, optim.create_optimizer(3e-2, batches * epochs))
   recorder = _BatchLosses()
   fit_model.fit(dataset, epochs=epochs, verbose=0, callbacks=[recorder])
   return np.array(recorder.losses)
@@ -116,17 +119,17 @@ def _train(fit_model, dataset, epochs=6):
 def test_cached_training_follows_the_uncached_loss_trajectory(four_layer_dir, encoded, tmp_path, storage):
   """Same semantics on both sides: prefix frozen, no dropout; same batches in the same order."""
   reference = _model(four_layer_dir)
-  reference_losses = _train(reference, training.make_dataset(
+  reference_losses = _train(reference, inputs.make_dataset(
       encoded, 16, shuffle=True, seed=3, bucket_by_length=True))
 
   model = _model(four_layer_dir)
-  split = prefix_cache.PrefixCachedModel(model, 2)
+  split = prefix_cached.PrefixCachedModel(model, 2)
   if storage == "memory":
-    cache = prefix_cache.PrefixCache.build(split, encoded)
+    cache = PrefixCache.build(split, encoded)
   else:
-    cache = prefix_cache.PrefixCache.build(split, encoded, cache_dir=str(tmp_path), max_memory_bytes=0)
+    cache = PrefixCache.build(split, encoded, cache_dir=str(tmp_path), max_memory_bytes=0)
   assert cache.on_disk == (storage == "disk")
-  cached_losses = _train(split, training.make_dataset(
+  cached_losses = _train(split, inputs.make_dataset(
       encoded, 16, shuffle=True, seed=3, bucket_by_length=True, prefix_cache=cache))
 
   assert len(cached_losses) == len(reference_losses) >= 16
@@ -142,17 +145,17 @@ def test_cached_training_follows_the_uncached_loss_trajectory(four_layer_dir, en
 
 
 def test_cache_size_guard_refuses_or_spills_to_disk(four_layer_dir, encoded, tmp_path):
-  split = prefix_cache.PrefixCachedModel(_model(four_layer_dir), 2)
+  split = prefix_cached.PrefixCachedModel(_model(four_layer_dir), 2)
   with pytest.raises(ValueError, match="memory limit"):
-    prefix_cache.PrefixCache.build(split, encoded, max_memory_bytes=1000)
-  on_disk = prefix_cache.PrefixCache.build(split, encoded, cache_dir=str(tmp_path / "c"), max_memory_bytes=1000)
-  in_memory = prefix_cache.PrefixCache.build(split, encoded)
+    PrefixCache.build(split, encoded, max_memory_bytes=1000)
+  on_disk = PrefixCache.build(split, encoded, cache_dir=str(tmp_path / "c"), max_memory_bytes=1000)
+  in_memory = PrefixCache.build(split, encoded)
   assert on_disk.on_disk and not in_memory.on_disk
   assert os.path.getsize(on_disk.path) == in_memory.nbytes
   np.testing.assert_array_equal(np.asarray(on_disk.values), in_memory.values)
   with pytest.raises(ValueError, match="same encoded examples"):
-    training.make_dataset(training.EncodedExamples(encoded.word_ids[:5], encoded.type_ids[:5],
-                                                   encoded.labels[:5]), prefix_cache=in_memory)
+    inputs.make_dataset(inputs.EncodedExamples(encoded.word_ids[:5], encoded.type_ids[:5],
+                                               encoded.labels[:5]), prefix_cache=in_memory)
 
 
 class _RecordingAdam(tf_keras.optimizers.Adam):
@@ -171,7 +174,7 @@ def test_frozen_variables_get_no_gradient_and_stay_bit_identical(four_layer_dir,
   trainable = {id(v) for v in model.trainable_variables}
   frozen = {v.name: v.numpy().copy() for v in model.variables if id(v) not in trainable}
   model.compile(optimizer=_RecordingAdam(1e-2), loss=tf_keras.losses.SparseCategoricalCrossentropy(True))
-  model.fit(training.make_dataset(encoded, 16), epochs=2, verbose=0)
+  model.fit(inputs.make_dataset(encoded, 16), epochs=2, verbose=0)
   # The step differentiates exactly the trainable variables: no frozen one has a gradient.
   assert [id(v) for v in model.optimizer.updated] == [id(v) for v in model.trainable_variables]
   for v in model.variables:
@@ -184,9 +187,9 @@ def test_split_model_backpropagates_into_no_prefix_layer(four_layer_dir, encoded
   """Above layer k backprop passes through frozen layers (activation gradients);
   below it, nothing: the prefix output is a constant to the tape."""
   model = _model(four_layer_dir)
-  split = prefix_cache.PrefixCachedModel(model, 2)
-  features, labels = next(iter(training.make_dataset(encoded, 16)))
-  prefix_variables = [v for layer in prefix_cache.prefix_layers(model.encoder, 2) for v in layer.weights]
+  split = prefix_cached.PrefixCachedModel(model, 2)
+  features, labels = next(iter(inputs.make_dataset(encoded, 16)))
+  prefix_variables = [v for layer in prefix_cached.prefix_layers(model.encoder, 2) for v in layer.weights]
   frozen_above = list(model.encoder.transformer_layers[3]._intermediate_dense.weights)
   with tf.GradientTape(persistent=True) as tape:
     loss = tf.reduce_mean(tf_keras.losses.sparse_categorical_crossentropy(
@@ -199,7 +202,7 @@ def test_pad_to_multiple_bounds_lengths_and_keeps_order_and_content(encoded):
   longest = int(encoded.lengths.max())
   order = np.random.default_rng(0).permutation(len(encoded))
   seen, lengths = [], set()
-  for features, labels in training.make_dataset(encoded, 8, order=order, pad_to_multiple=16):
+  for features, labels in inputs.make_dataset(encoded, 8, order=order, pad_to_multiple=16):
     word_ids, mask = features["input_word_ids"].numpy(), features["input_mask"].numpy()
     length = word_ids.shape[1]
     lengths.add(length)
@@ -213,22 +216,22 @@ def test_pad_to_multiple_bounds_lengths_and_keeps_order_and_content(encoded):
   assert seen == encoded.labels[order].tolist()
   assert lengths <= {16, 32, longest}
   with pytest.raises(ValueError, match="order"):
-    training.make_dataset(encoded, 8, order=[0, len(encoded)])
+    inputs.make_dataset(encoded, 8, order=[0, len(encoded)])
 
 
 def test_jit_compiled_train_and_predict_match_the_plain_ones(tmp_path, encoded):
   # One layer and one batch each for training and prediction: XLA compiles
   # slowly on CPU, once per program and shape.
   one_layer_dir = write_tiny_hf_bert(str(tmp_path), seed=0, num_layers=1, dropout=0.0)
-  eval_batches = training.make_dataset(encoded, 64, pad_to_multiple=training.JIT_PAD_MULTIPLE)
+  eval_batches = inputs.make_dataset(encoded, 64, pad_to_multiple=inputs.JIT_PAD_MULTIPLE)
   results = {}
   for jit in (False, True):
     model = _model(one_layer_dir, AdapterConfig(size=8), freeze=False)
-    training.compile_task_model(model, training.create_optimizer(1e-3, 2), jit_compile=jit)
-    before = training.predict_outputs(model, eval_batches)
-    history = model.fit(training.make_dataset(encoded, 64, shuffle=True, seed=1,
-                                              pad_to_multiple=training.JIT_PAD_MULTIPLE), verbose=0)
-    results[jit] = before, history.history["loss"], training.predict_outputs(model, eval_batches)
+    compile_task_model(model, optim.create_optimizer(1e-3, 2), jit_compile=jit)
+    before = evaluation.predict_outputs(model, eval_batches)
+    history = model.fit(inputs.make_dataset(encoded, 64, shuffle=True, seed=1,
+                                            pad_to_multiple=inputs.JIT_PAD_MULTIPLE), verbose=0)
+    results[jit] = before, history.history["loss"], evaluation.predict_outputs(model, eval_batches)
   # XLA's fused kernels round differently; the results agree to float32 noise.
   for plain, compiled in zip(results[False], results[True]):
     np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-5)
@@ -236,22 +239,22 @@ def test_jit_compiled_train_and_predict_match_the_plain_ones(tmp_path, encoded):
 
 @pytest.mark.parametrize("mixed_precision", ["bfloat16", "float16"])
 def test_mixed_precision_builds_and_trains_a_step(four_layer_dir, encoded, mixed_precision):
-  with training.precision_policy(mixed_precision):
+  with optim.precision_policy(mixed_precision):
     model = _model(four_layer_dir, AdapterConfig(size=8), freeze=False)
   assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored
   assert model.encoder.transformer_layers[0].compute_dtype == mixed_precision
   assert all(v.dtype == tf.float32 for v in model.trainable_variables)
-  optimizer = training.create_optimizer(1e-3, 10, mixed_precision=mixed_precision)
+  optimizer = optim.create_optimizer(1e-3, 10, mixed_precision=mixed_precision)
   assert isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer) == (mixed_precision == "float16")
-  training.compile_task_model(model, optimizer)
+  compile_task_model(model, optimizer)
   before = [v.numpy().copy() for v in model.trainable_variables]
-  features, labels = next(iter(training.make_dataset(encoded, 16)))
+  features, labels = next(iter(inputs.make_dataset(encoded, 16)))
   loss, _ = model.train_on_batch(features, labels)
   assert np.isfinite(loss)
   assert model(features).dtype == tf.float32
   assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
   with pytest.raises(ValueError, match="mixed_precision"):
-    with training.precision_policy("float8"):
+    with optim.precision_policy("float8"):
       pass
 
 

@@ -13,6 +13,7 @@ from adapter_keras import pretrained
 from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import BertConfig
 from adapter_keras.pretrained import WeightsError, load_encoder
+from adapter_keras.pretrained.model_garden import save_model_garden_dir
 from adapter_keras.testing import write_tiny_hf_bert
 from tests.conftest import minilm_dir
 from tests.numpy_bert import bert_forward
@@ -156,7 +157,7 @@ def test_model_garden_checkpoint_round_trip(tmp_path, tiny_hf_dir):
   """A plain Model Garden checkpoint restores into an adapter encoder."""
   source = load_encoder(tiny_hf_dir)
   mg_dir = tmp_path / "mg"
-  pretrained.save_model_garden_dir(source, str(mg_dir))
+  save_model_garden_dir(source, str(mg_dir))
   assert (mg_dir / "bert_config.json").exists()
   loaded = load_encoder(str(mg_dir), AdapterConfig(size=4))
   assert len(loaded.encoder.adapters()) == 4

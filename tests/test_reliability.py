@@ -9,15 +9,16 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from adapter_keras import cli
-from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
+from adapter_keras.testing import write_tiny_glue_dir
 from tests.conftest import REPO_ROOT
+from tests.helpers import last_json
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, encoder_dir):
   """A tiny encoder, variants of it broken in every way, data and a trained artifact."""
   root = tmp_path_factory.mktemp("reliability")
-  enc = write_tiny_hf_bert(str(root / "enc"), seed=0, dropout=0.0)
+  enc = encoder_dir
   glue = write_tiny_glue_dir(str(root / "glue"), n_train=16, n_dev=8)
 
   def broken(name, mutate):
@@ -142,7 +143,7 @@ def test_output_dir_holding_another_run_is_refused_and_a_finished_run_only_repor
   base = ["train", "--task", "sst2", "--data-dir", env["glue"], "--encoder", env["enc"], "--adapter-size", "2",
           "--epochs", "1", "--out", out, "--json"]
   assert cli.main(base) == 0
-  first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  first = last_json(capsys)
   stamp = os.path.getmtime(os.path.join(out, "metrics.json"))
   assert cli.main(base) == 0
   printed = capsys.readouterr().out
@@ -164,7 +165,7 @@ def test_same_seed_same_metrics(env, tmp_path, capsys):
     assert cli.main(["train", "--task", "rte", "--data-dir", env["glue"], "--encoder", env["enc"],
                      "--adapter-size", "2", "--epochs", "2", "--seed", "3", "--out", str(tmp_path / str(i)),
                      "--json"]) == 0
-    results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"])
+    results.append(last_json(capsys)["metrics"])
   assert results[0] == results[1]
   history = [json.loads((tmp_path / str(i) / "metrics.json").read_text())["history"] for i in range(2)]
   assert history[0] == history[1]

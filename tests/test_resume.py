@@ -14,11 +14,12 @@ import tensorflow as tf
 import tf_keras
 from safetensors.numpy import load_file
 
-from adapter_keras import checkpoints, trainer, training
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import TextExamples
 from adapter_keras.tasks import classification_task
+from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_glue_dir, write_tiny_hf_bert
+from adapter_keras.train import checkpoints, classification, loop
+from adapter_keras.train.config import TrainConfig
 from tests.conftest import REPO_ROOT
 
 EVERY = 5  # checkpoint interval (steps) of the interrupted runs
@@ -39,17 +40,17 @@ def setup(tmp_path_factory):
   encoder = write_tiny_hf_bert(str(root / "enc"), seed=0, dropout=0.1)
   texts, labels = tiny_sentiment_data(96, seed=0)
   dev_texts, dev_labels = tiny_sentiment_data(24, seed=1)
-  config = trainer.TrainConfig(encoder=encoder, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=2,
-                               batch_size=8, seed=0)
+  config = TrainConfig(encoder=encoder, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=2,
+                       batch_size=8, seed=0)
   args = (classification_task("tiny", ("0", "1")), TextExamples(texts, labels),
           {"dev": TextExamples(dev_texts, dev_labels)}, config)
   reference = root / "reference"
-  trainer.train_task(*args, out_dir=str(reference), checkpoint_every_steps=None, verbose=False)
+  classification.train_task(*args, out_dir=str(reference), checkpoint_every_steps=None, verbose=False)
   return dict(root=root, args=args, reference=reference)
 
 
 def _train(setup, out, verbose=False):
-  return trainer.train_task(*setup["args"], out_dir=str(out), checkpoint_every_steps=EVERY, verbose=verbose)
+  return classification.train_task(*setup["args"], out_dir=str(out), checkpoint_every_steps=EVERY, verbose=verbose)
 
 
 def _assert_same_run(out, reference):
@@ -75,7 +76,7 @@ def _latest_step(name):
 
 def test_resume_after_a_crash_between_checkpoints_equals_the_uninterrupted_run(setup, monkeypatch, capsys):
   out = setup["root"] / "crash"
-  count_step = trainer._RunProgress.on_train_batch_end
+  count_step = loop._RunProgress.on_train_batch_end
 
   def crash_at_step_18(self, batch, logs=None):
     count_step(self, batch, logs)
@@ -83,7 +84,7 @@ def test_resume_after_a_crash_between_checkpoints_equals_the_uninterrupted_run(s
       raise SimulatedCrash
 
   with monkeypatch.context() as m:
-    m.setattr(trainer._RunProgress, "on_train_batch_end", crash_at_step_18)
+    m.setattr(loop._RunProgress, "on_train_batch_end", crash_at_step_18)
     with pytest.raises(SimulatedCrash):
       _train(setup, out)
   latest = _latest(out)
@@ -144,8 +145,8 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(setup, mo
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], **kwargs)
     return model
 
-  monkeypatch.setattr(training, "compile_task_model", compile_with_nan_at_step_18)
-  with pytest.raises(trainer.NonFiniteLossError, match="at step 18 of 24") as error:
+  monkeypatch.setattr(classification, "compile_task_model", compile_with_nan_at_step_18)
+  with pytest.raises(loop.NonFiniteLossError, match="at step 18 of 24") as error:
     _train(setup, out)
   assert "the model keeps its best epoch's (epoch 1) weights" in str(error.value)
   assert f"the last good checkpoint, step 15, stays in {out / 'checkpoint'}" in str(error.value)

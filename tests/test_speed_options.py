@@ -7,12 +7,15 @@ import pytest
 import tf_keras
 from safetensors.numpy import load_file
 
-from adapter_keras import cli, trainer
+from adapter_keras import cli
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import TextExamples
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import classification_task
+from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_glue_dir, write_tiny_hf_bert
+from adapter_keras.train import loop
+from adapter_keras.train.classification import train_task
+from adapter_keras.train.config import TrainConfig
 
 from tests.test_resume import SimulatedCrash
 
@@ -89,11 +92,10 @@ def test_speed_flags_refuse_what_cannot_work_in_one_line(four_layers, glue_dir, 
 
 
 def test_prefix_cache_run_resumes_after_a_crash_to_the_same_result(four_layers, tiny_task, tmp_path, monkeypatch):
-  config = trainer.TrainConfig(encoder=four_layers, adapter=TOP_HALF, learning_rate=3e-3, epochs=2, batch_size=8,
-                               prefix_cache=True)
-  trainer.train_task(*tiny_task, config, out_dir=str(tmp_path / "reference"), verbose=False,
-                     checkpoint_every_steps=None)
-  count_step = trainer._RunProgress.on_train_batch_end
+  config = TrainConfig(encoder=four_layers, adapter=TOP_HALF, learning_rate=3e-3, epochs=2, batch_size=8,
+                       prefix_cache=True)
+  train_task(*tiny_task, config, out_dir=str(tmp_path / "reference"), verbose=False, checkpoint_every_steps=None)
+  count_step = loop._RunProgress.on_train_batch_end
 
   def crash_at_step_11(self, batch, logs=None):
     count_step(self, batch, logs)
@@ -102,10 +104,10 @@ def test_prefix_cache_run_resumes_after_a_crash_to_the_same_result(four_layers, 
 
   out = tmp_path / "crashed"
   with monkeypatch.context() as m:
-    m.setattr(trainer._RunProgress, "on_train_batch_end", crash_at_step_11)
+    m.setattr(loop._RunProgress, "on_train_batch_end", crash_at_step_11)
     with pytest.raises(SimulatedCrash):
-      trainer.train_task(*tiny_task, config, out_dir=str(out), verbose=False, checkpoint_every_steps=3)
-  trainer.train_task(*tiny_task, config, out_dir=str(out), verbose=False, checkpoint_every_steps=3)
+      train_task(*tiny_task, config, out_dir=str(out), verbose=False, checkpoint_every_steps=3)
+  train_task(*tiny_task, config, out_dir=str(out), verbose=False, checkpoint_every_steps=3)
   runs = [json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "reference")]
   for run in runs:
     run.pop("seconds")
@@ -120,9 +122,9 @@ def test_jit_compiled_run_matches_the_plain_run(tmp_path, tiny_task):
   encoder = write_tiny_hf_bert(str(tmp_path / "encoder"), seed=0, num_layers=4, dropout=0.0)
   results = {}
   for jit in (False, True):
-    config = trainer.TrainConfig(encoder=encoder, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=2,
-                                 batch_size=8, dropout_rate=0.0, jit_compile=jit)
-    result, model, _ = trainer.train_task(*tiny_task, config, verbose=False)
+    config = TrainConfig(encoder=encoder, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=2,
+                         batch_size=8, dropout_rate=0.0, jit_compile=jit)
+    result, model, _ = train_task(*tiny_task, config, verbose=False)
     assert bool(model.jit_compile) is jit
     results[jit] = result
   plain, jitted = results[False], results[True]
@@ -135,9 +137,9 @@ def test_jit_compiled_run_matches_the_plain_run(tmp_path, tiny_task):
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_run_computes_in_that_dtype_and_trains(four_layers, tiny_task, precision):
-  config = trainer.TrainConfig(encoder=four_layers, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=1,
-                               batch_size=8, mixed_precision=precision)
-  result, model, _ = trainer.train_task(*tiny_task, config, verbose=False)
+  config = TrainConfig(encoder=four_layers, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=1,
+                       batch_size=8, mixed_precision=precision)
+  result, model, _ = train_task(*tiny_task, config, verbose=False)
   assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored after the run
   assert model.encoder.transformer_layers[0].compute_dtype == precision
   assert {v.dtype.name for v in model.trainable_variables} == {"float32"}
@@ -146,10 +148,10 @@ def test_mixed_precision_run_computes_in_that_dtype_and_trains(four_layers, tiny
 
 
 def test_mixed_precision_refuses_an_encoder_built_in_another_dtype(four_layers, tiny_task):
-  config = trainer.TrainConfig(encoder=four_layers, adapter=AdapterConfig(size=4), mixed_precision="bfloat16")
+  config = TrainConfig(encoder=four_layers, adapter=AdapterConfig(size=4), mixed_precision="bfloat16")
   pretrained = load_encoder(four_layers, AdapterConfig(size=4))  # float32
   with pytest.raises(ValueError, match=r"computes in float32.*precision_policy\('bfloat16'\)"):
-    trainer.train_task(*tiny_task, config, pretrained=pretrained, verbose=False)
+    train_task(*tiny_task, config, pretrained=pretrained, verbose=False)
 
 
 def test_sweep_passes_the_speed_options_to_every_trial(four_layers, glue_dir, tmp_path, capsys):

@@ -6,13 +6,13 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras import squad
 from adapter_keras.config import AdapterConfig
+from adapter_keras.methods import apply_method, parameter_report
 from adapter_keras.models import MASKED_LOGIT, SpanModel
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
-from adapter_keras.squad import SquadAnswer, SquadExample, SquadFeaturizer
-from adapter_keras.tuning import apply_method, parameter_report
+from adapter_keras.tasks import squad
+from adapter_keras.tasks.squad import SquadAnswer, SquadExample, SquadFeaturizer
 
 CONTEXT = "The cat sat on the mat. The dog won the game, and the team lost!"
 LONG_CONTEXT = ("The market rose and the stock price fell. The party won the vote. "

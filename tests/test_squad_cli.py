@@ -1,6 +1,4 @@
 """`adapter-keras train-squad` / `evaluate-squad` end to end on a tiny encoder and tiny SQuAD files."""
-import contextlib
-import io
 import json
 import os
 import re
@@ -8,9 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from adapter_keras import cli, squad, testing
+from adapter_keras import testing
 from adapter_keras.artifacts import load_artifact, read_manifest
 from adapter_keras.models import SpanModel
+from adapter_keras.tasks import squad
+from tests.helpers import run_cli
 
 # Short windows so that some contexts span two of them (stride 8).
 WINDOWS = ["--max-seq-length", "24", "--doc-stride", "8", "--max-query-length", "8",
@@ -29,14 +29,6 @@ def train_argv(tiny_hf_dir, squad_files, out, *extra):
   return ["train-squad", "--train", train, "--dev", dev, "--encoder", tiny_hf_dir, "--adapter-size", "4",
           "--epochs", "2", "--batch-size", "8", "--learning-rate", "1e-2", "--seed", "3", *WINDOWS,
           "--out", out, "--json", *extra]
-
-
-def run_cli(argv):
-  """(exit status, stdout, stderr) of `adapter-keras argv`."""
-  stdout, stderr = io.StringIO(), io.StringIO()
-  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-    status = cli.main(argv)
-  return status, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +171,12 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, message, tiny_hf_d
 
 def test_a_crashed_run_resumes_to_the_uninterrupted_result(trained, tiny_hf_dir, squad_files, tmp_path,
                                                            monkeypatch):
-  from adapter_keras import trainer
+  from adapter_keras.train import loop
   from safetensors.numpy import load_file
   from tests.test_resume import SimulatedCrash
   _, reference, _, _ = trained
   out = str(tmp_path / "crashed")
-  count_step = trainer._RunProgress.on_train_batch_end
+  count_step = loop._RunProgress.on_train_batch_end
   steps = {}
 
   def crash_in_epoch_2(self, batch, logs=None):
@@ -194,7 +186,7 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_result(trained, tiny_hf_dir,
       raise SimulatedCrash
 
   with monkeypatch.context() as m:
-    m.setattr(trainer._RunProgress, "on_train_batch_end", crash_in_epoch_2)
+    m.setattr(loop._RunProgress, "on_train_batch_end", crash_in_epoch_2)
     with pytest.raises(SimulatedCrash):
       run_cli(train_argv(tiny_hf_dir, squad_files, out, "--checkpoint-every", "3"))
   assert not os.path.exists(os.path.join(out, "metrics.json"))

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from adapter_keras import cli
-from adapter_keras.sweep import PRESETS, SweepGrid, select_best
 from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
+from adapter_keras.train.sweep import PRESETS, SweepGrid, select_best
 from tests.conftest import REPO_ROOT, free_port
 
 
@@ -42,10 +42,9 @@ def test_selection_uses_the_mean_over_seeds_and_reports_sem():
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, encoder_dir):
   root = tmp_path_factory.mktemp("sweepdata")
-  return (write_tiny_glue_dir(str(root / "glue"), n_train=24, n_dev=8),
-          write_tiny_hf_bert(str(root / "enc"), seed=0, dropout=0.0))
+  return write_tiny_glue_dir(str(root / "glue"), n_train=24, n_dev=8), encoder_dir
 
 
 def _sweep_args(data, out):

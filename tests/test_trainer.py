@@ -11,25 +11,13 @@ import pytest
 from adapter_keras import cli
 from adapter_keras.artifacts import WEIGHTS_FILE, load_artifact
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import TextExamples
-from adapter_keras.tasks import classification_task, get_task
-from adapter_keras.testing import tiny_sentiment_data, write_tiny_glue_dir, write_tiny_hf_bert
-from adapter_keras.trainer import TrainConfig, train_task
+from adapter_keras.tasks import classification_task
+from adapter_keras.tasks.data import TextExamples
+from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
+from adapter_keras.train.classification import train_task
+from adapter_keras.train.config import TrainConfig
 from tests.conftest import REPO_ROOT
-
-
-@pytest.fixture(scope="module")
-def glue_dir(tmp_path_factory):
-  return write_tiny_glue_dir(str(tmp_path_factory.mktemp("glue")))
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("enc")), seed=0, dropout=0.0)
-
-
-def _last_json(capsys):
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+from tests.helpers import last_json
 
 
 def test_train_task_selects_best_epoch_and_saves_a_small_artifact(tmp_path, encoder_dir):
@@ -67,7 +55,7 @@ def test_train_cli_on_a_glue_dir_for_every_method(tmp_path, capsys, glue_dir, en
                    "--method", method, *extra, "--epochs", "1", "--batch-size", "16",
                    "--learning-rate", "1e-3", "--max-train-examples", "32", "--out", str(out), "--json"])
   assert code == 0
-  result = _last_json(capsys)
+  result = last_json(capsys)
   assert result["task"] == "rte" and result["method"] == method
   assert set(result["metrics"]) == {"accuracy"}
   metrics = json.loads((out / "metrics.json").read_text())
@@ -81,10 +69,10 @@ def test_evaluate_cli_matches_train_and_refuses_another_base(tmp_path, capsys, g
   assert cli.main(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
                    "--adapter-size", "4", "--epochs", "2", "--learning-rate", "1e-2",
                    "--batch-size", "8", "--out", str(out), "--json"]) == 0
-  trained = _last_json(capsys)
+  trained = last_json(capsys)
   assert cli.main(["evaluate", "--artifact", str(out / "artifact"), "--encoder", encoder_dir,
                    "--task", "sst2", "--data-dir", glue_dir, "--json"]) == 0
-  evaluated = _last_json(capsys)
+  evaluated = last_json(capsys)
   assert evaluated["metrics"]["dev"]["accuracy"] == pytest.approx(trained["metrics"]["accuracy"])
   other_base = write_tiny_hf_bert(str(tmp_path / "other"), seed=0, dropout=0.0)
   from safetensors.numpy import load_file, save_file
@@ -100,7 +88,7 @@ def test_evaluate_cli_matches_train_and_refuses_another_base(tmp_path, capsys, g
 def test_regression_task_trains_with_spearman(tmp_path, capsys, glue_dir, encoder_dir):
   assert cli.main(["train", "--task", "stsb", "--data-dir", glue_dir, "--encoder", encoder_dir,
                    "--adapter-size", "4", "--epochs", "1", "--out", str(tmp_path / "stsb"), "--json"]) == 0
-  result = _last_json(capsys)
+  result = last_json(capsys)
   assert set(result["metrics"]) == {"pearson", "spearman"} and result["primary_metric"] == "spearman"
 
 
@@ -130,10 +118,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from adapter_keras.config import AdapterConfig
-    from adapter_keras.data import TextExamples
     from adapter_keras.tasks import classification_task
+    from adapter_keras.tasks.data import TextExamples
     from adapter_keras.testing import tiny_sentiment_data
-    from adapter_keras.trainer import TrainConfig, train_task
+    from adapter_keras.train.classification import train_task
+    from adapter_keras.train.config import TrainConfig
     texts, labels = tiny_sentiment_data(64, seed=0)
     task = classification_task("tiny", ("0", "1"))
     losses = {}

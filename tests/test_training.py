@@ -1,35 +1,36 @@
 """Optimizer schedule, input pipeline and training with model.fit."""
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from adapter_keras import training
 from adapter_keras.config import AdapterConfig
-from adapter_keras.data import TextExamples, train_test_split
+from adapter_keras.methods import apply_method
 from adapter_keras.models import TaskModel
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
-from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
-from adapter_keras.tuning import apply_method
+from adapter_keras.tasks.data import TextExamples, train_test_split
+from adapter_keras.testing import tiny_sentiment_data
+from adapter_keras.train import evaluation, inputs, optim
+from adapter_keras.train.classification import compile_task_model
+from adapter_keras.train.loop import seed_everything
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():
-  schedule = training.WarmupLinearDecay(1e-3, total_steps=100, warmup_steps=10)
+  schedule = optim.WarmupLinearDecay(1e-3, total_steps=100, warmup_steps=10)
   lr = np.array([float(schedule(s)) for s in range(101)])
   np.testing.assert_allclose(lr[:10], 1e-3 * np.arange(1, 11) / 10, rtol=1e-6)
   assert lr.argmax() in (9, 10) and lr.max() == pytest.approx(1e-3)
   assert np.all(np.diff(lr[10:]) < 0)
   assert lr[100] == 0.0
   np.testing.assert_allclose(lr[55], 1e-3 * 45 / 90, rtol=1e-6)
-  optimizer = training.create_optimizer(2e-5, total_steps=50)
+  optimizer = optim.create_optimizer(2e-5, total_steps=50)
   assert optimizer.get_config()["learning_rate"]["config"]["warmup_steps"] == 5
 
 
 def test_schedule_rejects_bad_values():
   with pytest.raises(ValueError):
-    training.WarmupLinearDecay(0.0, 10, 1)
+    optim.WarmupLinearDecay(0.0, 10, 1)
   with pytest.raises(ValueError):
-    training.WarmupLinearDecay(1e-3, 0, 0)
+    optim.WarmupLinearDecay(1e-3, 0, 0)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,8 @@ def preprocessor(tiny_hf_dir):
 def test_dataset_pads_each_batch_to_its_longest_example_and_loses_nothing(preprocessor):
   texts = ["cat", "the cat sat on the mat", "a dog", "good", "the movie was very good and fun"]
   examples = TextExamples(texts, np.arange(5))
-  encoded = training.encode_examples(preprocessor, examples, chunk_size=2)
-  batches = list(training.make_dataset(encoded, batch_size=2))
+  encoded = inputs.encode_examples(preprocessor, examples, chunk_size=2)
+  batches = list(inputs.make_dataset(encoded, batch_size=2))
   seen = []
   for features, labels in batches:
     mask = features["input_mask"].numpy()
@@ -51,9 +52,9 @@ def test_dataset_pads_each_batch_to_its_longest_example_and_loses_nothing(prepro
     assert np.all(word_ids[:, 0] == preprocessor.cls_id)
     seen.extend(labels.numpy().tolist())
   assert seen == [0, 1, 2, 3, 4]
-  shuffled = [l for _, ls in training.make_dataset(encoded, 2, shuffle=True, seed=1) for l in ls.numpy()]
+  shuffled = [l for _, ls in inputs.make_dataset(encoded, 2, shuffle=True, seed=1) for l in ls.numpy()]
   assert sorted(shuffled) == [0, 1, 2, 3, 4]
-  again = [l for _, ls in training.make_dataset(encoded, 2, shuffle=True, seed=1) for l in ls.numpy()]
+  again = [l for _, ls in inputs.make_dataset(encoded, 2, shuffle=True, seed=1) for l in ls.numpy()]
   assert shuffled == again
 
 
@@ -71,59 +72,54 @@ def _frozen_snapshot(model):
   return {v.name: v.numpy().copy() for v in model.variables if id(v) not in trainable}
 
 
-@pytest.fixture(scope="module")
-def no_dropout_dir(tmp_path_factory):
-  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("no_dropout")), seed=0, dropout=0.0)
-
-
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_adapters_alone_overfit_a_tiny_dataset_and_frozen_weights_stay_bit_identical(
-    no_dropout_dir, preprocessor, pooling):
-  training.seed_everything(0)
-  loaded = load_encoder(no_dropout_dir, AdapterConfig(size=8, init_std=1e-2), adapter_seed=0)
+    encoder_dir, preprocessor, pooling):
+  seed_everything(0)
+  loaded = load_encoder(encoder_dir, AdapterConfig(size=8, init_std=1e-2), adapter_seed=0)
   model = TaskModel(loaded.encoder, 2, pooling=pooling, dropout_rate=0.0).build_with_dummy_inputs()
   apply_method(model, "adapter")
   texts, labels = tiny_sentiment_data(32, seed=0)
-  encoded = training.encode_examples(preprocessor, TextExamples(texts, labels))
+  encoded = inputs.encode_examples(preprocessor, TextExamples(texts, labels))
   frozen_before = _frozen_snapshot(model)
   trainable_before = [v.numpy().copy() for v in model.trainable_variables]
   epochs, batch = 40, 8
-  steps = training.steps_per_epoch(len(encoded), batch)
-  training.compile_task_model(model, training.create_optimizer(1e-2, steps * epochs))
-  history = model.fit(training.make_dataset(encoded, batch, shuffle=True, seed=0),
+  steps = inputs.steps_per_epoch(len(encoded), batch)
+  compile_task_model(model, optim.create_optimizer(1e-2, steps * epochs))
+  history = model.fit(inputs.make_dataset(encoded, batch, shuffle=True, seed=0),
                       epochs=epochs, verbose=0)
   assert history.history["loss"][-1] < 0.05 * history.history["loss"][0]
-  assert training.accuracy(model, encoded) == 1.0
+  assert evaluation.accuracy(model, encoded) == 1.0
   for name, value in _frozen_snapshot(model).items():
     np.testing.assert_array_equal(value, frozen_before[name], err_msg=name)
   assert all(not np.array_equal(a, v.numpy()) for a, v in zip(trainable_before, model.trainable_variables))
 
 
-def test_regression_model_trains(no_dropout_dir, preprocessor):
-  training.seed_everything(1)
-  loaded = load_encoder(no_dropout_dir, AdapterConfig(size=4))
+def test_regression_model_trains(encoder_dir, preprocessor):
+  seed_everything(1)
+  loaded = load_encoder(encoder_dir, AdapterConfig(size=4))
   model = TaskModel(loaded.encoder, 1, task_type="regression", pooling="mean",
                     dropout_rate=0.0).build_with_dummy_inputs()
   apply_method(model, "adapter")
   texts, labels = tiny_sentiment_data(32, seed=1)
-  encoded = training.encode_examples(preprocessor, TextExamples(texts, labels.astype(np.float32) * 5))
+  encoded = inputs.encode_examples(preprocessor, TextExamples(texts, labels.astype(np.float32) * 5))
   assert encoded.labels.dtype.kind == "f"
-  training.compile_task_model(model, training.create_optimizer(3e-2, 240))
-  history = model.fit(training.make_dataset(encoded, 8, shuffle=True), epochs=60, verbose=0)
+  compile_task_model(model, optim.create_optimizer(3e-2, 240))
+  history = model.fit(inputs.make_dataset(encoded, 8, shuffle=True), epochs=60, verbose=0)
   # Predicting the mean label scores 6.25; learning the sentiment word scores ~0.
   assert history.history["loss"][-1] < 1.0
-  assert training.predict_outputs(model, training.make_dataset(encoded, 8)).shape == (32, 1)
+  assert evaluation.predict_outputs(model, inputs.make_dataset(encoded, 8)).shape == (32, 1)
 
 
 def test_encode_rejects_empty_sets(preprocessor):
   with pytest.raises(ValueError, match="empty"):
-    training.encode_examples(preprocessor, TextExamples([], np.zeros(0)))
+    inputs.encode_examples(preprocessor, TextExamples([], np.zeros(0)))
 
 
 def _bucketed_data(preprocessor, n=200):
   texts, _ = tiny_sentiment_data(n, seed=3)
   texts = [t + " and the cat sat on the mat" * (i % 4) for i, t in enumerate(texts)]
-  return training.encode_examples(preprocessor, TextExamples(texts, np.arange(n)))
+  return inputs.encode_examples(preprocessor, TextExamples(texts, np.arange(n)))
 
 
 def _one_pass(dataset, encoded):
@@ -144,17 +140,17 @@ def _one_pass(dataset, encoded):
 
 def test_length_bucketing_keeps_every_example_once_with_right_masks(preprocessor):
   encoded = _bucketed_data(preprocessor)
-  dataset = training.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True)
+  dataset = inputs.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True)
   first, padded_total = _one_pass(dataset, encoded)
   assert sorted(sum(first, [])) == list(range(200))
   assert [len(b) for b in first] == [16] * 12 + [8]  # one partial batch, last
-  _, plain_total = _one_pass(training.make_dataset(encoded, 16, shuffle=True, seed=2), encoded)
+  _, plain_total = _one_pass(inputs.make_dataset(encoded, 16, shuffle=True, seed=2), encoded)
   real = int(encoded.lengths.sum())
   assert padded_total - real < 0.25 * (plain_total - real)  # padding positions
   # Each pass (each epoch of fit) draws a new grouped order; the same seed, the same sequence of passes.
   second, _ = _one_pass(dataset, encoded)
   assert sorted(sum(second, [])) == list(range(200)) and second != first
-  again = training.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True)
+  again = inputs.make_dataset(encoded, 16, shuffle=True, seed=2, bucket_by_length=True)
   assert _one_pass(again, encoded)[0] == first
 
 
@@ -163,7 +159,7 @@ def test_length_grouped_order_makes_batches_of_similar_length_from_windows(n, ba
   rng = np.random.default_rng(0)
   lengths = rng.integers(2, 60, n)
   order = rng.permutation(n)
-  grouped = training.length_grouped_order(order, lengths, batch_size, np.random.default_rng(1), group_batches)
+  grouped = inputs.length_grouped_order(order, lengths, batch_size, np.random.default_rng(1), group_batches)
   assert sorted(grouped.tolist()) == list(range(n))
   batches = [grouped[i:i + batch_size] for i in range(0, n, batch_size)]
   assert all(len(b) == batch_size for b in batches[:-1])

@@ -1,5 +1,6 @@
 """Adapter architecture variants (paper sec. 3.5): config, parameters, wiring, training."""
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,14 +9,15 @@ import tf_keras
 from official.nlp.modeling import layers as mg_layers
 from official.nlp.modeling import networks
 
-from adapter_keras.config import AdapterConfig, adapter_config_from_args, add_adapter_arguments
+from adapter_keras.cli.flags import adapter_config_from_args, add_adapter_arguments
+from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import AdapterBertEncoder, BertConfig, build_encoder, dummy_inputs
 from adapter_keras.layers.adapter import BottleneckAdapter, SublayerInputTap, SublayerWithParallelAdapter
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
 from adapter_keras.models import TaskModel
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.testing import write_tiny_hf_bert
-from adapter_keras.tuning import apply_method, parameter_report
+from adapter_keras.methods import apply_method, parameter_report
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=32)
@@ -71,10 +73,45 @@ def test_invalid_variant_values_are_rejected(kwargs):
     AdapterConfig(**kwargs)
 
 
+# A value other than the default for each AdapterConfig field, as flag arguments and as the field's
+# value. A new AdapterConfig field needs an entry here (the test below fails until it has one).
+NON_DEFAULT_FLAG_VALUES = {
+    "size": (["8"], 8),
+    "init_std": (["1e-3"], 1e-3),
+    "activation": (["relu"], "relu"),
+    "positions": (["ffn"], "ffn"),
+    "layers": (["0", "2"], (0, 2)),
+    "norm": (["batch"], "batch"),
+    "hidden_layers": (["2"], 2),
+    "placement": (["parallel"], "parallel"),
+    "interaction": (["multiplicative"], "multiplicative"),
+}
+
+
+def _flag(field_name: str) -> str:
+  return "--adapter-" + field_name.replace("_", "-")
+
+
 def test_adapter_flags_cover_every_field():
   parser = argparse.ArgumentParser()
   add_adapter_arguments(parser)
+  flags = {option for action in parser._actions for option in action.option_strings}
+  fields = dataclasses.fields(AdapterConfig)
+  defaults = AdapterConfig()
+  for field in fields:
+    assert _flag(field.name) in flags, f"AdapterConfig.{field.name} has no {_flag(field.name)} flag"
+    assert field.name in NON_DEFAULT_FLAG_VALUES, f"no test value for AdapterConfig.{field.name}"
+    assert NON_DEFAULT_FLAG_VALUES[field.name][1] != getattr(defaults, field.name)
   assert adapter_config_from_args(parser.parse_args([])) == AdapterConfig()
+  # Each field alone, then all together: the non-default value reaches the config.
+  for field in fields:
+    argv, value = NON_DEFAULT_FLAG_VALUES[field.name]
+    config = adapter_config_from_args(parser.parse_args([_flag(field.name), *argv]))
+    assert config == dataclasses.replace(defaults, **{field.name: value}), field.name
+  argv = [arg for field in fields
+          for arg in [_flag(field.name), *NON_DEFAULT_FLAG_VALUES[field.name][0]]]
+  assert adapter_config_from_args(parser.parse_args(argv)) == AdapterConfig(
+      **{field.name: NON_DEFAULT_FLAG_VALUES[field.name][1] for field in fields})
   args = parser.parse_args(["--adapter-size", "8", "--adapter-init-std", "1e-3",
                             "--adapter-activation", "relu", "--adapter-positions", "ffn",
                             "--adapter-norm", "batch", "--adapter-hidden-layers", "2", "--adapter-placement", "parallel",
@@ -85,6 +122,7 @@ def test_adapter_flags_cover_every_field():
   assert adapter_config_from_args(parser.parse_args(["--adapter-norm", "none"])).norm is None
   without_size = argparse.ArgumentParser()
   add_adapter_arguments(without_size, with_size=False)
+  assert "--adapter-size" not in {o for a in without_size._actions for o in a.option_strings}
   args = without_size.parse_args(["--adapter-norm", "layer"])
   assert adapter_config_from_args(args, size=4) == AdapterConfig(size=4, norm="layer")
   with pytest.raises(SystemExit):

@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 
 from adapter_keras.cli.flags import (add_data_arguments, add_training_arguments, data_source_from_args,
                                      positive_float, positive_int, train_config_kwargs)
+from adapter_keras.cli.train import load_artifact_and_data
 from adapter_keras.tasks.sources import DataSource, load_task_data
 
 # The paper's Fig. 6 spans init stds from 1e-7 to 1.
@@ -31,31 +32,11 @@ def _train_config(args, seed: int = 0, adapter_size: int = 64):
       adapter_size=getattr(args, "adapter_size", adapter_size)))
 
 
-def _load_with_train_if_available(source, trained_task):
-  """(task, train or None, dev): train is read where the source has it, for
-  the majority-class baseline; a GLUE directory without train.tsv is fine."""
-  if source.is_generic:
-    return load_task_data(source, need_train=source.train_file is not None, task=trained_task)
-  try:
-    return load_task_data(source, need_train=True, task=trained_task)
-  except FileNotFoundError:
-    return load_task_data(source, need_train=False, task=trained_task)
-
-
 def _cmd_ablation(args) -> Dict:
   from adapter_keras.analysis.ablation import ablation_study, plot_ablation  # pylint: disable=import-outside-toplevel
   from adapter_keras.analysis.common import write_result  # pylint: disable=import-outside-toplevel
-  from adapter_keras.artifacts import load_artifact, task_from_manifest  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
-  model, manifest, preprocessor = load_artifact(args.artifact, args.encoder)
-  trained_task = task_from_manifest(manifest)
-  source = data_source_from_args(args)
-  if not source.is_generic and source.task is None:
-    source.task = trained_task.name
-  task, train, dev = _load_with_train_if_available(source, trained_task)
-  if task.name != trained_task.name and not source.is_generic:
-    raise ValueError(
-        f"artifact {args.artifact} was trained for task {trained_task.name!r}, not {task.name!r}")
+  model, preprocessor, trained_task, train, dev = load_artifact_and_data(args, with_train=True)
   split = args.split or trained_task.dev_splits[0]
   if split not in dev:
     raise ValueError(f"unknown split {split!r}; task {trained_task.name} has {sorted(dev)}")

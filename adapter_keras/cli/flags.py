@@ -42,24 +42,21 @@ _PLAIN_TRAIN_FIELDS = ("encoder", "method", "top_k", "learning_rate", "epochs", 
 # ---------------------------------------------------------------- value types
 
 
-def positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-  return value
+def _positive(convert, what: str):
+  def parse(text: str):
+    try:
+      value = convert(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
+    if not value > 0:  # also refuses NaN
+      raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+    return value
+  parse.__name__ = f"positive_{convert.__name__}"
+  return parse
 
 
-def positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-  if not value > 0:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-  return value
+positive_int = _positive(int, "integer")
+positive_float = _positive(float, "number")
 
 
 def _norm_choice(text: str) -> Optional[str]:

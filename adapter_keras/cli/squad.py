@@ -23,22 +23,22 @@ def _shown(metrics: Dict[str, float]) -> str:
 
 
 def _cmd_train_squad(args) -> Dict:
-  from adapter_keras.train import squad as squad_trainer  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train import squad as squad_training  # pylint: disable=import-outside-toplevel
   config = _train_config(args)
-  train = squad_trainer.read_squad_file(args.train, "--train")
-  dev = squad_trainer.read_squad_file(args.dev, "--dev")
-  result, _, _ = squad_trainer.train_squad(train, dev, config, out_dir=args.out,
+  train = squad_training.read_squad_file(args.train, "--train")
+  dev = squad_training.read_squad_file(args.dev, "--dev")
+  result, _, _ = squad_training.train_squad(train, dev, config, out_dir=args.out,
                                            checkpoint_every_steps=args.checkpoint_every)
   print(f"[train-squad] best epoch {result.best_epoch}: {_shown(result.metrics)}; wrote {args.out}")
   return result.summary(args.out)
 
 
 def _cmd_evaluate_squad(args) -> Dict:
-  from adapter_keras.train import squad as squad_trainer  # pylint: disable=import-outside-toplevel
-  dev = squad_trainer.read_squad_file(args.dev, "--dev")
-  metrics, answers = squad_trainer.evaluate_squad_artifact(args.artifact, dev, args.encoder)
+  from adapter_keras.train import squad as squad_training  # pylint: disable=import-outside-toplevel
+  dev = squad_training.read_squad_file(args.dev, "--dev")
+  metrics, answers = squad_training.evaluate_squad_artifact(args.artifact, dev, args.encoder)
   if args.predictions_out:
-    squad_trainer.write_predictions(args.predictions_out, answers)
+    squad_training.write_predictions(args.predictions_out, answers)
   print(f"squad dev ({len(dev)} questions): {_shown(metrics)}"
         + (f"; wrote {args.predictions_out}" if args.predictions_out else ""))
   return dict(task="squad", metrics=metrics, primary_metric="f1", score=metrics["f1"], questions=len(dev),

@@ -24,23 +24,38 @@ def _cmd_train(args) -> dict:
   return result.summary(args.out)
 
 
-def _cmd_evaluate(args) -> dict:
+def load_artifact_and_data(args, with_train: bool = False):
+  """(model, preprocessor, trained task, train or None, {dev split: examples}) for --artifact/--encoder
+  and the data flags; the task defaults to the artifact's, and a GLUE task must be the one it was
+  trained for. `with_train` also reads the training set where the source has one (a GLUE directory
+  without train.tsv, or --dev alone, is fine)."""
   from adapter_keras.artifacts import load_artifact, task_from_manifest  # pylint: disable=import-outside-toplevel
   from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
-  from adapter_keras.train.evaluation import evaluate_model  # pylint: disable=import-outside-toplevel
-  from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
   model, manifest, preprocessor = load_artifact(args.artifact, args.encoder)
   trained_task = task_from_manifest(manifest)
   source = data_source_from_args(args)
   if not source.is_generic and source.task is None:
     source.task = trained_task.name
-  task, _, dev = load_task_data(source, need_train=False, task=trained_task)
+  need_train = with_train and (source.train_file is not None or not source.is_generic)
+  try:
+    task, train, dev = load_task_data(source, need_train=need_train, task=trained_task)
+  except FileNotFoundError:
+    if not need_train or source.is_generic:
+      raise
+    task, train, dev = load_task_data(source, need_train=False, task=trained_task)
   if task.name != trained_task.name and not source.is_generic:
     raise ValueError(f"artifact {args.artifact} was trained for task {trained_task.name!r}, not {task.name!r}")
+  return model, preprocessor, trained_task, train, dev
+
+
+def _cmd_evaluate(args) -> dict:
+  from adapter_keras.train.evaluation import evaluate_model  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
+  model, preprocessor, trained_task, _, dev = load_artifact_and_data(args)
   splits = {args.split: dev[args.split]} if args.split else dev
   unknown = set(splits) - set(dev)
   if unknown:
-    raise ValueError(f"unknown split {sorted(unknown)}; task {task.name} has {sorted(dev)}")
+    raise ValueError(f"unknown split {sorted(unknown)}; task {trained_task.name} has {sorted(dev)}")
   encoded = {split: encode_examples(preprocessor, ex) for split, ex in splits.items()}
   per_split = evaluate_model(model, trained_task, encoded)
   for split, metrics in per_split.items():

@@ -46,7 +46,7 @@ def prefix_layers(encoder, start_layer: int) -> List[tf_keras.layers.Layer]:
 def freeze_prefix(model, start_layer: int) -> None:
   """Freezes every variable of the frozen prefix of `model` (a TaskModel).
 
-  Call it after tuning.apply_method, which resets every trainable flag.
+  Call it after methods.apply_method, which resets every trainable flag.
   """
   for layer in prefix_layers(model.encoder, start_layer):
     layer.trainable = False

@@ -10,7 +10,8 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras.encoder import dummy_inputs
+from adapter_keras.layers.pooling import head_outputs
+from adapter_keras.models.base import EncoderHeadModel
 
 _PACKAGE = "AdapterKeras"
 SPAN_TASK_TYPE = "span"
@@ -21,14 +22,14 @@ MASKED_LOGIT = -1e9
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class SpanModel(tf_keras.Model):
+class SpanModel(EncoderHeadModel):
   """A BERT encoder plus a span head (extractive QA, e.g. SQuAD).
 
   The head is one Dense(2) over every token's last-layer vector, giving
   {"start_logits", "end_logits"}, each [batch, seq] float32; padding
   positions get MASKED_LOGIT. `task_type` is "span" so training code can tell
   it from a TaskModel; `pooling` is "none" because the head reads no pooled
-  vector (tuning.apply_method then leaves the unused pooler frozen).
+  vector (methods.apply_method then leaves the unused pooler frozen).
 
   Args:
     encoder: an (Adapter)BertEncoderV2 returning sequence outputs.
@@ -44,41 +45,15 @@ class SpanModel(tf_keras.Model):
                dropout_rate: float = 0.1,
                head_seed: Optional[int] = None,
                **kwargs):
-    super().__init__(**kwargs)
-    self.encoder = encoder
-    self.dropout_rate = dropout_rate
-    self.head_seed = head_seed
-    self.head_dropout = tf_keras.layers.Dropout(dropout_rate, name="head_dropout")
-    self.head = tf_keras.layers.Dense(
-        2,
-        kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.02, seed=head_seed),
-        name="head")
+    super().__init__(encoder, 2, dropout_rate, head_seed, **kwargs)
 
   def call(self, inputs, training=None):
     sequence = self.encoder(inputs, training=training)["sequence_output"]
-    logits = tf.cast(self.head(self.head_dropout(sequence, training=training)), tf.float32)
+    logits = head_outputs(sequence, self.head_dropout, self.head, training)
     is_token = tf.cast(inputs["input_mask"], tf.bool)
     masked = tf.fill(tf.shape(is_token), tf.constant(MASKED_LOGIT, tf.float32))
     return dict(start_logits=tf.where(is_token, logits[:, :, 0], masked),
                 end_logits=tf.where(is_token, logits[:, :, 1], masked))
-
-  def build_with_dummy_inputs(self) -> "SpanModel":
-    """Calls the model once so that every variable, the head's too, exists."""
-    self(dummy_inputs())
-    return self
-
-  def get_config(self):
-    return dict(
-        encoder=tf_keras.layers.serialize(self.encoder),
-        dropout_rate=self.dropout_rate,
-        head_seed=self.head_seed,
-        name=self.name)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    config["encoder"] = tf_keras.layers.deserialize(config["encoder"], custom_objects=custom_objects)
-    return cls(**config)
 
 
 def build_span_model(pretrained, dropout_rate: float = 0.1, seed: Optional[int] = None) -> SpanModel:

@@ -12,15 +12,15 @@ from typing import Dict, Optional
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras.encoder import dummy_inputs
 from adapter_keras.layers.pooling import POOLINGS, MeanPooling, head_outputs, pool
+from adapter_keras.models.base import EncoderHeadModel
 
 _PACKAGE = "AdapterKeras"
 TASK_TYPES = ("classification", "regression")
 
 
 @tf_keras.utils.register_keras_serializable(package=_PACKAGE)
-class TaskModel(tf_keras.Model):
+class TaskModel(EncoderHeadModel):
   """A BERT encoder (with or without adapters) plus a task head.
 
   Args:
@@ -40,7 +40,6 @@ class TaskModel(tf_keras.Model):
                dropout_rate: float = 0.1,
                head_seed: Optional[int] = None,
                **kwargs):
-    super().__init__(**kwargs)
     if task_type not in TASK_TYPES:
       raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
     if pooling not in POOLINGS:
@@ -49,18 +48,11 @@ class TaskModel(tf_keras.Model):
       raise ValueError(f"classification needs at least 2 classes, got {num_outputs}")
     if task_type == "regression" and num_outputs != 1:
       raise ValueError(f"regression has one output, got num_outputs={num_outputs}")
-    self.encoder = encoder
+    super().__init__(encoder, num_outputs, dropout_rate, head_seed, **kwargs)
     self.num_outputs = num_outputs
     self.task_type = task_type
     self.pooling = pooling
-    self.dropout_rate = dropout_rate
-    self.head_seed = head_seed
     self.mean_pooling = MeanPooling(name="mean_pooling")
-    self.head_dropout = tf_keras.layers.Dropout(dropout_rate, name="head_dropout")
-    self.head = tf_keras.layers.Dense(
-        num_outputs,
-        kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.02, seed=head_seed),
-        name="head")
 
   def pool(self, inputs: Dict[str, tf.Tensor], training=None) -> tf.Tensor:
     """The pooled vector the head reads."""
@@ -70,26 +62,9 @@ class TaskModel(tf_keras.Model):
   def call(self, inputs, training=None):
     return head_outputs(self.pool(inputs, training=training), self.head_dropout, self.head, training)
 
-  def build_with_dummy_inputs(self) -> "TaskModel":
-    """Calls the model once so that every variable, the head's too, exists."""
-    self(dummy_inputs())
-    return self
-
   def get_config(self):
-    return dict(
-        encoder=tf_keras.layers.serialize(self.encoder),
-        num_outputs=self.num_outputs,
-        task_type=self.task_type,
-        pooling=self.pooling,
-        dropout_rate=self.dropout_rate,
-        head_seed=self.head_seed,
-        name=self.name)
-
-  @classmethod
-  def from_config(cls, config, custom_objects=None):
-    config = dict(config)
-    config["encoder"] = tf_keras.layers.deserialize(config["encoder"], custom_objects=custom_objects)
-    return cls(**config)
+    return dict(super().get_config(), num_outputs=self.num_outputs, task_type=self.task_type,
+                pooling=self.pooling)
 
 
 def build_task_model(pretrained, task, pooling: Optional[str] = None, dropout_rate: float = 0.1,

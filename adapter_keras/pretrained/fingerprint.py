@@ -7,13 +7,13 @@ import hashlib
 import numpy as np
 
 
-def plain_encoder_variables(encoder: AdapterBertEncoder) -> list:
+def plain_encoder_variables(encoder) -> list:
   """The encoder's variables that are not part of an adapter, in a fixed order."""
   adapter_ids = {id(v) for a in encoder.adapters() for v in a.weights}
   return [v for v in encoder.weights if id(v) not in adapter_ids]
 
 
-def base_fingerprint(encoder: AdapterBertEncoder) -> str:
+def base_fingerprint(encoder) -> str:
   """sha256 over the names, shapes and values of every non-adapter variable."""
   digest = hashlib.sha256()
   for variable in sorted(plain_encoder_variables(encoder), key=lambda v: v.name):

@@ -426,5 +426,5 @@ def evaluate(examples: Sequence[SquadExample], predictions: Dict[str, str]) -> D
       raise ValueError(f"question {example.id} has no ground-truth answers to score against")
   dataset = [{"paragraphs": [{"qas": [{"id": e.id, "answers": [{"text": a.text} for a in e.answers]}
                                       for e in examples]}]}]
-  scores = squad_evaluate_v1_1.evaluate(dataset, dict(predictions))
-  return {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
+  scores = squad_evaluate_v1_1.evaluate(dataset, dict(predictions))  # fractions, F1 as "final_f1"
+  return {"exact_match": 100.0 * scores["exact_match"], "f1": 100.0 * scores["final_f1"]}

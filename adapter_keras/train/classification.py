@@ -121,7 +121,7 @@ class ClassificationRecipe:
     return train_model
 
   def compile_model(self, model, optimizer, jit_compile: bool = False):
-    return compile_task_model(model, optimizer, jit_compile)
+    return compile_task_model(model, optimizer, jit_compile=jit_compile)
 
   def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
     config, encoded = self.config, self.train_encoded

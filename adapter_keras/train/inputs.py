@@ -119,9 +119,9 @@ def make_dataset(encoded: EncodedExamples,
     pad_to_multiple: rounds each batch's padded length up to a multiple of
       this, but never beyond the longest example of `encoded`; for XLA (see
       JIT_PAD_MULTIPLE). The extra positions are padding (mask 0).
-    prefix_cache: a prefix_cache.PrefixCache built on `encoded`. Each
+    prefix_cache: a train.prefix_cache.PrefixCache built on `encoded`. Each
       example then also carries its frozen-prefix hidden states under
-      prefix_cache.PREFIX_OUTPUT, [length, hidden], padded with zeros like
+      models.prefix_cached.PREFIX_OUTPUT, [length, hidden], padded with zeros like
       the ids; a PrefixCachedModel trains on them.
   """
   if batch_size < 1:

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.train import checkpoints
+from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.optim import create_optimizer
 
 DEFAULT_CHECKPOINT_EVERY_STEPS = 200
@@ -238,7 +239,7 @@ class _OneRun(tf_keras.callbacks.CallbackList):
     super().on_train_end()
 
 
-def compile_for_training(model: tf_keras.Model, compile_model: Callable, config: "TrainConfig", total_steps: int,
+def compile_for_training(model: tf_keras.Model, compile_model: Callable, config: TrainConfig, total_steps: int,
                          strategy: tf.distribute.Strategy) -> None:
   """`compile_model(model, optimizer, jit_compile=...)` with the paper's optimizer for `total_steps`,
   under `strategy`, following config.mixed_precision and config.jit_compile."""
@@ -254,7 +255,7 @@ def run_epochs(train_model: tf_keras.Model,
                make_epoch_dataset: Callable[[int], tf.data.Dataset],
                epoch_batches: int,
                tracker: BestEpochTracker,
-               config: "TrainConfig",
+               config: TrainConfig,
                strategy: tf.distribute.Strategy,
                verbose: bool = True,
                log_dir: Optional[str] = None,

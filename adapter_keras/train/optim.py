@@ -84,7 +84,7 @@ def check_compute_dtype(layer: tf_keras.layers.Layer, mixed_precision: Optional[
   if layer.compute_dtype != wanted:
     raise ValueError(f"{layer.name} computes in {layer.compute_dtype}, but mixed precision "
                      f"{mixed_precision!r} asks for {wanted}: build it inside "
-                     f"training.precision_policy({mixed_precision!r})")
+                     f"train.optim.precision_policy({mixed_precision!r})")
 
 
 def create_optimizer(learning_rate: float, total_steps: int, warmup_fraction: float = 0.1,

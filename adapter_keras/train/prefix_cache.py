@@ -76,7 +76,7 @@ class PrefixCache:
   def build(cls, model: PrefixCachedModel, encoded, batch_size: int = 64,
             cache_dir: Optional[str] = None,
             max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> "PrefixCache":
-    """Runs `model`'s prefix once over `encoded` (training.EncodedExamples).
+    """Runs `model`'s prefix once over `encoded` (train.inputs.EncodedExamples).
 
     Kept in memory up to `max_memory_bytes`; a larger cache goes to a
     temporary file in `cache_dir` if given (refused when it would leave less

@@ -174,7 +174,7 @@ class SquadRecipe:
     return model
 
   def compile_model(self, model, optimizer, jit_compile: bool = False):
-    return squad.compile_span_model(model, optimizer, jit_compile)
+    return squad.compile_span_model(model, optimizer, jit_compile=jit_compile)
 
   def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
     # Every window is max_seq_length long: nothing to group by length.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 from typing import Dict, List, Optional, Sequence
 

@@ -1,13 +1,12 @@
 """Tuning methods: exact trainable variable sets; the parameter report."""
-import json
-
 import pytest
 
 from adapter_keras import cli
 from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import BertConfig, build_encoder
+from adapter_keras.methods import apply_method, parameter_report
 from adapter_keras.models import TaskModel
-from adapter_keras.tuning import apply_method, parameter_report
+from tests.helpers import last_json
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=32)
@@ -99,7 +98,7 @@ def test_report_for_tiny_model_follows_the_formula():
 
 def _params_json(capsys, *argv):
   assert cli.main(["params", *argv, "--json"]) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  return last_json(capsys)
 
 
 def test_params_cli_bert_base_exact_numbers(capsys):

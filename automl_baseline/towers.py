@@ -1,4 +1,4 @@
-"""The wide & deep classifier for one point of the search space, its training and export.
+"""The wide & deep classifier for one point of the search space: its two towers and their model.
 
 * Wide tower: a linear model over hashed word n-grams (lower-cased, punctuation
   split off), i.e. a [buckets, classes] table summed over the n-grams of the
@@ -7,23 +7,20 @@
   its token vectors through Conv1D filters of widths 1..max n-gram, masked
   max-pooled; then the hidden layers and a linear output. Pairs are encoded
   one text at a time and combined as [u, v, |u - v|, u * v].
-* Both are summed into logits by tf_keras's `WideDeepModel`, whose train step
-  applies each tower's gradients with that tower's own optimizer (FTRL for the
-  wide tower, Adagrad or LazyAdam for the deep one); the deep tower's L2
-  weight is a kernel regulariser, the wide one FTRL's L2 strength.
+* Both are summed into logits by tf_keras's `WideDeepModel` (`build_model`),
+  whose train step applies each tower's gradients with that tower's own
+  optimizer (FTRL for the wide tower, Adagrad or LazyAdam for the deep one);
+  the deep tower's L2 weight is a kernel regulariser, the wide one FTRL's L2
+  strength.
 
 Inputs are raw strings: a [batch] string tensor, or {"text": ..., "text_b": ...}.
+Training lives in `training`, the SavedModel export in `export`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import time
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -33,7 +30,6 @@ from automl_baseline.search_space import TrialConfig
 
 _PACKAGE = "AutoMLBaseline"
 TextInputs = Union[tf.Tensor, Dict[str, tf.Tensor]]
-EXPORT_INFO_FILE = "automl_baseline.json"
 
 _ACTIVATION_FUNCTIONS = {
     "relu": tf.nn.relu,
@@ -69,32 +65,6 @@ class ModelSettings:
     for name in ("wide_buckets", "wide_ngram", "max_tokens"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingBudget:
-  """How long a trial trains.
-
-  A trial sees Table 5's `training_samples` examples (with repetition) times
-  `sample_scale`, at most `max_epochs` passes over the training set; small
-  machines scale both down. `fraction` is Hyperband's share of the budget.
-  """
-
-  sample_scale: float = 1.0
-  max_epochs: Optional[float] = None
-
-  def __post_init__(self):
-    if not self.sample_scale > 0:
-      raise ValueError(f"sample_scale must be > 0, got {self.sample_scale}")
-    if self.max_epochs is not None and not self.max_epochs > 0:
-      raise ValueError(f"max_epochs must be > 0, got {self.max_epochs}")
-
-  def train_steps(self, training_samples: int, batch_size: int, num_train_examples: int,
-                  fraction: float = 1.0) -> int:
-    samples = training_samples * self.sample_scale * fraction
-    if self.max_epochs is not None:
-      samples = min(samples, self.max_epochs * num_train_examples)
-    return max(1, math.ceil(samples / batch_size))
 
 
 def split_text_inputs(inputs: TextInputs) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
@@ -250,123 +220,3 @@ def build_model(config: TrialConfig, settings: ModelSettings) -> tf_keras.Model:
       loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
   return model
-
-
-def check_classification_labels(examples, num_classes: int, what: str) -> np.ndarray:
-  """The labels as int64 class ids, or a clear error (regression targets, out of range)."""
-  labels = np.asarray(examples.labels)
-  if labels.size and not np.all(np.equal(np.mod(labels, 1), 0)):
-    raise ValueError(f"{what} labels are not class ids (regression targets?); the AutoML "
-                     "baseline searches classifiers only")
-  labels = labels.astype(np.int64)
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"{what} labels must be class ids in [0, {num_classes}), got "
-                     f"{labels.min()}..{labels.max()}")
-  return labels
-
-
-def make_dataset(examples, num_classes: int, batch_size: int, shuffle_seed: Optional[int] = None,
-                 what: str = "training") -> tf.data.Dataset:
-  """({"text"[, "text_b"]}, label) batches; with a seed, shuffled and repeated forever."""
-  if len(examples) == 0:
-    raise ValueError(f"the {what} set is empty")
-  features = {"text": tf.constant(list(examples.text), tf.string)}
-  if examples.text_b is not None:
-    features["text_b"] = tf.constant(list(examples.text_b), tf.string)
-  labels = check_classification_labels(examples, num_classes, what)
-  dataset = tf.data.Dataset.from_tensor_slices((features, labels))
-  if shuffle_seed is not None:
-    dataset = dataset.shuffle(min(len(examples), 100_000), seed=shuffle_seed).repeat()
-  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-@dataclasses.dataclass
-class TrainResult:
-  """A trained model and how it did on the validation set."""
-
-  model: tf_keras.Model
-  val_accuracy: float
-  val_loss: float
-  train_steps: int
-  train_seconds: float
-
-
-def train_and_evaluate(config: TrialConfig, settings: ModelSettings, train, dev,
-                       budget: TrainingBudget = TrainingBudget(), seed: int = 0,
-                       budget_fraction: float = 1.0) -> TrainResult:
-  """Builds, trains (for the budget's steps) and evaluates one point of the space."""
-  tf_keras.backend.clear_session()
-  tf_keras.utils.set_random_seed(seed)
-  model = build_model(config, settings)
-  steps = budget.train_steps(config.training_samples, config.batch_size, len(train),
-                             budget_fraction)
-  start = time.time()
-  model.fit(make_dataset(train, settings.num_classes, config.batch_size, shuffle_seed=seed),
-            steps_per_epoch=steps, epochs=1, verbose=0)
-  seconds = time.time() - start
-  metrics = model.evaluate(make_dataset(dev, settings.num_classes, 256, what="validation"),
-                           verbose=0, return_dict=True)
-  return TrainResult(model, float(metrics["accuracy"]), float(metrics["loss"]), steps, seconds)
-
-
-def export_saved_model(model: tf_keras.Model, out_dir: str, is_pair: bool,
-                       label_names: Optional[Sequence[str]] = None,
-                       info: Optional[dict] = None) -> str:
-  """Saves the model as a SavedModel whose serving signature takes raw strings.
-
-  `serving_default(text[, text_b])` returns logits, probabilities, class_ids
-  and labels (the label names). Loading it needs `import tensorflow_text`
-  when the embedding module uses its ops (WordPiece modules).
-  """
-  num_classes = int(model.linear_model.settings.num_classes)
-  names = list(label_names) if label_names else [str(i) for i in range(num_classes)]
-  if len(names) != num_classes:
-    raise ValueError(f"{len(names)} label names for {num_classes} classes")
-  names_tensor = tf.constant(names)
-
-  def outputs(logits: tf.Tensor) -> Dict[str, tf.Tensor]:
-    class_ids = tf.argmax(logits, axis=-1)
-    return {"logits": logits, "probabilities": tf.nn.softmax(logits), "class_ids": class_ids,
-            "labels": tf.gather(names_tensor, class_ids)}
-
-  strings = tf.TensorSpec([None], tf.string)
-  if is_pair:
-    @tf.function(input_signature=[strings, strings])
-    def serve(text, text_b):
-      return outputs(model({"text": text, "text_b": text_b}, training=False))
-  else:
-    @tf.function(input_signature=[strings])
-    def serve(text):
-      return outputs(model({"text": text}, training=False))
-
-  model.save(out_dir, save_format="tf", include_optimizer=False,
-             signatures={"serving_default": serve.get_concrete_function()})
-  with open(os.path.join(out_dir, EXPORT_INFO_FILE), "w", encoding="utf-8") as f:
-    json.dump(dict(info or {}, label_names=names, is_pair=is_pair,
-                   signature_inputs=["text", "text_b"] if is_pair else ["text"]), f, indent=2)
-  return out_dir
-
-
-def load_exported(path: str):
-  """`tf.saved_model.load` of an exported model, with the ops its modules may need."""
-  import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  return tf.saved_model.load(path)
-
-
-def predict_exported(path: str, texts: List[str], texts_b: Optional[List[str]] = None,
-                     batch_size: int = 256) -> Dict[str, np.ndarray]:
-  """The serving outputs (logits, probabilities, class_ids, labels) of an exported model."""
-  serve = load_exported(path).signatures["serving_default"]
-  parts: Dict[str, List[np.ndarray]] = {}
-  for start in range(0, len(texts), batch_size):
-    kwargs = {"text": tf.constant(texts[start:start + batch_size])}
-    if texts_b is not None:
-      kwargs["text_b"] = tf.constant(texts_b[start:start + batch_size])
-    for name, value in serve(**kwargs).items():
-      parts.setdefault(name, []).append(value.numpy())
-  return {name: np.concatenate(values) for name, values in parts.items()}
-
-
-def predict_labels(path: str, texts: List[str], texts_b: Optional[List[str]] = None) -> List[str]:
-  """Label names predicted by an exported model (a convenience for users and tests)."""
-  return [label.decode("utf-8") for label in predict_exported(path, texts, texts_b)["labels"]]
