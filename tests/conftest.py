@@ -51,3 +51,20 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def word_module_dir(tmp_path_factory):
+  """A tiny hub-format word-embedding module (the AutoML baseline's embedding input)."""
+  from automl_baseline import modules  # pylint: disable=import-outside-toplevel
+  return modules.write_tiny_word_module(str(tmp_path_factory.mktemp("automl") / "words"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_examples():
+  """(train, dev) TextExamples of tiny sentiment sentences, 48 and 16, labels neg/pos."""
+  from adapter_keras.tasks.data import TextExamples  # pylint: disable=import-outside-toplevel
+  texts, labels = testing.tiny_sentiment_data(48, seed=0)
+  dev_texts, dev_labels = testing.tiny_sentiment_data(16, seed=1)
+  return (TextExamples(texts, labels, label_names=["neg", "pos"]),
+          TextExamples(dev_texts, dev_labels, label_names=["neg", "pos"]))

@@ -4,6 +4,8 @@ import contextlib
 import importlib
 import io
 import json
+import os
+import subprocess
 import types
 
 from adapter_keras import cli
@@ -20,6 +22,30 @@ def run_cli(argv):
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
     status = cli.main(argv)
   return status, stdout.getvalue(), stderr.getvalue()
+
+
+def run_keras_tuner_chief_and_worker(command, cwd, worker_timeout=600, chief_timeout=300):
+  """Runs `command` twice on loopback as keras-tuner's chief and one worker; (chief stdout, worker stdout).
+
+  Both must exit with status 0; the chief hosts the oracle, the worker runs trials.
+  """
+  from tests.conftest import free_port  # pylint: disable=import-outside-toplevel
+  env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()),
+             TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  chief = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="chief"), cwd=cwd,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  worker = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="tuner0"), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    worker_out, _ = worker.communicate(timeout=worker_timeout)
+    chief_out, _ = chief.communicate(timeout=chief_timeout)
+  finally:
+    for process in (chief, worker):
+      if process.poll() is None:
+        process.kill()
+  assert worker.returncode == 0, worker_out[-3000:]
+  assert chief.returncode == 0, chief_out[-3000:]
+  return chief_out, worker_out
 
 
 # The project's own packages: a notebook importing from them must name modules and names that exist.

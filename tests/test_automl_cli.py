@@ -14,7 +14,8 @@ from adapter_keras.tasks.data import TextExamples
 from adapter_keras.tasks import get_task
 from automl_baseline import cli, modules
 from automl_baseline.export import predict_exported
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
+from tests.helpers import run_keras_tuner_chief_and_worker
 
 
 def _run(capsys, *argv):
@@ -130,21 +131,7 @@ def test_chief_and_worker_run_every_trial_once(tmp_path):
              "--text-column", "sentence", "--label-column", "label", "--embeddings", module_dir,
              "--max-trials", "3", "--sample-scale", "0.001", "--max-epochs", "1",
              "--wide-buckets", "256", "--out", str(out), "--json"]
-  env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()),
-             TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-  chief = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="chief"), cwd=REPO_ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  worker = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="tuner0"), cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  try:
-    worker_out, _ = worker.communicate(timeout=600)
-    chief_out, _ = chief.communicate(timeout=300)
-  finally:
-    for process in (chief, worker):
-      if process.poll() is None:
-        process.kill()
-  assert worker.returncode == 0, worker_out[-3000:]
-  assert chief.returncode == 0, chief_out[-3000:]
+  chief_out, worker_out = run_keras_tuner_chief_and_worker(command, REPO_ROOT)
   trials_run = json.loads(worker_out.strip().splitlines()[-1])["trials_run"]
   assert len(trials_run) == 3 and len(set(trials_run)) == 3
   best = json.loads(chief_out.strip().splitlines()[-1])

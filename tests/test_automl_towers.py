@@ -4,25 +4,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras.tasks.data import TextExamples
-from adapter_keras.testing import tiny_sentiment_data
-from automl_baseline import modules, towers
+from automl_baseline import towers
 from automl_baseline.optimizers import LazyAdam
 from automl_baseline.search_space import SearchSpace, sample_config
 from automl_baseline.training import make_dataset
-
-
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory):
-  return modules.write_tiny_word_module(str(tmp_path_factory.mktemp("automl_towers") / "words"))
-
-
-@pytest.fixture(scope="module")
-def data():
-  texts, labels = tiny_sentiment_data(48, seed=0)
-  dev_texts, dev_labels = tiny_sentiment_data(16, seed=1)
-  return (TextExamples(texts, labels, label_names=["neg", "pos"]),
-          TextExamples(dev_texts, dev_labels, label_names=["neg", "pos"]))
 
 
 SETTINGS = towers.ModelSettings(num_classes=3, wide_buckets=512, max_tokens=8)
@@ -30,8 +15,8 @@ SETTINGS = towers.ModelSettings(num_classes=3, wide_buckets=512, max_tokens=8)
 
 @pytest.mark.parametrize("use_convolution,hidden_layers,seed",
                          [(False, 0, 0), (False, 5, 1), (True, 0, 2), (True, 5, 3)])
-def test_models_build_for_sampled_points(module_dir, use_convolution, hidden_layers, seed):
-  config = sample_config(SearchSpace(embedding_modules=(module_dir,)), seed,
+def test_models_build_for_sampled_points(word_module_dir, use_convolution, hidden_layers, seed):
+  config = sample_config(SearchSpace(embedding_modules=(word_module_dir,)), seed,
                          use_convolution=use_convolution, hidden_layers=hidden_layers)
   model = towers.build_model(config, SETTINGS)
   logits = model(tf.constant(["good movie", "", "the plot was awful and boring"]))
@@ -55,9 +40,9 @@ def _weights(variables):
 
 
 @pytest.mark.parametrize("use_convolution", [False, True])
-def test_each_tower_trains_with_its_own_optimizer(module_dir, data, use_convolution):
-  train, dev = data
-  config = sample_config(SearchSpace(embedding_modules=(module_dir,)), 0,
+def test_each_tower_trains_with_its_own_optimizer(word_module_dir, sentiment_examples, use_convolution):
+  train, dev = sentiment_examples
+  config = sample_config(SearchSpace(embedding_modules=(word_module_dir,)), 0,
                          use_convolution=use_convolution, hidden_layers=1, fine_tune_module=True,
                          deep_optimizer="lazy_adam", hidden_dropout=0.0, conv_dropout=0.0,
                          deep_learning_rate=0.01, wide_learning_rate=0.1, batch_size=128,
@@ -98,8 +83,8 @@ def test_each_tower_trains_with_its_own_optimizer(module_dir, data, use_convolut
   assert len(unseen) > 0 and np.all(table[unseen] == 0)
 
 
-def test_deep_regularization_adds_l2_losses(module_dir):
-  config = sample_config(SearchSpace(embedding_modules=(module_dir,)), 0, use_convolution=True,
+def test_deep_regularization_adds_l2_losses(word_module_dir):
+  config = sample_config(SearchSpace(embedding_modules=(word_module_dir,)), 0, use_convolution=True,
                          hidden_layers=2, conv_max_ngram=3, deep_regularization=1e-3)
   model = towers.build_model(config, SETTINGS)
   model(tf.constant(["good"]))

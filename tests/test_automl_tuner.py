@@ -6,7 +6,6 @@ import os
 import pytest
 
 from adapter_keras.tasks.data import TextExamples
-from adapter_keras.testing import tiny_sentiment_data
 from automl_baseline import modules, tuner
 from automl_baseline.export import predict_labels
 from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig
@@ -16,28 +15,15 @@ from automl_baseline.training import TrainingBudget
 BUDGET = TrainingBudget(sample_scale=0.001, max_epochs=2)
 
 
-@pytest.fixture(scope="module")
-def module_dir(tmp_path_factory):
-  return modules.write_tiny_word_module(str(tmp_path_factory.mktemp("automl_tuner") / "words"))
-
-
-@pytest.fixture(scope="module")
-def data():
-  texts, labels = tiny_sentiment_data(48, seed=0)
-  dev_texts, dev_labels = tiny_sentiment_data(16, seed=1)
-  return (TextExamples(texts, labels, label_names=["neg", "pos"]),
-          TextExamples(dev_texts, dev_labels, label_names=["neg", "pos"]))
-
-
 def _read_csv(path):
   with open(path, encoding="utf-8", newline="") as f:
     return list(csv.DictReader(f))
 
 
-def test_search_reports_and_resumes_without_redoing_trials(module_dir, data, tmp_path):
-  train, dev = data
+def test_search_reports_and_resumes_without_redoing_trials(word_module_dir, sentiment_examples, tmp_path):
+  train, dev = sentiment_examples
   out = str(tmp_path / "search")
-  kwargs = dict(space=SearchSpace(embedding_modules=(module_dir,)), oracle="random", seed=0,
+  kwargs = dict(space=SearchSpace(embedding_modules=(word_module_dir,)), oracle="random", seed=0,
                 budget=BUDGET, wide_buckets=256)
   lines = []
   best = tuner.run_search(train, dev, out, max_trials=2, progress=lines.append, **kwargs)
@@ -51,7 +37,7 @@ def test_search_reports_and_resumes_without_redoing_trials(module_dir, data, tmp
     assert json.load(f) == best
   assert best["val_accuracy"] == pytest.approx(max(float(r["val_accuracy"]) for r in rows))
   assert best["trials_completed"] == 2 and best["trials_run_now"] == 2
-  assert TrialConfig.from_hyperparameters(best["hyperparameters"]).embedding_module == module_dir
+  assert TrialConfig.from_hyperparameters(best["hyperparameters"]).embedding_module == word_module_dir
   assert set(predict_labels(best["model_dir"], ["good fun", "awful"])) <= {"neg", "pos"}
   saved_model = os.path.join(best["model_dir"], "saved_model.pb")
   written = os.path.getmtime(saved_model)
@@ -74,10 +60,10 @@ def test_search_reports_and_resumes_without_redoing_trials(module_dir, data, tmp
 
 
 @pytest.mark.parametrize("oracle", ["bayesian", "hyperband"])
-def test_other_oracles(module_dir, data, tmp_path, oracle):
-  train, dev = data
+def test_other_oracles(word_module_dir, sentiment_examples, tmp_path, oracle):
+  train, dev = sentiment_examples
   search = tuner.WideDeepTuner(
-      tuner.make_oracle(oracle, max_trials=2, seed=0), SearchSpace(embedding_modules=(module_dir,)),
+      tuner.make_oracle(oracle, max_trials=2, seed=0), SearchSpace(embedding_modules=(word_module_dir,)),
       ModelSettings(num_classes=2, wide_buckets=256), BUDGET, directory=str(tmp_path),
       progress=lambda line: None)
   search.search(train, dev, verbose=0)
@@ -103,8 +89,8 @@ def test_oracles_are_seeded(oracle, tmp_path):
   assert first_proposals(0, "a") != first_proposals(1, "a")
 
 
-def test_module_problems_stop_the_search_before_any_trial(data, tmp_path):
-  train, dev = data
+def test_module_problems_stop_the_search_before_any_trial(sentiment_examples, tmp_path):
+  train, dev = sentiment_examples
   with pytest.raises(modules.ModuleError, match="neither a directory nor a TF Hub handle"):
     tuner.run_search(train, dev, str(tmp_path / "a"), max_trials=1,
                      space=SearchSpace(embedding_modules=(str(tmp_path / "missing"),)))
@@ -117,8 +103,8 @@ def test_module_problems_stop_the_search_before_any_trial(data, tmp_path):
   assert not os.path.exists(tmp_path / "b" / "trials.csv")
 
 
-def test_data_checks(module_dir, tmp_path):
-  space = SearchSpace(embedding_modules=(module_dir,))
+def test_data_checks(word_module_dir, tmp_path):
+  space = SearchSpace(embedding_modules=(word_module_dir,))
   scores = TextExamples(["a", "b"], [0.5, 1.5])
   with pytest.raises(ValueError, match="regression"):
     tuner.run_search(scores, scores, str(tmp_path), max_trials=1, space=space)

@@ -13,7 +13,8 @@ import pytest
 from adapter_keras import cli
 from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
 from adapter_keras.train.sweep import PRESETS, SweepGrid, select_best
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
+from tests.helpers import run_keras_tuner_chief_and_worker
 
 
 def test_presets_are_the_papers_grids():
@@ -74,23 +75,8 @@ def test_sweep_writes_results_and_resumes_without_rerunning(tmp_path, capsys, da
 
 def test_chief_and_worker_run_every_trial_once(tmp_path, data):
   out = tmp_path / "distributed"
-  port = str(free_port())
   command = [sys.executable, "-m", "adapter_keras"] + _sweep_args(data, out)
-  base_env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=port,
-                  TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-  chief = subprocess.Popen(command, env=dict(base_env, KERASTUNER_TUNER_ID="chief"), cwd=REPO_ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  worker = subprocess.Popen(command, env=dict(base_env, KERASTUNER_TUNER_ID="tuner0"), cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  try:
-    worker_out, _ = worker.communicate(timeout=600)
-    chief_out, _ = chief.communicate(timeout=120)
-  finally:
-    for process in (chief, worker):
-      if process.poll() is None:
-        process.kill()
-  assert worker.returncode == 0, worker_out[-3000:]
-  assert chief.returncode == 0, chief_out[-3000:]
+  chief_out, worker_out = run_keras_tuner_chief_and_worker(command, REPO_ROOT, chief_timeout=120)
   started = [line for line in worker_out.splitlines() if line.startswith("[sweep] trial") and "=" in line]
   assert len(started) == 4 and len(set(started)) == 4
   with open(out / "results.csv", encoding="utf-8") as f:

@@ -83,7 +83,7 @@ class ClassificationRecipe:
   def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig):
     return build_task_model(pretrained, self.task, config.pooling, config.dropout_rate, config.seed)
 
-  def prepare(self, preprocessor: BertPreprocessor, config: TrainConfig, model=None) -> None:
+  def prepare(self, preprocessor: BertPreprocessor, config: TrainConfig) -> None:
     self.config = config
     train = limit_examples(self.train, config.max_train_examples, config.seed)
     self.train_encoded = encode_examples(preprocessor, train)
@@ -172,7 +172,7 @@ def fit_task_model(model, preprocessor: BertPreprocessor, task, train: TextExamp
   up with the weights of its best dev epoch.
   """
   recipe = ClassificationRecipe(task, train, dev, prefix_cache_dir)
-  recipe.prepare(preprocessor, config, model)
+  recipe.prepare(preprocessor, config)
   result, _ = recipes.fit(recipe, model, config, strategy, verbose, log_dir, checkpoint_dir,
                           checkpoint_every_steps, fingerprint)
   return result, recipe.num_train_examples

@@ -52,7 +52,7 @@ class TaskRecipe(Protocol):
   def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig) -> tf_keras.Model:
     """A built (not yet frozen) model on the loaded encoder."""
 
-  def prepare(self, preprocessor: BertPreprocessor, config: TrainConfig, model: tf_keras.Model) -> None:
+  def prepare(self, preprocessor: BertPreprocessor, config: TrainConfig) -> None:
     """Tokenizes / featurizes the data (bad data fails here, before the run writes anything)."""
 
   def describe(self) -> str:
@@ -185,7 +185,7 @@ def run(recipe: TaskRecipe, config: TrainConfig, out_dir: Optional[str] = None,
   pretrained, model, fingerprint = build_trainable_model(
       config, lambda loaded: recipe.build_model(loaded, config), strategy, pretrained)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
-  recipe.prepare(preprocessor, config, model)
+  recipe.prepare(preprocessor, config)
   if out_dir:
     run_dir.write_run_file(out_dir, identity)
   result, best_outputs = fit(

@@ -151,7 +151,7 @@ class SquadRecipe:
   def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig) -> SpanModel:
     return build_span_model(pretrained, config.dropout_rate, config.seed)
 
-  def prepare(self, preprocessor: BertPreprocessor, config: "SquadTrainConfig", model=None) -> None:
+  def prepare(self, preprocessor: BertPreprocessor, config: "SquadTrainConfig") -> None:
     self.config = config
     self.featurizer = SquadFeaturizer.from_preprocessor(preprocessor, config.doc_stride, config.max_query_length)
     self.train = limit_examples(self.train, config.max_train_examples, config.seed)
