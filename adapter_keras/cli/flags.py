@@ -35,8 +35,8 @@ SWEEP_PRESETS = ("paper-glue", "paper-extra")  # tuple(train.sweep.PRESETS)
 ARCHITECTURES = ("bert-base", "bert-large", "minilm-l6")  # tuple(encoder.ARCHITECTURES)
 # TrainConfig fields that are plain flags of the same name (dashes for underscores).
 _PLAIN_TRAIN_FIELDS = ("encoder", "method", "top_k", "learning_rate", "epochs", "seed", "batch_size",
-                       "max_seq_length", "max_train_examples", "pooling", "strategy", "jit_compile",
-                       "mixed_precision", "prefix_cache")
+                       "max_seq_length", "max_train_examples", "pooling", "strategy", "tpu", "static_shapes",
+                       "steps_per_execution", "jit_compile", "mixed_precision", "prefix_cache")
 
 
 # ---------------------------------------------------------------- value types
@@ -126,8 +126,8 @@ def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = Non
 def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = True,
                            single_run: bool = True, adapter_size: bool = True,
                            max_seq_length: Optional[int] = TrainConfig.max_seq_length, pooling: bool = True,
-                           strategy: bool = True, prefix_cache: bool = True) -> None:
-  """Adds the "model and training" and "speed" flags of a training run.
+                           prefix_cache: bool = True) -> None:
+  """Adds the "model and training" flags and the "distribution and speed" flags of a training run.
 
   Args:
     methods: --method and --top-k (off for commands that only train adapters).
@@ -135,8 +135,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
     adapter_size: --adapter-size (off for commands that loop over sizes).
     max_seq_length: the default of --max-seq-length; None leaves the flag to
       the command (train-squad documents it with its windows).
-    pooling, strategy, prefix_cache: --pooling; --strategy; --prefix-cache
-      and --prefix-cache-dir.
+    pooling, prefix_cache: --pooling; --prefix-cache and --prefix-cache-dir.
   """
   defaults = TrainConfig()
   g = parser.add_argument_group("model and training")
@@ -151,24 +150,40 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
     g.add_argument("--learning-rate", type=positive_float, default=defaults.learning_rate)
     g.add_argument("--epochs", type=positive_int, default=defaults.epochs)
     g.add_argument("--seed", type=int, default=defaults.seed)
-  g.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+  g.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                 help="global batch size, split over the replicas of a distribution strategy")
   if max_seq_length is not None:
     g.add_argument("--max-seq-length", type=positive_int, default=max_seq_length)
   g.add_argument("--max-train-examples", type=positive_int, help="a seeded random subset of the training set")
-  if strategy:
-    g.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES)
-  g = parser.add_argument_group("speed (docs/performance.md)")
-  g.add_argument("--jit-compile", action="store_true",
-                 help="XLA-compile the train and predict steps (for accelerators; slower on CPU)")
-  g.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES,
-                 help="compute in bfloat16 or float16, variables in float32 (for accelerators)")
+  add_strategy_arguments(parser)
   if prefix_cache:
+    g = parser.add_argument_group("frozen-prefix cache (docs/performance.md)")
     g.add_argument("--prefix-cache", action="store_true",
                    help="run the frozen layers below the first trained one once per example and train on "
                         "their cached outputs (needs --adapter-layers with a top range of layers, or "
                         "--method top-k; freezes the LayerNorms of the prefix too)")
     g.add_argument("--prefix-cache-dir", metavar="DIR",
                    help="where a prefix cache too large for memory goes (a temporary file, deleted after)")
+
+
+def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
+  """The one set of distribution and speed flags of every command that trains (docs/distributed.md)."""
+  defaults = TrainConfig()
+  g = parser.add_argument_group("distribution and speed (docs/distributed.md, docs/performance.md)")
+  g.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES,
+                 help="tf.distribute strategy (auto: a TPU if one resolves, mirrored with several GPUs, "
+                      "else default; multi-worker reads TF_CONFIG)")
+  g.add_argument("--tpu", metavar="NAME|grpc://HOST:PORT|local",
+                 help="the TPU for --strategy tpu or auto: its name, its address, or local on a TPU VM")
+  g.add_argument("--static-shapes", action=argparse.BooleanOptionalAction, default=defaults.static_shapes,
+                 help="pad batches to a few fixed lengths with a fixed batch size (default: on under a TPU "
+                      "or with --jit-compile)")
+  g.add_argument("--steps-per-execution", type=positive_int, default=defaults.steps_per_execution,
+                 metavar="N", help="training steps per call of the compiled train function")
+  g.add_argument("--jit-compile", action="store_true",
+                 help="XLA-compile the train and predict steps (for accelerators; slower on CPU)")
+  g.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES,
+                 help="compute in bfloat16 or float16, variables in float32 (for accelerators)")
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:

@@ -53,9 +53,9 @@ def add_parsers(subparsers) -> None:
                   "head, the paper's recipe; dev EM/F1 after every epoch, best epoch by F1.")
   p.add_argument("--train", required=True, help="train-v1.1.json")
   p.add_argument("--dev", required=True, help="dev-v1.1.json")
-  # No --pooling (the span head reads every token), no --strategy yet, and no
-  # prefix cache (PrefixCachedModel takes classification/regression models).
-  add_training_arguments(p, max_seq_length=None, pooling=False, strategy=False, prefix_cache=False)
+  # No --pooling (the span head reads every token) and no prefix cache
+  # (PrefixCachedModel takes classification/regression models).
+  add_training_arguments(p, max_seq_length=None, pooling=False, prefix_cache=False)
   g = p.add_argument_group("windows and answers")
   g.add_argument("--max-seq-length", type=positive_int, default=384,
                  help="tokens per window, [CLS]/[SEP] included")

@@ -31,7 +31,13 @@ class TrainConfig:
     seed: data order, dropout, initialisers and the training subset.
     max_train_examples: a seeded random subset of the training set.
     pooling: "cls" or "mean"; None takes the encoder's default.
-    strategy: a train.distribute strategy name.
+    strategy: a train.distribute strategy name; tpu: the TPU to use with
+      "tpu" (or "auto"): a name, grpc://HOST:PORT, or "local" on a TPU VM.
+    static_shapes: pad batches to a few fixed lengths with a fixed batch size
+      (train/inputs.py), which XLA and TPUs need; None: on under a TPU or
+      with jit_compile.
+    steps_per_execution: training steps per call of the compiled train
+      function (fewer host round trips on accelerators).
     bucket_by_length: batches of similar lengths (train/inputs.py).
     jit_compile, mixed_precision, prefix_cache: speed options (docs/performance.md).
   """
@@ -50,6 +56,9 @@ class TrainConfig:
   dropout_rate: float = 0.1
   warmup_fraction: float = 0.1
   strategy: str = "default"
+  tpu: Optional[str] = None
+  static_shapes: Optional[bool] = None  # None: on under a TPU or with jit_compile
+  steps_per_execution: int = 1
   bucket_by_length: bool = True
   # Speed options (docs/performance.md).
   jit_compile: bool = False
@@ -63,7 +72,7 @@ class TrainConfig:
     """Raises ValueError naming the first field that cannot run (construction calls it)."""
     if not self.learning_rate > 0:
       raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "steps_per_execution"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -79,6 +88,8 @@ class TrainConfig:
                        f"got {self.mixed_precision!r}")
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if self.tpu is not None and self.strategy not in ("tpu", "auto"):
+      raise ValueError(f"--tpu {self.tpu} goes with --strategy tpu (or auto), not {self.strategy!r}")
     if self.prefix_cache and self.method not in PREFIX_METHODS:
       raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, "
                        f"not {self.method!r}: it trains the bottom layer, so no frozen prefix is left to cache")

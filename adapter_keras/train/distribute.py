@@ -1,37 +1,84 @@
-"""Distribution strategies by name: auto, default, mirrored, multi-worker, tpu.
+"""Distribution strategies by name, TPU resolution, and who writes what in a multi-worker job.
 
-`auto` picks a TPUStrategy when a TPU cluster resolves, a MirroredStrategy when
-more than one GPU is visible, and the default strategy otherwise.
+Strategies (`TrainConfig.strategy`, `--strategy`):
+
+* `default`: one device; `mirrored`: every local GPU (or logical CPU);
+* `multi-worker`: MultiWorkerMirroredStrategy over the cluster in TF_CONFIG;
+* `tpu`: TPUStrategy on the TPU named by `--tpu` (a name, `grpc://HOST:PORT`,
+  or `local` on a TPU VM; without it, what the environment names);
+* `auto`: a TPU if one resolves, a MirroredStrategy with more than one GPU,
+  else the default strategy.
+
+A TPU system is initialised once per process (`initialize_tpu_system` wipes
+the TPU's memory, so a second call would lose the first strategy's
+variables); strategies for the same TPU share it. When a TPU does not
+resolve, the error is one line naming what was tried.
+
+Multi-worker writes follow tf.distribute's rule: every worker runs the same
+saves (they may involve collective ops), the chief into the real place and
+the others into temporary directories they delete (`worker_scratch`).
 """
 from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Dict, Iterator, Optional
 
 import tensorflow as tf
 
 from adapter_keras.train.config import STRATEGIES
 
-
-def _tpu_strategy(tpu: str = "") -> tf.distribute.Strategy:
-  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-  tf.config.experimental_connect_to_cluster(resolver)
-  tf.tpu.experimental.initialize_tpu_system(resolver)
-  return tf.distribute.TPUStrategy(resolver)
+# TPU cluster resolvers whose system this process has initialised, by the --tpu they came from.
+_INITIALISED_TPUS: Dict[str, tf.distribute.cluster_resolver.TPUClusterResolver] = {}
 
 
-def _tpu_available() -> bool:
+def _tpu_description(tpu: Optional[str]) -> str:
+  if tpu == "local":
+    return "--tpu local (this machine's own TPU chips, as on a TPU VM)"
+  if tpu:
+    return f"--tpu {tpu}"
+  return "the environment (no --tpu given: TPU_NAME, or a Cloud TPU VM's metadata)"
+
+
+def resolve_tpu(tpu: Optional[str]) -> tf.distribute.cluster_resolver.TPUClusterResolver:
+  """The TPU's cluster resolver, its system initialised (once per process).
+
+  Raises ValueError, one line naming what was tried, when no TPU answers.
+  """
+  key = tpu or ""
+  if key in _INITIALISED_TPUS:
+    return _INITIALISED_TPUS[key]
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=key)
+    if key != "local":
+      tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except Exception as e:  # pylint: disable=broad-except
+    # The resolver fails with ValueError, URLError, NotFoundError... depending on what was asked.
+    reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".")[:200]
+    raise ValueError(f"no TPU found from {_tpu_description(tpu)}: {reason} ({type(e).__name__}); on a TPU VM "
+                     "use --tpu local, elsewhere --tpu NAME or --tpu grpc://HOST:8470") from None
+  _INITIALISED_TPUS[key] = resolver
+  return resolver
+
+
+def _tpu_resolves_from_environment() -> bool:
   try:
     tf.distribute.cluster_resolver.TPUClusterResolver()
-  except (ValueError, RuntimeError, tf.errors.NotFoundError):
+  except Exception:  # pylint: disable=broad-except
     return False
   return True
 
 
-def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
-  """The tf.distribute strategy called `name` (see module docstring)."""
+def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute.Strategy:
+  """The tf.distribute strategy called `name` (see the module docstring)."""
   if name not in STRATEGIES:
     raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
   if name == "auto":
-    if _tpu_available():
-      return _tpu_strategy()
+    if tpu is not None or _tpu_resolves_from_environment():
+      return tf.distribute.TPUStrategy(resolve_tpu(tpu))
     if len(tf.config.list_logical_devices("GPU")) > 1:
       return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -42,4 +89,45 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
   if name == "multi-worker":
     # Reads the cluster from TF_CONFIG, as every tf.distribute multi-worker job.
     return tf.distribute.MultiWorkerMirroredStrategy()
-  return _tpu_strategy()
+  return tf.distribute.TPUStrategy(resolve_tpu(tpu))
+
+
+def is_tpu(strategy: tf.distribute.Strategy) -> bool:
+  return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+def worker_identity(strategy: tf.distribute.Strategy) -> Optional[tuple]:
+  """(task type, task id) of this process in a multi-worker cluster; None outside one."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not getattr(resolver, "task_type", None) or is_tpu(strategy):
+    return None
+  return resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes a run's files: always, unless it is a non-chief worker of a cluster.
+
+  As tf.distribute defines it: the "chief" task, or worker 0 of a cluster
+  without one.
+  """
+  identity = worker_identity(strategy)
+  if identity is None:
+    return True
+  task_type, task_id = identity
+  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+  return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
+
+
+@contextlib.contextmanager
+def worker_scratch(path: Optional[str], strategy: tf.distribute.Strategy) -> Iterator[Optional[str]]:
+  """Where this process writes what belongs at `path`: `path` itself on the chief; on another worker
+  a temporary directory, deleted when the block ends."""
+  if path is None or is_chief(strategy):
+    yield path
+    return
+  task_type, task_id = worker_identity(strategy)
+  scratch = tempfile.mkdtemp(prefix=f"adapter_keras-{task_type}{task_id}-")
+  try:
+    yield os.path.join(scratch, os.path.basename(os.path.normpath(path)))
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)

@@ -181,7 +181,7 @@ def run(recipe: TaskRecipe, config: TrainConfig, out_dir: Optional[str] = None,
     finished = run_dir.finished_run(out_dir, identity, verbose, log_prefix=recipe.log_prefix)
     if finished is not None:
       return finished, None, None
-  strategy = get_strategy(config.strategy)
+  strategy = get_strategy(config.strategy, config.tpu)
   pretrained, model, fingerprint = build_trainable_model(
       config, lambda loaded: recipe.build_model(loaded, config), strategy, pretrained)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
