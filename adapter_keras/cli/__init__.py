@@ -3,8 +3,8 @@
 One module per command group, each with `add_parsers(subparsers)`: model.py
 (params, demo), train.py (train, evaluate, sweep, report), serving.py
 (export, predict), squad.py (train-squad, evaluate-squad), analyze.py
-(analyze ablation|init-scale|tradeoff). Shared flags and TF-free constants:
-flags.py. Commands import TensorFlow only when they run.
+(analyze ablation|init-scale|tradeoff), records.py (preprocess). Shared flags
+and TF-free constants: flags.py. Commands import TensorFlow only when they run.
 
 With --json the last stdout line is one JSON object. User errors print one
 line `error: ...` and exit with status 2 (traceback only with --debug).
@@ -17,13 +17,13 @@ import os
 import sys
 from typing import List, Optional
 
-from adapter_keras.cli import analyze, model, serving, squad, train
+from adapter_keras.cli import analyze, model, records, serving, squad, train
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # What a user can fix (bad flags, files, directories); anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError)
-COMMAND_GROUPS = (model, train, serving, analyze, squad)
+COMMAND_GROUPS = (model, train, records, serving, analyze, squad)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from adapter_keras.cli.flags import (SWEEP_PRESETS, add_checkpoint_argument, add_data_arguments,
                                      add_training_arguments, data_source_from_args, positive_float,
                                      positive_int, train_config_kwargs)
+from adapter_keras.cli.records import add_train_records_arguments, train_on_records
 
 
 def _train_config_from_args(args):
@@ -15,10 +16,13 @@ def _cmd_train(args) -> dict:
   from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.classification import train_task  # pylint: disable=import-outside-toplevel
   config = _train_config_from_args(args)
-  task, train, dev = load_task_data(data_source_from_args(args))
-  result, _, _ = train_task(task, train, dev, config, out_dir=args.out,
-                            checkpoint_every_steps=args.checkpoint_every,
-                            prefix_cache_dir=args.prefix_cache_dir)
+  if args.train_records:
+    result = train_on_records(args, config)
+  else:
+    task, train, dev = load_task_data(data_source_from_args(args))
+    result, _, _ = train_task(task, train, dev, config, out_dir=args.out,
+                              checkpoint_every_steps=args.checkpoint_every,
+                              prefix_cache_dir=args.prefix_cache_dir)
   shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
   print(f"[train] best epoch {result.best_epoch}: {shown}; wrote {args.out}")
   return result.summary(args.out)
@@ -101,6 +105,7 @@ def add_parsers(subparsers) -> None:
   p = subparsers.add_parser("train", help="train one task with one method; writes metrics.json and the model")
   add_data_arguments(p)
   add_training_arguments(p)
+  add_train_records_arguments(p)
   p.add_argument("--out", required=True, help="output directory")
   add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")

@@ -36,13 +36,13 @@ class DataSource:
   def is_generic(self) -> bool:
     return self.train_file is not None or self.dev_file is not None
 
-  def validate(self, need_train: bool) -> None:
+  def validate(self, need_train: bool, need_dev: bool = True) -> None:
     if self.is_generic:
       if self.data_dir or self.tfds_data_dir:
         raise ValueError("give either --data-dir/--tfds-data-dir or --train/--dev files, not both")
       if need_train and not self.train_file:
         raise ValueError("--train FILE is required with generic data files")
-      if not self.dev_file:
+      if need_dev and not self.dev_file:
         raise ValueError("--dev FILE is required with generic data files")
       if not self.text_column or not self.label_column:
         raise ValueError("generic data files need --text-column and --label-column")
@@ -70,28 +70,29 @@ def _load_file(source: DataSource, path: str, label_names) -> TextExamples:
                              label_names=label_names)
 
 
-def load_task_data(source: DataSource, need_train: bool = True, task=None):
-  """Returns (task, train or None, {dev split: examples}).
+def load_task_data(source: DataSource, need_train: bool = True, task=None, need_dev: bool = True):
+  """Returns (task, train or None, {dev split: examples}; {} without `need_dev`).
 
   `task` (e.g. from an artifact) fixes the label set for generic files.
+  `need_dev=False` (preprocess) reads no dev data and needs no --dev.
   """
   from adapter_keras.tasks import data, registry  # pylint: disable=import-outside-toplevel
-  source.validate(need_train)
+  source.validate(need_train, need_dev)
   if source.is_generic:
     label_names = list(task.label_names) if task is not None and task.label_names else source.label_names
     train = None
     if need_train:
       train = _load_file(source, source.train_file, label_names)
       label_names = train.label_names
-    dev = _load_file(source, source.dev_file, label_names)
+    dev = _load_file(source, source.dev_file, label_names) if need_dev else None
     if task is None:
-      task = _generic_task(source, dev.label_names)
-    return task, train, {task.dev_splits[0]: dev}
+      task = _generic_task(source, dev.label_names if need_dev else train.label_names)
+    return task, train, {task.dev_splits[0]: dev} if need_dev else {}
   task = registry.get_task(source.task)
   if source.tfds_data_dir:
     load = lambda split: data.load_tfds_glue(task, split, data_dir=source.tfds_data_dir)  # noqa: E731
   else:
     load = lambda split: data.load_glue_split(source.data_dir, task, split)  # noqa: E731
   train = load("train") if need_train else None
-  dev: Dict[str, TextExamples] = {split: load(split) for split in task.dev_splits}
+  dev: Dict[str, TextExamples] = {split: load(split) for split in task.dev_splits} if need_dev else {}
   return task, train, dev

@@ -23,6 +23,13 @@ older checkpoints deleted. A kill at any moment therefore leaves `latest.json`
 naming a complete checkpoint (or no `latest.json`, before the first one);
 stray temporary directories are removed by the next save.
 
+Multi-worker runs (MultiWorkerMirroredStrategy): every worker saves at the
+same steps, since writing the state may read sync-on-read variables, a
+collective op; the chief writes into the run's directory, every other worker
+into a temporary directory it deletes right after (train/distribute.py). On
+resume every worker restores from the run's directory, i.e. the chief's last
+checkpoint, so all continue from the same state.
+
 Exact resume needs the dropout masks to continue where they stopped. tf_keras
 draws them by default with stateful TF ops whose state lives inside the
 traced train function and is lost with the process; layers built inside
@@ -44,6 +51,7 @@ import tf_keras
 from adapter_keras import _model_garden
 from adapter_keras.artifacts import adapter_statistics
 from adapter_keras.io import commit_directory, staging_directory, write_json_atomic
+from adapter_keras.train import distribute
 
 FORMAT_VERSION = 1
 LATEST_FILE = "latest.json"
@@ -105,32 +113,50 @@ def add_metric_sums(model, sums: Dict[str, List[float]]) -> None:
 
 
 class StepCheckpoint:
-  """Writes and reads the step checkpoints of one run in `directory` (see module docstring)."""
+  """Writes and reads the step checkpoints of one run in `directory` (see module docstring).
+
+  On a non-chief worker of the model's strategy, saves go to a temporary
+  directory deleted at once, and `restore` reads the chief's, in `directory`.
+  """
 
   def __init__(self, directory: str, model, fingerprint: Optional[str] = None):
     self.directory = directory
     self.fingerprint = fingerprint
+    self._strategy = model.distribute_strategy
     self._variables = trained_variables(model)
     self._checkpoint = tf.train.Checkpoint(variables=self._variables, optimizer=model.optimizer,
                                            rng=dropout_generator_states(model))
     self._best_epoch_written: Optional[int] = None
     self.last_step: Optional[int] = None
 
-  def latest(self) -> Optional[str]:
-    """The newest complete checkpoint's directory, or None."""
-    path = os.path.join(self.directory, LATEST_FILE)
+  def latest(self, directory: Optional[str] = None) -> Optional[str]:
+    """The newest complete checkpoint's directory in `directory` (default: the run's), or None."""
+    directory = directory or self.directory
+    path = os.path.join(directory, LATEST_FILE)
     if not os.path.exists(path):
       return None
     with open(path, encoding="utf-8") as f:
-      return os.path.join(self.directory, json.load(f)["checkpoint"])
+      return os.path.join(directory, json.load(f)["checkpoint"])
 
-  def save(self, progress: Dict, best_epoch: int, best_weights: Optional[List[np.ndarray]]) -> str:
-    """Writes a checkpoint of the variables now and `progress` (JSON), then points latest.json at it."""
+  def save(self, progress: Dict, best_epoch: int, best_weights: Optional[List[np.ndarray]]) -> Optional[str]:
+    """Writes a checkpoint of the variables now and `progress` (JSON), then points latest.json at it.
+
+    Returns the checkpoint's directory; None on a non-chief worker, whose
+    save is written only for the collective ops it takes and deleted.
+    """
+    with distribute.worker_scratch(self.directory, self._strategy) as directory:
+      final = self._save(directory, progress, best_epoch, best_weights)
+    self._best_epoch_written = best_epoch
+    self.last_step = progress["global_step"]
+    return final if directory == self.directory else None
+
+  def _save(self, directory: str, progress: Dict, best_epoch: int,
+            best_weights: Optional[List[np.ndarray]]) -> str:
     from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
     name = f"step-{progress['global_step']}" + ("-end" if progress["step_in_epoch"] == 0 else "")
-    final = os.path.join(self.directory, name)
-    os.makedirs(self.directory, exist_ok=True)
-    previous = self.latest()
+    final = os.path.join(directory, name)
+    os.makedirs(directory, exist_ok=True)
+    previous = self.latest(directory)
     # A save cut short (an exception here, or kill -9) leaves `tmp` behind,
     # unreferenced; the next save removes it.
     tmp = staging_directory(final)
@@ -149,13 +175,11 @@ class StepCheckpoint:
       json.dump(dict(progress, format_version=FORMAT_VERSION, base_fingerprint=self.fingerprint,
                      best_epoch=best_epoch), f, indent=2, sort_keys=True)
     commit_directory(tmp, final)
-    write_json_atomic(os.path.join(self.directory, LATEST_FILE),
+    write_json_atomic(os.path.join(directory, LATEST_FILE),
                       dict(checkpoint=name, global_step=progress["global_step"]))
-    self._best_epoch_written = best_epoch
-    self.last_step = progress["global_step"]
-    for entry in os.listdir(self.directory):  # older checkpoints and stray temporary directories
+    for entry in os.listdir(directory):  # older checkpoints and stray temporary directories
       if entry not in (name, LATEST_FILE):
-        path = os.path.join(self.directory, entry)
+        path = os.path.join(directory, entry)
         if os.path.isdir(path):
           shutil.rmtree(path, ignore_errors=True)
         else:
@@ -163,7 +187,10 @@ class StepCheckpoint:
     return final
 
   def restore(self) -> Optional[Dict]:
-    """Loads the newest checkpoint into the variables; returns its progress, or None if none."""
+    """Loads the newest checkpoint into the variables; returns its progress, or None if none.
+
+    Every worker of a multi-worker run reads the same one, the chief's.
+    """
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
     path = self.latest()
     if path is None:

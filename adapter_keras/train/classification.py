@@ -4,7 +4,10 @@
 (seed, epoch) with length grouping, evaluates every dev split after each
 epoch with the task's metrics (the primary metric of the first split picks
 the best epoch), and, with `config.prefix_cache`, trains a PrefixCachedModel
-on the frozen prefix's cached outputs. Everything else is the shared run
+on the frozen prefix's cached outputs. With static shapes (config.static_shapes
+as train/recipe.py's `fit` resolves it; train/inputs.py) every training and
+dev batch holds `batch_size` examples padded to a fixed length, and each
+epoch leaves its last partial batch out. Everything else is the shared run
 (train/recipe.py): identity, resume, artifact, metrics.json.
 """
 from __future__ import annotations
@@ -26,21 +29,24 @@ from adapter_keras.train import recipe as recipes
 from adapter_keras.train.config import TrainConfig, TrainResult
 from adapter_keras.train.evaluation import evaluate_model, flatten_metrics
 from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, EncodedExamples, encode_examples, epoch_order,
-                                        limit_examples, make_dataset, steps_per_epoch)
+                                        limit_examples, make_dataset, static_batch_lengths, steps_per_epoch,
+                                        uses_static_shapes)
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
 from adapter_keras.train.prefix_cache import PrefixCache
 
 
-def compile_task_model(model, optimizer, jit_compile: bool = False):
+def compile_task_model(model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
   """Loss and metrics for the model's task type. `jit_compile` XLA-compiles the
-  train and predict steps (feed them pad_to_multiple batches; see JIT_PAD_MULTIPLE)."""
+  train and predict steps (feed them pad_to_multiple or static_lengths batches;
+  see train/inputs.py); `steps_per_execution` steps run per call of the train function."""
   if model.task_type == "classification":
     loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     metrics = [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
   else:
     loss = tf_keras.losses.MeanSquaredError()
     metrics = [tf_keras.metrics.MeanAbsoluteError(name="mae")]
-  model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+  model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile,
+                steps_per_execution=steps_per_execution)
   return model
 
 
@@ -87,6 +93,8 @@ class ClassificationRecipe:
     self.config = config
     train = limit_examples(self.train, config.max_train_examples, config.seed)
     self.train_encoded = encode_examples(preprocessor, train)
+    if uses_static_shapes(config):  # known without the strategy: refuse too few examples before a run writes
+      steps_per_epoch(len(self.train_encoded), config.batch_size, drop_remainder=True)
     self.dev_encoded = {split: encode_examples(preprocessor, ex) for split, ex in self.dev.items()}
 
   def describe(self) -> str:
@@ -98,8 +106,14 @@ class ClassificationRecipe:
     return len(self.train_encoded)
 
   @property
+  def static_lengths(self) -> Optional[Tuple[int, ...]]:
+    """The fixed batch lengths under static shapes (config.static_shapes, resolved by recipe.fit), else None."""
+    return static_batch_lengths(self.config.max_seq_length) if self.config.static_shapes else None
+
+  @property
   def num_train_batches_per_epoch(self) -> int:
-    return steps_per_epoch(len(self.train_encoded), self.config.batch_size)
+    return steps_per_epoch(len(self.train_encoded), self.config.batch_size,
+                           drop_remainder=self.static_lengths is not None)
 
   def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
     """`model`, or with config.prefix_cache a PrefixCachedModel on its frozen prefix's cached outputs."""
@@ -120,19 +134,20 @@ class ClassificationRecipe:
             flush=True)
     return train_model
 
-  def compile_model(self, model, optimizer, jit_compile: bool = False):
-    return compile_task_model(model, optimizer, jit_compile=jit_compile)
+  def compile_model(self, model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
+    return compile_task_model(model, optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
 
   def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
-    config, encoded = self.config, self.train_encoded
+    config, encoded, static = self.config, self.train_encoded, self.static_lengths
     order = epoch_order(len(encoded), config.seed, epoch,
-                        encoded.lengths if config.bucket_by_length else None, config.batch_size)
+                        encoded.lengths if config.bucket_by_length else None, config.batch_size,
+                        drop_remainder=static is not None)
     return make_dataset(encoded, config.batch_size, order=order,
-                        pad_to_multiple=JIT_PAD_MULTIPLE if config.jit_compile else None,
-                        prefix_cache=self._cache)
+                        pad_to_multiple=JIT_PAD_MULTIPLE if config.jit_compile and static is None else None,
+                        prefix_cache=self._cache, static_lengths=static)
 
   def evaluate(self, model) -> Tuple[float, Dict[str, float], None]:
-    per_split = evaluate_model(model, self.task, self.dev_encoded)
+    per_split = evaluate_model(model, self.task, self.dev_encoded, static_lengths=self.static_lengths)
     return per_split[self.task.dev_splits[0]][self.task.primary_metric], flatten_metrics(per_split), None
 
   def release(self) -> None:

@@ -15,12 +15,18 @@ variables); strategies for the same TPU share it. When a TPU does not
 resolve, the error is one line naming what was tried.
 
 Multi-worker writes follow tf.distribute's rule: every worker runs the same
-saves (they may involve collective ops), the chief into the real place and
-the others into temporary directories they delete (`worker_scratch`).
+saves (reading sync-on-read variables, such as BatchNorm statistics, is a
+collective op that needs every worker), the chief into the real place and
+the others into temporary directories they delete (`worker_scratch`). Who
+the chief is: `is_chief(strategy)`, or `will_be_chief(name)` from TF_CONFIG
+before the strategy exists (a run checks its directory before building
+anything, and a finished run must not wait for the other workers).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import os
 import shutil
 import tempfile
@@ -104,30 +110,69 @@ def worker_identity(strategy: tf.distribute.Strategy) -> Optional[tuple]:
   return resolver.task_type, resolver.task_id
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes a run's files: always, unless it is a non-chief worker of a cluster.
+def _is_chief_task(task_type: Optional[str], task_id: Optional[int], cluster: Dict) -> bool:
+  # As tf.distribute defines it: the "chief" task, or worker 0 of a cluster without one.
+  return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
 
-  As tf.distribute defines it: the "chief" task, or worker 0 of a cluster
-  without one.
-  """
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes a run's files: always, unless it is a non-chief task of a cluster
+  (the "chief" task, or worker 0 of a cluster without one, is the chief)."""
   identity = worker_identity(strategy)
   if identity is None:
     return True
-  task_type, task_id = identity
-  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
-  return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
+  return _is_chief_task(*identity, strategy.cluster_resolver.cluster_spec().as_dict())
+
+
+def will_be_chief(strategy_name: str) -> bool:
+  """`is_chief` of the strategy `get_strategy(strategy_name)` will make, from TF_CONFIG alone.
+
+  Only "multi-worker" makes a cluster; without TF_CONFIG it runs as a single
+  worker, which is its own chief.
+  """
+  if strategy_name != "multi-worker":
+    return True
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  if not resolver.task_type:
+    return True
+  return _is_chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
 
 
 @contextlib.contextmanager
 def worker_scratch(path: Optional[str], strategy: tf.distribute.Strategy) -> Iterator[Optional[str]]:
   """Where this process writes what belongs at `path`: `path` itself on the chief; on another worker
-  a temporary directory, deleted when the block ends."""
+  a new temporary directory (under TMPDIR), deleted when the block ends.
+
+  A worker killed inside the block cannot delete its directory; the same
+  worker entering a block for the same `path` again (the restarted run)
+  deletes what it left there.
+  """
   if path is None or is_chief(strategy):
     yield path
     return
   task_type, task_id = worker_identity(strategy)
-  scratch = tempfile.mkdtemp(prefix=f"adapter_keras-{task_type}{task_id}-")
+  key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+  prefix = os.path.join(tempfile.gettempdir(), f"adapter_keras-{task_type}{task_id}-{key}-")
+  for stale in glob.glob(glob.escape(prefix) + "*"):
+    shutil.rmtree(stale, ignore_errors=True)
+  scratch = tempfile.mkdtemp(prefix=os.path.basename(prefix))
   try:
     yield os.path.join(scratch, os.path.basename(os.path.normpath(path)))
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def wait_for_all_workers(strategy: tf.distribute.Strategy) -> None:
+  """Returns once every worker of a multi-worker cluster has called it (a no-op elsewhere).
+
+  At the end of a run: the workers then exit together. TensorFlow's
+  coordination service (in the chief) takes a worker that stopped sending
+  heartbeats, as one that exited 10 s earlier has, for a crashed one and
+  logs "The tasks have crashed" on the others.
+  """
+  if worker_identity(strategy) is None:
+    return
+  # An all-reduce needs every worker: the simplest barrier of the public API
+  # (in a tf.function: run eagerly, TensorFlow warns of its overhead).
+  tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                                      axis=None))()

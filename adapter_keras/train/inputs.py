@@ -5,20 +5,30 @@
   by length (`length_grouped_order`), so any epoch can be rebuilt exactly in
   any process (resume after a crash).
 * `make_dataset`: (features, labels) batches padded to their own longest
-  example; under XLA rounded up to JIT_PAD_MULTIPLE; optionally carrying the
+  example (under XLA without static shapes rounded up to JIT_PAD_MULTIPLE),
+  or with static shapes to a fixed length; optionally carrying the
   frozen-prefix cache's hidden states (train/prefix_cache.py).
+* Static shapes (`uses_static_shapes`: decided once per run from the config
+  and the strategy): every batch holds exactly `batch_size` examples and is
+  padded to one of a few fixed lengths (`static_batch_lengths`), so that XLA
+  and TPUs compile the train step once per length instead of once per
+  distinct batch length. Training leaves each epoch's last partial batch out
+  (`epoch_order(..., drop_remainder=True)`, `steps_per_epoch(...,
+  drop_remainder=True)`); prediction fills it instead (train/evaluation.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.tasks.data import TextExamples
+from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.distribute import is_tpu
 
 
 @dataclasses.dataclass
@@ -95,6 +105,38 @@ def length_grouped_order(order: Sequence[int], lengths: np.ndarray, batch_size: 
 JIT_PAD_MULTIPLE = 16
 
 
+# The shortest fixed length of static-shape batches. Shorter ones would save
+# padding on tasks of short sentences (SST-2: docs/performance.md) at the
+# cost of more compilations.
+STATIC_MIN_LENGTH = 32
+
+
+def static_batch_lengths(max_seq_length: int) -> Tuple[int, ...]:
+  """The fixed padded lengths of static-shape batches: powers of two from
+  STATIC_MIN_LENGTH below `max_seq_length`, then `max_seq_length` itself.
+
+  (32, 64, 128) for 128, (32, 64, 128, 256, 384) for 384, (16,) for 16.
+  Doubling pads a batch to less than twice its longest example while the
+  number of lengths, hence of compilations, grows only with log2(max_seq_length).
+  """
+  if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
+    raise ValueError(f"max_seq_length must be an integer >= 1, got {max_seq_length!r}")
+  lengths = []
+  length = STATIC_MIN_LENGTH
+  while length < max_seq_length:
+    lengths.append(length)
+    length *= 2
+  return tuple(lengths) + (max_seq_length,)
+
+
+def uses_static_shapes(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None) -> bool:
+  """Whether a run of `config` under `strategy` uses static shapes: config.static_shapes when set,
+  else (auto) under a TPU strategy or with jit_compile. `strategy` None: not a TPU."""
+  if config.static_shapes is not None:
+    return bool(config.static_shapes)
+  return config.jit_compile or (strategy is not None and is_tpu(strategy))
+
+
 def make_dataset(encoded: EncodedExamples,
                  batch_size: int = 32,
                  shuffle: bool = False,
@@ -103,7 +145,8 @@ def make_dataset(encoded: EncodedExamples,
                  bucket_by_length: bool = False,
                  order: Optional[Sequence[int]] = None,
                  pad_to_multiple: Optional[int] = None,
-                 prefix_cache=None) -> tf.data.Dataset:
+                 prefix_cache=None,
+                 static_lengths: Optional[Sequence[int]] = None) -> tf.data.Dataset:
   """(features, labels) batches, each padded to its longest example.
 
   The dataset runs over example indices, so a shuffle is a permutation of
@@ -123,11 +166,25 @@ def make_dataset(encoded: EncodedExamples,
       example then also carries its frozen-prefix hidden states under
       models.prefix_cached.PREFIX_OUTPUT, [length, hidden], padded with zeros like
       the ids; a PrefixCachedModel trains on them.
+    static_lengths: static shapes (see the module docstring): every batch
+      holds exactly `batch_size` examples (a last partial batch is dropped;
+      give an `order` of whole batches: epoch_order(drop_remainder=True), or
+      predict_encoded's filled one) and is padded to the smallest of these
+      ascending lengths that holds its longest example (`static_batch_lengths`).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   if pad_to_multiple is not None and pad_to_multiple < 1:
     raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
+  if static_lengths is not None:
+    if pad_to_multiple is not None:
+      raise ValueError("give pad_to_multiple or static_lengths, not both")
+    static_lengths = tuple(int(n) for n in static_lengths)
+    if not static_lengths or min(static_lengths) < 1 or list(static_lengths) != sorted(set(static_lengths)):
+      raise ValueError(f"static_lengths must be ascending lengths >= 1, got {static_lengths}")
+    if int(encoded.lengths.max()) > static_lengths[-1]:
+      raise ValueError(f"an example has {int(encoded.lengths.max())} tokens, more than the longest static "
+                       f"length {static_lengths[-1]}")
   if prefix_cache is not None and len(prefix_cache) != len(encoded):
     raise ValueError(f"the prefix cache holds {len(prefix_cache)} examples, the data set {len(encoded)}: "
                      "build it on the same encoded examples")
@@ -168,11 +225,21 @@ def make_dataset(encoded: EncodedExamples,
       ds = ds.shuffle(len(order), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).padded_batch(batch_size)
+  # A static batch dimension (drop_remainder) is what TPUs need besides the lengths.
+  ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).padded_batch(
+      batch_size, drop_remainder=static_lengths is not None)
   if pad_to_multiple is not None:
     ds = ds.map(_padder(pad_to_multiple, int(encoded.lengths.max())),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if static_lengths is not None:
+    ds = ds.map(_static_padder(static_lengths), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _pad_features(features, length, target):
+  """Every feature padded on axis 1 from `length` to `target` (padding: 0, mask 0)."""
+  return {name: tf.pad(value, [[0, 0], [0, target - length]] + [[0, 0]] * (value.shape.rank - 2))
+          for name, value in features.items()}
 
 
 def _padder(multiple: int, longest: int):
@@ -181,14 +248,31 @@ def _padder(multiple: int, longest: int):
   def pad(features, labels):
     length = tf.shape(features["input_word_ids"])[1]
     target = tf.minimum((length + multiple - 1) // multiple * multiple, tf.maximum(length, longest))
-    return {name: tf.pad(value, [[0, 0], [0, target - length]] + [[0, 0]] * (value.shape.rank - 2))
-            for name, value in features.items()}, labels
+    return _pad_features(features, length, target), labels
 
   return pad
 
 
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  return max(1, math.ceil(num_examples / batch_size))
+def _static_padder(lengths: Tuple[int, ...]):
+  """A batch map that pads axis 1 of every feature to the smallest of `lengths` (ascending) >= its own."""
+  candidates = tf.constant(lengths, tf.int32)
+
+  def pad(features, labels):
+    length = tf.shape(features["input_word_ids"])[1]
+    target = candidates[tf.reduce_sum(tf.cast(candidates < length, tf.int32))]
+    return _pad_features(features, length, target), labels
+
+  return pad
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:
+  """Batches per epoch; with `drop_remainder` (static shapes) only the full ones, at least one."""
+  if not drop_remainder:
+    return max(1, math.ceil(num_examples / batch_size))
+  if num_examples < batch_size:
+    raise ValueError(f"static shapes need at least one full batch: {num_examples} training examples, batch "
+                     f"size {batch_size}; lower the batch size or turn static shapes off (--no-static-shapes)")
+  return num_examples // batch_size
 
 
 
@@ -208,17 +292,25 @@ def limit_examples(examples, max_examples: Optional[int], seed: int):
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int, group_lengths: Optional[np.ndarray] = None,
-                batch_size: Optional[int] = None) -> np.ndarray:
+                batch_size: Optional[int] = None, drop_remainder: bool = False) -> np.ndarray:
   """The example order of `epoch` (0-based), drawn from (seed, epoch) alone.
 
   A numpy permutation, not tf.data's shuffle, whose order also depends on the
   global TF seed and on how many iterators were made of the dataset; this
   way any epoch can be rebuilt exactly, in any process. With `group_lengths`
   (the examples' lengths) it is grouped by length (length_grouped_order):
-  every `batch_size` consecutive examples are one batch.
+  every `batch_size` consecutive examples are one batch. With
+  `drop_remainder` (static shapes) the order holds only whole batches: the
+  permutation's last num_examples % batch_size examples sit this epoch out.
   """
+  if drop_remainder and not batch_size:
+    raise ValueError("drop_remainder needs the batch_size")
   rng = np.random.default_rng([seed % 2**64, epoch])
   order = rng.permutation(num_examples)
+  if drop_remainder:
+    # Cut before grouping: the examples left out are then random ones, not
+    # the longest of the last window, which grouping would leave over.
+    order = order[:num_examples // batch_size * batch_size]
   if group_lengths is not None:
     order = length_grouped_order(order, group_lengths, batch_size, rng)
   return order

@@ -7,6 +7,13 @@ epoch's data order is a function of (seed, epoch) alone (train/inputs.py), so
 a resumed epoch rebuilds its dataset and skips the batches already done; with
 the dropout generators and the epoch's running metric sums restored too, a
 resumed run ends with the same metrics as an uninterrupted one.
+
+With `steps_per_execution` N (compile_for_training), Keras runs N steps per
+call of the train function and calls the batch-end callbacks once per call,
+with the index of the call's last step (fewer than N steps for an epoch's
+last call: fit is given the exact steps per epoch). The callbacks here count
+steps from that index, not from the number of calls; a step checkpoint is
+written at the first call ending at or after each multiple of its interval.
 """
 from __future__ import annotations
 
@@ -47,7 +54,7 @@ class ProgressLogger(tf_keras.callbacks.Callback):
     self.every_seconds = every_seconds
     self.stream = stream or sys.stdout
     self.prefix = prefix
-    self._step = self._initial_step = initial_step
+    self._step = self._initial_step = self._step_before_fit = initial_step
     self._start = None
     self._last_print = 0.0
     self._epoch = 0
@@ -58,9 +65,11 @@ class ProgressLogger(tf_keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
+    self._step_before_fit = self._step
 
   def on_train_batch_end(self, batch, logs=None):
-    self._step += 1
+    # `batch`: the fit call's index of the last step run (see the module docstring).
+    self._step = self._step_before_fit + batch + 1
     now = time.perf_counter()
     if now - self._last_print >= self.every_seconds or self._step == self.total_steps:
       self._last_print = now
@@ -83,24 +92,52 @@ class _RunProgress(tf_keras.callbacks.Callback):
   It comes first among the callbacks: on the first batch after a mid-epoch
   resume it adds the epoch's saved loss/metric sums into the model's metrics
   and corrects that batch's logs, so every later callback sees the running
-  values an uninterrupted run would show.
+  values an uninterrupted run would show. With steps_per_execution > 1 that
+  first call of the train function runs one step only: the sums then add up
+  in the uninterrupted run's order (float addition is not associative).
+  `step_before` is the global step before the latest call (global_step - 1
+  unless steps_per_execution > 1); a NaN/Inf loss is known to lie in steps
+  step_before + 1 .. bad_step.
   """
 
   def __init__(self, global_step: int = 0, epoch: int = 0, step_in_epoch: int = 0,
                carried_sums: Optional[Dict[str, List[float]]] = None):
     super().__init__()
-    self.global_step = global_step
+    self.global_step = self.step_before = global_step
     self.epoch = epoch
     self.step_in_epoch = step_in_epoch
     self.carried_sums = carried_sums
     self.bad_step = None
+    self._fit_start = (global_step, step_in_epoch)
+    self._steps_per_execution_after_resume = None
+
+  def on_train_end(self, logs=None):
+    self._restore_steps_per_execution()
+
+  def _restore_steps_per_execution(self):
+    if self._steps_per_execution_after_resume is not None:
+      self.model.steps_per_execution = self._steps_per_execution_after_resume
+      self._steps_per_execution_after_resume = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._fit_start = (self.global_step, self.step_in_epoch)
+    if self.carried_sums and self.model.steps_per_execution is not None:
+      # Here, not earlier: fit has built its train function (one step per call
+      # when this variable is 1 then), and Keras reads the variable before
+      # every call from now on.
+      self._steps_per_execution_after_resume = int(self.model.steps_per_execution.numpy())
+      self.model.steps_per_execution = 1
 
   def on_train_batch_end(self, batch, logs=None):
-    self.global_step += 1
-    self.step_in_epoch += 1
+    # `batch`: the fit call's index of the last step run (see the module docstring).
+    global_start, epoch_start = self._fit_start
+    self.step_before = self.global_step
+    self.global_step = global_start + batch + 1
+    self.step_in_epoch = epoch_start + batch + 1
     if self.carried_sums:
       checkpoints.add_metric_sums(self.model, self.carried_sums)
       self.carried_sums = None
+      self._restore_steps_per_execution()
       if logs is not None:
         logs.update({m.name: float(m.result()) for m in self.model.metrics if m.name in logs})
     loss = (logs or {}).get("loss")
@@ -178,7 +215,8 @@ class _Checkpointer(tf_keras.callbacks.Callback):
 
   Never after a NaN/Inf loss, so the newest checkpoint is always a good one.
   A mid-epoch checkpoint is skipped on an epoch's last batch: the end-of-epoch
-  one follows right after.
+  one follows right after. With steps_per_execution > 1 the checkpoints come
+  at the first batch end at or after each multiple of `every_steps`.
   """
 
   def __init__(self, checkpoint: checkpoints.StepCheckpoint, progress: _RunProgress,
@@ -195,7 +233,8 @@ class _Checkpointer(tf_keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     p = self.progress
-    if (p.bad_step is None and self.every_steps and p.global_step % self.every_steps == 0
+    if (p.bad_step is None and self.every_steps
+        and p.global_step // self.every_steps > p.step_before // self.every_steps
         and p.step_in_epoch < self.epoch_batches):
       self._save(checkpoints.metric_sums(self.model))
 
@@ -241,14 +280,17 @@ class _OneRun(tf_keras.callbacks.CallbackList):
 
 def compile_for_training(model: tf_keras.Model, compile_model: Callable, config: TrainConfig, total_steps: int,
                          strategy: tf.distribute.Strategy) -> None:
-  """`compile_model(model, optimizer, jit_compile=...)` with the paper's optimizer for `total_steps`,
-  under `strategy`, following config.mixed_precision and config.jit_compile."""
+  """`compile_model(model, optimizer, jit_compile=..., steps_per_execution=...)` with the paper's optimizer
+  for `total_steps`, under `strategy`, following config.mixed_precision, jit_compile and steps_per_execution."""
   with strategy.scope():
     compile_model(model, create_optimizer(config.learning_rate, total_steps, config.warmup_fraction,
                                           mixed_precision=config.mixed_precision),
-                  jit_compile=config.jit_compile)
+                  jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
     # Built now rather than at the first step, so that a checkpoint can be read into its moments.
     model.optimizer.build(model.trainable_variables)
+  # The batch-end loss/metrics are already reduced over every replica; tf_keras's "auto" would then
+  # sum them over the workers of a MultiWorkerMirroredStrategy (N workers: N times the loss).
+  model.distribute_reduction_method = "first"
 
 
 def run_epochs(train_model: tf_keras.Model,
@@ -330,8 +372,11 @@ def run_epochs(train_model: tf_keras.Model,
       kept = "no epoch ended before it, so no good weights were kept"
     if checkpoint and checkpoint.last_step is not None:
       kept += f"; the last good checkpoint, step {checkpoint.last_step}, stays in {checkpoint_dir}"
+    # With steps_per_execution > 1 only the range of steps of that call is known.
+    where = (f"step {progress.bad_step}" if progress.step_before + 1 == progress.bad_step
+             else f"one of steps {progress.step_before + 1}-{progress.bad_step}")
     raise NonFiniteLossError(
-        f"the training loss became NaN/Inf at step {progress.bad_step} of {total_steps}; "
+        f"the training loss became NaN/Inf at {where} of {total_steps}; "
         f"lower the learning rate or check the labels ({kept})")
   tracker.restore_best()
   return seconds_before

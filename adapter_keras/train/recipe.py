@@ -15,6 +15,7 @@ the two recipes; a new task type is a new recipe, nothing else.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Dict, Optional, Protocol, Tuple
@@ -28,7 +29,8 @@ from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import PretrainedEncoder, base_fingerprint, check_max_seq_length, load_encoder
 from adapter_keras.train import checkpoints, run_dir
 from adapter_keras.train.config import TrainConfig, TrainResult
-from adapter_keras.train.distribute import get_strategy
+from adapter_keras.train.distribute import get_strategy, wait_for_all_workers, will_be_chief, worker_scratch
+from adapter_keras.train.inputs import uses_static_shapes
 from adapter_keras.train.loop import (DEFAULT_CHECKPOINT_EVERY_STEPS, BestEpochTracker, compile_for_training,
                                       run_epochs, seed_everything)
 from adapter_keras.train.optim import check_compute_dtype, precision_policy
@@ -41,10 +43,14 @@ class TaskRecipe(Protocol):
     task: the task record stored in run.json and the manifest (a TaskSpec,
       or any object with `name`, `primary_metric` and `to_dict()`).
     log_prefix: the prefix of progress lines ("[train] ").
+    config: the TrainConfig `prepare` was given; `fit` replaces its
+      static_shapes by the run's decision, True or False
+      (train/inputs.uses_static_shapes), before asking for any batch.
   """
 
   task: Any
   log_prefix: str
+  config: TrainConfig
 
   def data_sha256(self) -> str:
     """Digest of the train and dev data: with the task and config, what makes a run the same run."""
@@ -70,8 +76,9 @@ class TaskRecipe(Protocol):
                      verbose: bool) -> tf_keras.Model:
     """The model `fit` trains: `model` itself, or one sharing its variables (the prefix cache)."""
 
-  def compile_model(self, model: tf_keras.Model, optimizer, jit_compile: bool = False) -> tf_keras.Model:
-    """Loss and metrics for this task type."""
+  def compile_model(self, model: tf_keras.Model, optimizer, jit_compile: bool = False,
+                    steps_per_execution: int = 1) -> tf_keras.Model:
+    """Loss and metrics for this task type, compiled with these two options."""
 
   def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
     """Epoch `epoch`'s training batches, the same in any process."""
@@ -134,6 +141,8 @@ def fit(recipe: TaskRecipe, model: tf_keras.Model, config: TrainConfig,
   loop.run_epochs for `log_dir`, `checkpoint_dir` and resuming.
   """
   strategy = strategy or tf.distribute.get_strategy()
+  # Static shapes or not is decided once per run, here where the strategy is known.
+  recipe.config = dataclasses.replace(recipe.config, static_shapes=uses_static_shapes(recipe.config, strategy))
   train_model = recipe.training_model(model, strategy, verbose)
   report = parameter_report(model)
   epoch_batches = recipe.num_train_batches_per_epoch
@@ -174,11 +183,19 @@ def run(recipe: TaskRecipe, config: TrainConfig, out_dir: Optional[str] = None,
   Resuming is exact unless `pretrained` is given (its encoder's dropout was
   built elsewhere); a given `pretrained` must have been built under
   `config.mixed_precision`'s dtype policy.
+
+  Under `--strategy multi-worker` every worker runs this same call with the
+  same `out_dir`: only the chief writes there; the others make the very same
+  writes (saving may take collective ops) into a temporary directory they
+  delete, and all of them resume from the chief's checkpoint.
   """
   start = time.perf_counter()
   if out_dir:
     identity = run_dir.identity(recipe.task.to_dict(), config, recipe.data_sha256())
-    finished = run_dir.finished_run(out_dir, identity, verbose, log_prefix=recipe.log_prefix)
+    # Before the strategy: a multi-worker strategy waits for every worker, and
+    # all of them see the finished run in the chief's directory and return.
+    finished = run_dir.finished_run(out_dir, identity, verbose, log_prefix=recipe.log_prefix,
+                                    chief=will_be_chief(config.strategy))
     if finished is not None:
       return finished, None, None
   strategy = get_strategy(config.strategy, config.tpu)
@@ -186,20 +203,26 @@ def run(recipe: TaskRecipe, config: TrainConfig, out_dir: Optional[str] = None,
       config, lambda loaded: recipe.build_model(loaded, config), strategy, pretrained)
   preprocessor = BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length)
   recipe.prepare(preprocessor, config)
-  if out_dir:
-    run_dir.write_run_file(out_dir, identity)
-  result, best_outputs = fit(
-      recipe, model, config, strategy, verbose,
-      log_dir=os.path.join(out_dir, run_dir.LOGS_DIR) if out_dir else None,
-      checkpoint_dir=os.path.join(out_dir, run_dir.CHECKPOINT_DIR) if out_dir else None,
-      checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint)
-  result.seconds += time.perf_counter() - start  # plus the time before a resume
-  if out_dir:
-    if save_model:
-      manifest = artifact_manifest(recipe.task, config, model, preprocessor, pretrained.config, fingerprint,
-                                   recipe.num_train_examples)
-      save_artifact(os.path.join(out_dir, run_dir.ARTIFACT_DIR), model, dict(manifest, **recipe.manifest_extras()))
-    recipe.write_outputs(out_dir, best_outputs)
-    run_dir.finish(out_dir, dict(result.to_dict(), base_params=parameter_report(model).base_params,
-                                 config=config.to_dict(), **recipe.metrics_extras()))
+  # `write_dir`: out_dir on the chief (and in any single-process run), a temporary directory elsewhere.
+  with worker_scratch(out_dir, strategy) as write_dir:
+    if write_dir:
+      run_dir.write_run_file(write_dir, identity)
+    result, best_outputs = fit(
+        recipe, model, config, strategy, verbose,
+        log_dir=os.path.join(write_dir, run_dir.LOGS_DIR) if write_dir else None,
+        # The run's own directory on every worker: the StepCheckpoint restores
+        # the chief's checkpoint from it and writes a non-chief's saves elsewhere.
+        checkpoint_dir=os.path.join(out_dir, run_dir.CHECKPOINT_DIR) if out_dir else None,
+        checkpoint_every_steps=checkpoint_every_steps, fingerprint=fingerprint)
+    result.seconds += time.perf_counter() - start  # plus the time before a resume
+    if write_dir:
+      if save_model:
+        manifest = artifact_manifest(recipe.task, config, model, preprocessor, pretrained.config, fingerprint,
+                                     recipe.num_train_examples)
+        save_artifact(os.path.join(write_dir, run_dir.ARTIFACT_DIR), model,
+                      dict(manifest, **recipe.manifest_extras()))
+      recipe.write_outputs(write_dir, best_outputs)
+      run_dir.finish(write_dir, dict(result.to_dict(), base_params=parameter_report(model).base_params,
+                                     config=config.to_dict(), **recipe.metrics_extras()))
+  wait_for_all_workers(strategy)
   return result, model, preprocessor

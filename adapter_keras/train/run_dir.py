@@ -11,6 +11,11 @@ A directory holding another run (or unrelated files) is refused; the same
 finished run asked for again only reports its metrics; an unfinished one
 resumes from its checkpoint. Only files the run itself writes are created
 or replaced.
+
+In a multi-worker run (`--strategy multi-worker`) only the chief writes
+here; every other worker reads this directory (to find the finished run, or
+the chief's checkpoint to resume from) and writes its copies of these files
+into a temporary directory it deletes (train/distribute.py: worker_scratch).
 """
 from __future__ import annotations
 
@@ -63,18 +68,19 @@ def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
 
 
 def finished_run(out_dir: str, identity: Dict, verbose: bool = True,
-                 log_prefix: str = "[train] ") -> Optional[TrainResult]:
+                 log_prefix: str = "[train] ", chief: bool = True) -> Optional[TrainResult]:
   """The result of the finished run `out_dir` holds, if it is this run (`identity`); None to train.
 
   Raises FileExistsError when `out_dir` holds another run (check_run_directory).
+  Only the `chief` (of a multi-worker run) removes what a kill left behind.
   """
   finished = check_run_directory(out_dir, identity)
   if finished is None:
     return None
   if verbose:
     print(f"{log_prefix}{out_dir} already holds this finished run; reporting it", flush=True)
-  # Left only by a kill between writing metrics.json and deleting it.
-  checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
+  if chief:  # left only by a kill between writing metrics.json and deleting it
+    checkpoints.StepCheckpoint.remove(os.path.join(out_dir, CHECKPOINT_DIR))
   fields = {f.name for f in dataclasses.fields(TrainResult)}
   return TrainResult(**{k: v for k, v in finished.items() if k in fields})
 

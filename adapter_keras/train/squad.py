@@ -26,7 +26,10 @@ method, the epoch loop with its best-epoch tracker, NaN stop, step
 checkpoints and resume, the run identity check, the manifest); this module
 owns what differs: windowed features, span decoding, and the EM/F1
 evaluation (tasks/squad.py). Like every metric in metrics.json, EM and F1 are fractions in [0, 1] (`report` shows them x 100, the official script's
-percent).
+percent). Under static shapes (train/inputs.py; config.static_shapes as
+train/recipe.py's `fit` resolves it) training and dev batches hold exactly
+`batch_size` windows (each epoch leaves its last partial batch out; dev fills
+it); windows already have a single length, max_seq_length.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ from adapter_keras.tasks import squad
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, SquadFeaturizer
 from adapter_keras.train import recipe as recipes
 from adapter_keras.train.config import TrainConfig
-from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch
+from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
 
 PREDICTIONS_FILE = "predictions.json"
@@ -116,9 +119,9 @@ def squad_sha256(train: Sequence[SquadExample], dev: Sequence[SquadExample]) -> 
 
 def predict_answers(model: tf_keras.Model, examples: Sequence[SquadExample], features: SquadFeatures,
                     max_answer_length: int = 30, n_best_size: int = 20,
-                    batch_size: int = EVAL_BATCH_SIZE) -> Dict[str, str]:
-  """Question id -> best answer text."""
-  start, end = squad.predict_spans(model, features, batch_size)
+                    batch_size: int = EVAL_BATCH_SIZE, static_shapes: bool = False) -> Dict[str, str]:
+  """Question id -> best answer text (`static_shapes`: see squad.predict_spans)."""
+  start, end = squad.predict_spans(model, features, batch_size, static_shapes)
   return squad.best_answers(squad.decode_spans(examples, features, start, end, n_best_size=n_best_size,
                                                max_answer_length=max_answer_length))
 
@@ -156,6 +159,8 @@ class SquadRecipe:
     self.featurizer = SquadFeaturizer.from_preprocessor(preprocessor, config.doc_stride, config.max_query_length)
     self.train = limit_examples(self.train, config.max_train_examples, config.seed)
     self.train_features = self.featurizer.featurize(self.train)
+    if uses_static_shapes(config):  # known without the strategy: refuse too few windows before a run writes
+      steps_per_epoch(len(self.train_features), config.batch_size, drop_remainder=True)
     self.dev_features = self.featurizer.featurize(self.dev)
 
   def describe(self) -> str:
@@ -168,22 +173,26 @@ class SquadRecipe:
 
   @property
   def num_train_batches_per_epoch(self) -> int:
-    return steps_per_epoch(len(self.train_features), self.config.batch_size)
+    return steps_per_epoch(len(self.train_features), self.config.batch_size,
+                           drop_remainder=bool(self.config.static_shapes))
 
   def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
     return model
 
-  def compile_model(self, model, optimizer, jit_compile: bool = False):
-    return squad.compile_span_model(model, optimizer, jit_compile=jit_compile)
+  def compile_model(self, model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
+    return squad.compile_span_model(model, optimizer, jit_compile=jit_compile,
+                                    steps_per_execution=steps_per_execution)
 
   def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
-    # Every window is max_seq_length long: nothing to group by length.
+    # Every window is max_seq_length long: nothing to group by length, and
+    # static shapes need only whole batches (the permutation's last windows sit out).
     order = epoch_order(len(self.train_features), self.config.seed, epoch)
-    return squad.make_span_dataset(self.train_features, self.config.batch_size, order=order)
+    return squad.make_span_dataset(self.train_features, self.config.batch_size, order=order,
+                                   drop_remainder=bool(self.config.static_shapes))
 
   def evaluate(self, model) -> Tuple[float, Dict[str, float], Dict[str, str]]:
     answers = predict_answers(model, self.dev, self.dev_features, self.config.max_answer_length,
-                              self.config.n_best_size)
+                              self.config.n_best_size, static_shapes=bool(self.config.static_shapes))
     metrics = score_answers(self.dev, answers)
     return metrics["f1"], metrics, answers
 
