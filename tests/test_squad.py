@@ -13,6 +13,7 @@ from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import squad
 from adapter_keras.tasks.squad import SquadAnswer, SquadExample, SquadFeaturizer
+from adapter_keras.train import squad as span_training
 
 CONTEXT = "The cat sat on the mat. The dog won the game, and the team lost!"
 LONG_CONTEXT = ("The market rose and the stock price fell. The party won the vote. "
@@ -315,13 +316,13 @@ def test_span_model_adapter_method_trains_and_answers(tiny_hf_dir, squad_file):
   features = featurizer.featurize(examples)
 
   def score():
-    start, end = squad.predict_spans(model, features)
+    start, end = span_training.predict_spans(model, features)
     answers = squad.best_answers(squad.decode_spans(examples, features, start, end, max_answer_length=5))
     return squad.evaluate(examples, answers)["f1"]
 
   untrained_f1 = score()
-  squad.compile_span_model(model, tf_keras.optimizers.Adam(0.02))
-  history = model.fit(squad.make_span_dataset(features, batch_size=16, shuffle=True, seed=0),
+  span_training.compile_span_model(model, tf_keras.optimizers.Adam(0.02))
+  history = model.fit(span_training.make_span_dataset(features, batch_size=16, shuffle=True, seed=0),
                       epochs=60, verbose=0)
   losses = history.history["loss"]
   assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]

@@ -16,6 +16,7 @@ from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, tiny_squad_document, write_tiny_hf_bert
 from adapter_keras.train import checkpoints, classification, evaluation, inputs, loop
 from adapter_keras.train import recipe as recipes
+from adapter_keras.train import squad as span_training
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.squad import SquadTrainConfig, predict_answers, score_answers, train_squad
 from tests.helpers import run_cli
@@ -241,12 +242,12 @@ def test_squad_static_windows_train_and_score_like_the_dynamic_mode(encoder_dir)
   train_windows, dev_windows = featurizer.featurize(train), featurizer.featurize(dev)
   assert len(train_windows) % 4 and len(dev_windows) % 4  # a partial batch to drop / to fill
   assert int(model.optimizer.iterations) == 2 * (len(train_windows) // 4)
-  batches = list(squad.make_span_dataset(train_windows, 4, order=np.arange(len(train_windows)),
+  batches = list(span_training.make_span_dataset(train_windows, 4, order=np.arange(len(train_windows)),
                                          drop_remainder=True))
   assert len(batches) == len(train_windows) // 4
   assert {tuple(window_inputs["input_word_ids"].shape) for window_inputs, _ in batches} == {(4, 24)}
-  static = squad.predict_spans(model, dev_windows, 4, static_shapes=True)
-  dynamic = squad.predict_spans(model, dev_windows, 4)
+  static = span_training.predict_spans(model, dev_windows, 4, static_shapes=True)
+  dynamic = span_training.predict_spans(model, dev_windows, 4)
   for a, b in zip(static, dynamic):
     assert a.shape == b.shape == (len(dev_windows), 24)
     np.testing.assert_allclose(a, b, atol=LOGIT_TOLERANCE, rtol=0)

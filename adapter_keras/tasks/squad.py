@@ -28,7 +28,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
-import tf_keras
 
 from adapter_keras import _model_garden
 from adapter_keras.preprocessing import BertPreprocessor, read_vocab
@@ -285,61 +284,6 @@ class SquadFeaturizer:
     if len(overlapping) == 0:  # an answer of only whitespace or dropped characters
       return None
     return int(overlapping[0]), int(overlapping[-1])
-
-
-# ------------------------------------------------------------------- training
-
-
-def make_span_dataset(features: SquadFeatures, batch_size: int, shuffle: bool = False,
-                      seed: Optional[int] = None, order: Optional[np.ndarray] = None,
-                      drop_remainder: bool = False) -> tf.data.Dataset:
-  """(inputs, {"start_logits": start position, "end_logits": end position}) batches.
-
-  `order`: the window indices to go through, in this order (one epoch's
-  permutation), instead of 0..n-1; `shuffle` reshuffles on every pass.
-  `drop_remainder`: every batch holds exactly `batch_size` windows, the last
-  partial one is left out (static shapes: windows already have one length).
-  """
-  targets = dict(start_logits=features.start_positions, end_logits=features.end_positions)
-  if order is None:
-    dataset = tf.data.Dataset.from_tensor_slices((features.inputs(), targets))
-  else:
-    columns = tf.nest.map_structure(tf.constant, (features.inputs(), targets))
-    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64)).map(
-        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), columns))
-  if shuffle:
-    dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-  return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
-def compile_span_model(model: tf_keras.Model, optimizer, jit_compile: bool = False,
-                       steps_per_execution: int = 1) -> tf_keras.Model:
-  """Loss = mean of the start and end cross-entropies, as in BERT's SQuAD fine-tuning.
-  `steps_per_execution` training steps run per call of the train function."""
-  loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-  model.compile(optimizer=optimizer,
-                loss=dict(start_logits=loss, end_logits=loss),
-                loss_weights=dict(start_logits=0.5, end_logits=0.5),
-                jit_compile=jit_compile, steps_per_execution=steps_per_execution)
-  return model
-
-
-def predict_spans(model: tf_keras.Model, features: SquadFeatures, batch_size: int = 32,
-                  static_shapes: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-  """(start_logits, end_logits), each [features, max_seq_length].
-
-  `static_shapes`: every batch holds exactly `batch_size` windows (what TPUs
-  need): the last batch is filled with copies of the last window, whose
-  outputs are dropped, so every window is scored exactly once.
-  """
-  inputs = features.inputs()
-  count = len(features)
-  if static_shapes and count % batch_size:
-    filled = np.concatenate([np.arange(count), np.full(-count % batch_size, count - 1)])
-    inputs = {name: column[filled] for name, column in inputs.items()}
-  dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size, drop_remainder=static_shapes)
-  outputs = model.predict(dataset, verbose=0)
-  return np.asarray(outputs["start_logits"])[:count], np.asarray(outputs["end_logits"])[:count]
 
 
 # ------------------------------------------------------------------- decoding

@@ -242,13 +242,24 @@ def _pad_features(features, length, target):
           for name, value in features.items()}
 
 
+def length_padded_to_multiple(length: tf.Tensor, multiple: int, longest: int) -> tf.Tensor:
+  """A batch's padded length under XLA: `length` rounded up to a multiple of `multiple`, never
+  beyond the longest example of the data (`longest`)."""
+  return tf.minimum((length + multiple - 1) // multiple * multiple, tf.maximum(length, longest))
+
+
+def length_padded_to_static(length: tf.Tensor, static_lengths: tf.Tensor) -> tf.Tensor:
+  """A batch's padded length under static shapes: the smallest of `static_lengths` (ascending, the
+  same dtype as `length`) that holds `length`."""
+  return static_lengths[tf.reduce_sum(tf.cast(static_lengths < length, tf.int32))]
+
+
 def _padder(multiple: int, longest: int):
   """A batch map that pads axis 1 of every feature to the next multiple of `multiple` (<= `longest`)."""
 
   def pad(features, labels):
     length = tf.shape(features["input_word_ids"])[1]
-    target = tf.minimum((length + multiple - 1) // multiple * multiple, tf.maximum(length, longest))
-    return _pad_features(features, length, target), labels
+    return _pad_features(features, length, length_padded_to_multiple(length, multiple, longest)), labels
 
   return pad
 
@@ -259,8 +270,7 @@ def _static_padder(lengths: Tuple[int, ...]):
 
   def pad(features, labels):
     length = tf.shape(features["input_word_ids"])[1]
-    target = candidates[tf.reduce_sum(tf.cast(candidates < length, tf.int32))]
-    return _pad_features(features, length, target), labels
+    return _pad_features(features, length, length_padded_to_static(length, candidates)), labels
 
   return pad
 

@@ -69,14 +69,15 @@ import tensorflow as tf
 
 from adapter_keras.io import atomic_directory, write_json_atomic
 from adapter_keras.preprocessing import BertPreprocessor
-from adapter_keras.pretrained import NAMED_ENCODERS, check_max_seq_length, resolve_named_encoder
+from adapter_keras.pretrained import check_max_seq_length, encoder_directory
 from adapter_keras.pretrained.directory import lower_case_of, read_config, vocab_file_for
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.tasks.registry import TaskSpec
 from adapter_keras.train.classification import ClassificationRecipe, examples_sha256
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.distribute import worker_identity
-from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, encode_examples, epoch_order, limit_examples,
+from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, encode_examples, epoch_order,
+                                        length_padded_to_multiple, length_padded_to_static, limit_examples,
                                         steps_per_epoch, uses_static_shapes)
 
 SPEC_FILE = "records.json"
@@ -112,10 +113,7 @@ def shard_file_name(index: int, num_shards: int) -> str:
 
 def encoder_tokenizer(encoder: str, max_seq_length: int) -> BertPreprocessor:
   """The tokenizer of `encoder` (a name such as "minilm-l6" or a directory), without loading its weights."""
-  path = resolve_named_encoder(encoder) if encoder in NAMED_ENCODERS else encoder
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"encoder {encoder!r} not found: not a known name ({', '.join(NAMED_ENCODERS)}) "
-                            "and no such directory")
+  path = encoder_directory(encoder)
   config = read_config(path, ("bert_config.json", "config.json"))  # Model Garden's names, then Hugging Face's
   check_max_seq_length(max_seq_length, config)
   return BertPreprocessor(vocab_file_for(path, config), lower_case_of(path), max_seq_length)
@@ -408,10 +406,9 @@ def records_dataset(records: TrainingRecords, batch_size: int, seed: int, epoch:
     words, types = parsed[WORD_IDS], parsed[TYPE_IDS]
     length = words.dense_shape[1]
     if pad_to_multiple is not None:
-      length = tf.minimum((length + pad_to_multiple - 1) // pad_to_multiple * pad_to_multiple,
-                          tf.maximum(length, longest))
+      length = length_padded_to_multiple(length, pad_to_multiple, longest)
     elif static is not None:
-      length = static[tf.reduce_sum(tf.cast(static < length, tf.int32))]
+      length = length_padded_to_static(length, static)
     shape = tf.stack([words.dense_shape[0], length])
 
     def dense(sparse, values):  # padded with 0 to `shape`, as padded_batch pads ids and the mask

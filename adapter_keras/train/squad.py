@@ -39,6 +39,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -51,6 +52,7 @@ from adapter_keras.tasks import squad
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, SquadFeaturizer
 from adapter_keras.train import recipe as recipes
 from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.evaluation import fill_last_batch
 from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
 
@@ -88,6 +90,61 @@ class SquadTrainConfig(TrainConfig):
                 max_answer_length=self.max_answer_length, n_best_size=self.n_best_size)
 
 
+# ------------------------------------------------------------------- the span model's data, loss, outputs
+
+
+def make_span_dataset(features: SquadFeatures, batch_size: int, shuffle: bool = False,
+                      seed: Optional[int] = None, order: Optional[np.ndarray] = None,
+                      drop_remainder: bool = False) -> tf.data.Dataset:
+  """(inputs, {"start_logits": start position, "end_logits": end position}) batches.
+
+  `order`: the window indices to go through, in this order (one epoch's
+  permutation), instead of 0..n-1; `shuffle` reshuffles on every pass.
+  `drop_remainder`: every batch holds exactly `batch_size` windows, the last
+  partial one is left out (static shapes: windows already have one length).
+  """
+  targets = dict(start_logits=features.start_positions, end_logits=features.end_positions)
+  if order is None:
+    dataset = tf.data.Dataset.from_tensor_slices((features.inputs(), targets))
+  else:
+    columns = tf.nest.map_structure(tf.constant, (features.inputs(), targets))
+    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64)).map(
+        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), columns))
+  if shuffle:
+    dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+  return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_span_model(model: tf_keras.Model, optimizer, jit_compile: bool = False,
+                       steps_per_execution: int = 1) -> tf_keras.Model:
+  """Loss = mean of the start and end cross-entropies, as in BERT's SQuAD fine-tuning.
+  `steps_per_execution` training steps run per call of the train function."""
+  loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  model.compile(optimizer=optimizer,
+                loss=dict(start_logits=loss, end_logits=loss),
+                loss_weights=dict(start_logits=0.5, end_logits=0.5),
+                jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+  return model
+
+
+def predict_spans(model: tf_keras.Model, features: SquadFeatures, batch_size: int = 32,
+                  static_shapes: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+  """(start_logits, end_logits), each [features, max_seq_length].
+
+  `static_shapes`: every batch holds exactly `batch_size` windows (what TPUs
+  need): the last batch is filled with copies of the last window, whose
+  outputs are dropped, so every window is scored exactly once.
+  """
+  inputs = features.inputs()
+  count = len(features)
+  if static_shapes:
+    filled = fill_last_batch(np.arange(count), batch_size)
+    inputs = {name: column[filled] for name, column in inputs.items()}
+  dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size, drop_remainder=static_shapes)
+  outputs = model.predict(dataset, verbose=0)
+  return np.asarray(outputs["start_logits"])[:count], np.asarray(outputs["end_logits"])[:count]
+
+
 # ------------------------------------------------------------------------ data
 
 
@@ -121,7 +178,7 @@ def predict_answers(model: tf_keras.Model, examples: Sequence[SquadExample], fea
                     max_answer_length: int = 30, n_best_size: int = 20,
                     batch_size: int = EVAL_BATCH_SIZE, static_shapes: bool = False) -> Dict[str, str]:
   """Question id -> best answer text (`static_shapes`: see squad.predict_spans)."""
-  start, end = squad.predict_spans(model, features, batch_size, static_shapes)
+  start, end = predict_spans(model, features, batch_size, static_shapes)
   return squad.best_answers(squad.decode_spans(examples, features, start, end, n_best_size=n_best_size,
                                                max_answer_length=max_answer_length))
 
@@ -180,14 +237,14 @@ class SquadRecipe:
     return model
 
   def compile_model(self, model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
-    return squad.compile_span_model(model, optimizer, jit_compile=jit_compile,
+    return compile_span_model(model, optimizer, jit_compile=jit_compile,
                                     steps_per_execution=steps_per_execution)
 
   def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
     # Every window is max_seq_length long: nothing to group by length, and
     # static shapes need only whole batches (the permutation's last windows sit out).
     order = epoch_order(len(self.train_features), self.config.seed, epoch)
-    return squad.make_span_dataset(self.train_features, self.config.batch_size, order=order,
+    return make_span_dataset(self.train_features, self.config.batch_size, order=order,
                                    drop_remainder=bool(self.config.static_shapes))
 
   def evaluate(self, model) -> Tuple[float, Dict[str, float], Dict[str, str]]:
