@@ -95,3 +95,22 @@ def import_problems(source: str) -> list:
         and node.value.id not in rebound and not hasattr(modules[node.value.id], node.attr)):
       problems.append(f"{node.value.id}.{node.attr}: {modules[node.value.id].__name__} has no {node.attr!r}")
   return sorted(set(problems))
+
+
+def run_cli_subprocess(args, module="adapter_keras", timeout=300, input_text=None):
+  """`python -m module args` in a fresh process from the repository root; the CompletedProcess."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests.conftest import REPO_ROOT  # pylint: disable=import-outside-toplevel
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                        cwd=REPO_ROOT, timeout=timeout, input=input_text,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def assert_one_error_line(result, expected):
+  """A failed command printed exactly one `error:` line containing `expected`, and no traceback."""
+  assert result.returncode != 0, result.stdout[-2000:]
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+  assert len(error_lines) == 1, result.stderr[-2000:]
+  assert expected in error_lines[0], error_lines[0]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  return error_lines[0]
