@@ -17,6 +17,9 @@ Names of the pinned versions:
   `_key_dense`, `_value_dense`, `_output_dense`), `_attention_dropout`,
   `_attention_layer_norm`, `_intermediate_dense`, `_output_dense`,
   `_output_dropout`, `_output_layer_norm`.
+* tf1_bert_checkpoint_converter_lib: `_bert_name_replacement`, `_get_new_shape`,
+  `_get_permutation`; squad_evaluate_v1_1: `_normalize_answer`, `_f1_score`,
+  `_exact_match_score`.
 * tf_keras: `Layer._flatten_layers`, a dropout layer's
   `_random_generator._generator` (and its `_maybe_init`).
 """
@@ -181,3 +184,26 @@ def squad_f1_score(prediction: str, ground_truth: str) -> float:
 def squad_exact_match_score(prediction: str, ground_truth: str) -> float:
   from official.nlp.tools import squad_evaluate_v1_1  # pylint: disable=import-outside-toplevel
   return float(squad_evaluate_v1_1._exact_match_score(prediction, ground_truth))
+
+
+# ---------------------------------------------------------------- Google's original TF1 BERT names
+# official/nlp/tools/tf1_bert_checkpoint_converter_lib.py maps original BERT names to BertEncoder's and
+# reshapes the attention kernels; its per-variable steps are private (its public `convert` writes a
+# whole converted checkpoint to disk, a second copy of the weights we do not need).
+
+
+def tf1_bert_to_model_garden(name: str, value, num_heads: int):
+  """(Model Garden name, value in Model Garden's shape) of one original-BERT TF1 variable."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from official.nlp.tools import tf1_bert_checkpoint_converter_lib as converter  # pylint: disable=import-outside-toplevel
+  new_name = converter._bert_name_replacement(name, converter.BERT_V2_NAME_REPLACEMENTS)
+  new_shape = converter._get_new_shape(new_name, value.shape, num_heads)
+  if new_shape:
+    try:
+      value = np.reshape(value, new_shape)
+    except ValueError:
+      pass  # a mis-shaped tensor: the strict check names it with its original shape
+  permutation = converter._get_permutation(name, converter.BERT_V2_PERMUTATIONS)
+  if permutation:
+    value = np.transpose(value, permutation)
+  return new_name, value

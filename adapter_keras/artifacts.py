@@ -13,13 +13,30 @@ An artifact is a directory with
 Loading rebuilds the model on a base encoder and refuses a base whose
 fingerprint differs from the one the artifact was trained on. Writes are
 atomic (io.atomic_directory), so an interrupted save leaves no artifact.
-The format is read back by every later version: tests/fixtures holds
-artifacts written by adapter_keras 0.1.0.
+
+Loading also refuses an incomplete or edited artifact, naming what is wrong,
+so that a model with a random head or NaN weights is never evaluated:
+a manifest that is not an object, lacks a field loading needs or has one
+this version does not know; a weights file whose sha256 differs from the
+manifest's; tensors missing from the file, or in it but not listed, or of
+another shape or dtype than listed; non-finite values; a listed set without
+the head's or the adapters' variables (every method trains them).
+
+Format versions. Version 2 (this one) lists every tensor with its shape and
+dtype (`weights`: {name: {"dtype", "shape"}}) and records `weights_sha256`.
+Version 1 (adapter_keras 0.1.0) listed only the names (`weights`: [name]);
+it is still read, checked as far as it allows (names, the values' shapes
+against the model, finite values). Adding a manifest field is a format
+change: readers refuse fields they do not know, so a new field goes with a
+new version (and into _FIELDS). tests/fixtures holds artifacts written by
+adapter_keras 0.1.0; every later version must read them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -28,12 +45,28 @@ import tensorflow as tf
 import adapter_keras
 from adapter_keras.config import AdapterConfig
 from adapter_keras.io import atomic_directory
-from adapter_keras.models.span_model import SPAN_TASK_TYPE
+from adapter_keras.layers.pooling import POOLINGS
+from adapter_keras.methods import METHOD_NAMES
+from adapter_keras.models.span_model import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.registry import TaskSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
+
+# (required, optional) manifest fields per format version. Version 1 requires
+# only what loading needs: 0.1.0 always wrote the rest, but a hand-made one
+# may lack them. "squad" is a SpanModel's extra (train/squad.py).
+_V1_REQUIRED = frozenset({"format_version", "task", "method", "pooling", "tokenizer", "encoder",
+                          "base_fingerprint", "weights"})
+_V2_REQUIRED = _V1_REQUIRED | {"adapter_config", "top_k", "dropout_rate", "library_version", "train_config",
+                               "train_examples", "trained_params", "weights_sha256"}
+_FIELDS = {
+    1: (_V1_REQUIRED, _V2_REQUIRED - _V1_REQUIRED - {"weights_sha256"} | {"squad"}),
+    2: (_V2_REQUIRED, frozenset({"squad"})),
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactError(ValueError):
@@ -55,16 +88,27 @@ def adapter_statistics(model) -> list:
   return [v for a in encoder.adapters() for v in a.statistics]
 
 
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
 def save_artifact(out_dir: str, model, manifest: Dict) -> str:
   """Saves `model`'s trainable variables and `manifest` atomically to `out_dir`."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   trained = list(model.trainable_variables)
   tensors = {variable_key(model, v): np.ascontiguousarray(v.numpy())
              for v in trained + adapter_statistics(model)}
-  manifest = dict(manifest, format_version=FORMAT_VERSION, library_version=adapter_keras.__version__,
-                  weights=sorted(tensors), trained_params=int(sum(int(np.prod(v.shape)) for v in trained)))
   with atomic_directory(out_dir) as tmp:
-    save_file(tensors, os.path.join(tmp, WEIGHTS_FILE))
+    weights_path = os.path.join(tmp, WEIGHTS_FILE)
+    save_file(tensors, weights_path)
+    manifest = dict(manifest, format_version=FORMAT_VERSION, library_version=adapter_keras.__version__,
+                    weights={k: dict(dtype=str(v.dtype), shape=list(v.shape)) for k, v in tensors.items()},
+                    weights_sha256=file_sha256(weights_path),
+                    trained_params=int(sum(int(np.prod(v.shape)) for v in trained)))
     with open(os.path.join(tmp, MANIFEST_FILE), "w", encoding="utf-8") as f:
       json.dump(manifest, f, indent=2, sort_keys=True)
   return out_dir
@@ -87,36 +131,147 @@ def read_manifest(artifact_dir: str) -> Dict:
   try:
     with open(path, encoding="utf-8") as f:
       manifest = json.load(f)
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ArtifactError(f"{path} is corrupt: {e}") from None
+  if not isinstance(manifest, dict):
+    raise ArtifactError(f"{path} is corrupt: it holds a JSON {type(manifest).__name__}, not an object")
   version = manifest.get("format_version")
-  if version != FORMAT_VERSION:
+  if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
     raise ArtifactError(
         f"artifact {artifact_dir} has format version {version} (written by adapter_keras "
         f"{manifest.get('library_version', '?')}); this adapter_keras {adapter_keras.__version__} reads "
-        f"format {FORMAT_VERSION}: use a matching adapter_keras version")
+        f"formats {', '.join(map(str, READABLE_FORMAT_VERSIONS))}: use a matching adapter_keras version")
+  problem = _manifest_problem(manifest, version)
+  if problem:
+    raise ArtifactError(f"{path} is not a valid artifact manifest: {problem}")
   return manifest
 
 
-def read_weights(artifact_dir: str) -> Dict[str, np.ndarray]:
+def _manifest_problem(manifest: Dict, version: int) -> Optional[str]:
+  """What is wrong with a manifest of format `version` (fields and their types), or None."""
+  required, optional = _FIELDS[version]
+  missing = sorted(required - set(manifest))
+  if missing:
+    return f"it lacks {', '.join(missing)}"
+  unknown = sorted(set(manifest) - required - optional)
+  if unknown:
+    return (f"unknown field(s) {', '.join(unknown)} (format version {version} has no such field; "
+            "was it edited, or written by another tool?)")
+  checks = [
+      ("task", isinstance(manifest["task"], dict) and isinstance(manifest["task"].get("name"), str),
+       "an object with the task's name"),
+      ("method", manifest["method"] in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}"),
+      ("pooling", manifest["pooling"] in POOLINGS + (SpanModel.pooling,),
+       f"one of {', '.join(POOLINGS + (SpanModel.pooling,))}"),
+      ("tokenizer", isinstance(manifest["tokenizer"], dict)
+       and isinstance(manifest["tokenizer"].get("lower_case"), bool)
+       and _is_positive_int(manifest["tokenizer"].get("max_seq_length")),
+       "an object with lower_case (true/false) and max_seq_length (a positive integer)"),
+      ("encoder", isinstance(manifest["encoder"], dict) and isinstance(manifest["encoder"].get("spec"), str),
+       "an object with the encoder's spec"),
+      ("base_fingerprint", isinstance(manifest["base_fingerprint"], str) and manifest["base_fingerprint"],
+       "a fingerprint string"),
+      ("top_k", manifest.get("top_k") is None or _is_positive_int(manifest["top_k"]),
+       "null or a positive integer"),
+      ("adapter_config", manifest.get("adapter_config") is None or isinstance(manifest["adapter_config"], dict),
+       "null or an object"),
+      ("dropout_rate", _is_number(manifest.get("dropout_rate", 0.0)) and 0 <= manifest.get("dropout_rate", 0.0) < 1,
+       "a number in [0, 1)"),
+  ]
+  if version == 1:
+    checks.append(("weights", isinstance(manifest["weights"], list)
+                   and all(isinstance(k, str) for k in manifest["weights"]), "a list of tensor names"))
+  else:
+    checks.append(("weights", isinstance(manifest["weights"], dict) and all(
+        isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("shape"), list)
+        and all(_is_positive_int(d) or d == 0 for d in spec["shape"]) for spec in manifest["weights"].values()),
+                   "an object of tensor name -> {dtype, shape}"))
+    checks.append(("weights_sha256", isinstance(manifest["weights_sha256"], str)
+                   and _SHA256.fullmatch(manifest["weights_sha256"]), "a sha256 hex digest"))
+  for field, ok, expected in checks:
+    if not ok:
+      return f"{field} must be {expected}, got {json.dumps(manifest.get(field))[:80]}"
+  return None
+
+
+def _is_positive_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _first(names, limit: int = 5) -> str:
+  names = sorted(names)
+  return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def read_weights(artifact_dir: str, manifest: Optional[Dict] = None) -> Dict[str, np.ndarray]:
+  """The artifact's tensors, checked against its manifest (`read_manifest(artifact_dir)` if not given).
+
+  Refuses (ArtifactError, naming the file and the tensors) a file whose
+  sha256 is not the manifest's, tensors missing or not listed, shapes and
+  dtypes other than listed, and non-finite values.
+  """
   from adapter_keras.pretrained.hf import read_safetensors  # pylint: disable=import-outside-toplevel
+  manifest = read_manifest(artifact_dir) if manifest is None else manifest
   path = os.path.join(artifact_dir, WEIGHTS_FILE)
-  if not os.path.exists(path):
+  if not os.path.isfile(path):
     raise ArtifactError(f"artifact {artifact_dir} lacks {WEIGHTS_FILE}")
-  return read_safetensors(path)
+  expected_sha256 = manifest.get("weights_sha256")
+  if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+    raise ArtifactError(f"{path} is not the file this artifact was saved with (its sha256 differs from the "
+                        f"manifest's): it was edited, truncated or replaced; restore it or train again")
+  tensors = read_safetensors(path)
+  listed = manifest["weights"]
+  missing, unlisted = set(listed) - set(tensors), set(tensors) - set(listed)
+  if missing:
+    raise ArtifactError(f"{path} lacks {len(missing)} of the {len(listed)} tensors its manifest lists: "
+                        f"{_first(missing)}")
+  if unlisted:
+    raise ArtifactError(f"{path} holds tensors its manifest does not list: {_first(unlisted)}")
+  for key, value in tensors.items():
+    if isinstance(listed, dict):  # format 2 records shapes and dtypes
+      spec = listed[key]
+      if str(value.dtype) != spec["dtype"] or list(value.shape) != spec["shape"]:
+        raise ArtifactError(f"{path}: tensor {key} is {value.dtype} {list(value.shape)}, the manifest lists "
+                            f"{spec['dtype']} {spec['shape']}")
+    if not np.issubdtype(value.dtype, np.number) or not np.all(np.isfinite(value)):
+      raise ArtifactError(f"{path}: tensor {key} holds NaN or infinite values (or is not numeric); "
+                          "the saved model is unusable")
+  return tensors
+
+
+def required_weight_keys(model) -> set:
+  """Keys an artifact of `model` must hold whatever its method: the head's and every adapter's variables.
+
+  Every tuning method trains these, and the model builds them randomly
+  initialised: without them a loaded model would give random outputs.
+  """
+  adapters = model.encoder.adapters() if hasattr(model.encoder, "adapters") else []
+  variables = list(model.head.weights) + [v for a in adapters for v in a.parameters + a.statistics]
+  return {variable_key(model, v) for v in variables}
 
 
 def assign_weights(model, tensors: Dict[str, np.ndarray], source: str) -> None:
-  """Assigns artifact tensors to `model`'s variables by key, strictly."""
+  """Assigns artifact tensors to `model`'s variables by key, strictly (names, shapes, dtypes, completeness)."""
   variables = {variable_key(model, v): v for v in model.variables}
-  missing = sorted(set(tensors) - set(variables))
+  unknown = sorted(set(tensors) - set(variables))
+  if unknown:
+    raise ArtifactError(f"{source}: the model has no variables {_first(unknown)}")
+  missing = required_weight_keys(model) - set(tensors)
   if missing:
-    raise ArtifactError(f"{source}: the model has no variables {missing}")
+    raise ArtifactError(f"{source}: the artifact lacks {len(missing)} trained variables the model needs "
+                        f"(its head or adapters): {_first(missing)}")
   for key, value in tensors.items():
     variable = variables[key]
     if tuple(variable.shape) != tuple(value.shape):
       raise ArtifactError(f"{source}: {key} has shape {value.shape}, the model expects {variable.shape}")
-    variable.assign(value)
+    if value.dtype != variable.dtype.as_numpy_dtype:
+      raise ArtifactError(f"{source}: {key} is {value.dtype}, the model expects {variable.dtype.name}")
+  for key, value in tensors.items():  # only once every tensor fits: a refused artifact changes nothing
+    variables[key].assign(value)
 
 
 def check_fingerprint(manifest: Dict, fingerprint: str, encoder_spec: str, artifact_dir: str) -> None:
@@ -130,7 +285,12 @@ def check_fingerprint(manifest: Dict, fingerprint: str, encoder_spec: str, artif
 
 def adapter_config_from_manifest(manifest: Dict) -> Optional[AdapterConfig]:
   config = manifest.get("adapter_config")
-  return AdapterConfig.from_dict(config) if config else None
+  if not config:
+    return None
+  try:
+    return AdapterConfig.from_dict(config)
+  except (TypeError, ValueError) as e:
+    raise ArtifactError(f"the artifact's adapter_config is invalid: {e}") from None
 
 
 def is_span_manifest(manifest: Dict) -> bool:
@@ -145,7 +305,10 @@ def task_from_manifest(manifest: Dict) -> TaskSpec:
     # Every caller scores TaskSpec outputs (labels, scores); a span model needs squad decoding.
     raise ArtifactError(f"this artifact holds an extractive-QA model for {data.get('name')!r}, not a "
                         "classification or regression task; use `adapter-keras evaluate-squad`")
-  return TaskSpec.from_dict(data)
+  try:
+    return TaskSpec.from_dict(data)
+  except (TypeError, ValueError) as e:  # TypeError: fields missing or unknown
+    raise ArtifactError(f"the artifact's task {data.get('name')!r} is invalid: {e}") from None
 
 
 def artifact_manifest(task, config, model, preprocessor, encoder_config, fingerprint: str,
@@ -175,11 +338,16 @@ def load_artifact(artifact_dir: str, encoder_spec: str) -> Tuple[object, Dict, o
   from adapter_keras.models import build_span_model, build_task_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.preprocessing import BertPreprocessor  # pylint: disable=import-outside-toplevel
   from adapter_keras.pretrained import base_fingerprint, load_encoder  # pylint: disable=import-outside-toplevel
+  from adapter_keras.pretrained import check_max_seq_length  # pylint: disable=import-outside-toplevel
   artifact_dir = resolve_artifact_dir(artifact_dir)
   manifest = read_manifest(artifact_dir)
-  tensors = read_weights(artifact_dir)
+  tensors = read_weights(artifact_dir, manifest)
   pretrained = load_encoder(encoder_spec, adapter_config_from_manifest(manifest))
   check_fingerprint(manifest, base_fingerprint(pretrained.encoder), encoder_spec, artifact_dir)
+  try:
+    check_max_seq_length(manifest["tokenizer"]["max_seq_length"], pretrained.config)
+  except ValueError as e:
+    raise ArtifactError(f"artifact {artifact_dir}: its tokenizer's {e}") from None
   dropout_rate = manifest.get("dropout_rate", 0.1)
   if is_span_manifest(manifest):
     model = build_span_model(pretrained, dropout_rate=dropout_rate)

@@ -85,7 +85,7 @@ def run_demo(out_dir: str = os.path.join("runs", "demo"),
   _log(f"task {first} predictions after training {rows[1]['name']}: "
        f"{'bit-identical' if task1_unchanged else 'CHANGED'}")
   saved_model = os.path.join(out_dir, "saved_model")
-  multitask.export(saved_model)
+  multitask.export(saved_model, overwrite=True)  # a re-run replaces its own earlier export, nothing else
   base_bytes = 4 * base_params
   total_params = base_params + sum(r["trained_params"] for r in rows)
   seconds = time.perf_counter() - start

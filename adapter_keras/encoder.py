@@ -61,7 +61,19 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
 
   def __post_init__(self):
-    if self.hidden_act not in _HIDDEN_ACTIVATIONS:
+    for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+      value = getattr(self, field)
+      # bool is an int subclass, and 2.0 or "32" would fail deep inside Keras.
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"BERT config: {field} must be a positive integer, got {value!r}")
+    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"BERT config: {field} must be a number in [0, 1), got {value!r}")
+    if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool):
+      raise ValueError(f"BERT config: layer_norm_eps must be a number, got {self.layer_norm_eps!r}")
+    if not isinstance(self.hidden_act, str) or self.hidden_act not in _HIDDEN_ACTIVATIONS:
       raise ValueError(
           f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_HIDDEN_ACTIVATIONS)}")
     if self.hidden_size % self.num_attention_heads:
@@ -74,6 +86,8 @@ class BertConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
+    if not isinstance(d, Mapping):
+      raise ValueError(f"BERT config must be a JSON object of settings, got a {type(d).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
                if k not in d]
@@ -86,11 +100,16 @@ class BertConfig:
     with open(path, encoding="utf-8") as f:
       try:
         data = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(data, dict):
+      raise ValueError(f"{path} must hold a JSON object of BERT settings, got a JSON {type(data).__name__}")
     if data.get("model_type", "bert") != "bert":
       raise ValueError(f"{path}: model_type {data['model_type']!r} is not 'bert'")
-    return cls.from_dict(data)
+    try:
+      return cls.from_dict(data)
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

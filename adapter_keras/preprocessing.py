@@ -85,9 +85,31 @@ class BertPreprocessor(tf_keras.layers.Layer):
     segments = [self.tokenize(s) for s in self._segments(inputs)]
     budget = self.max_seq_length - 1 - len(segments)  # [CLS] + one [SEP] per segment
     trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
-    word_ids, type_ids = tf_text.combine_segments(
-        trimmed, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
-    return tf.cast(word_ids, tf.int32), tf.cast(type_ids, tf.int32)
+    return self._combine(trimmed)
+
+  def _combine(self, segments: list):
+    """`[CLS] a [SEP] (b [SEP])` per row, type ids 0 up to the first [SEP] and 1 after it.
+
+    tf_text.combine_segments gives the same ids, but its ragged concat along axis 1 runs an
+    integer Transpose, and oneDNN builds of TensorFlow log an E-level "oneDNN supports DT_INT64
+    only on platforms with AVX-512" for any non-float Transpose, AVX-512 or not (issue 17, item 12).
+    Here the segments are laid side by side densely (each padded to its longest row) and the
+    padding is masked out again, which needs no Transpose.
+    """
+    rows = tf.cast(segments[0].nrows(), tf.int32)
+
+    def column(value, dtype=tf.int32):
+      return tf.fill(tf.stack([rows, 1]), tf.constant(value, dtype))
+
+    words, types, keep = [column(self.cls_id)], [column(0)], [column(True, tf.bool)]
+    for type_id, segment in enumerate(segments):
+      present = tf.ones_like(segment, tf.bool).to_tensor(default_value=False)
+      words += [tf.cast(segment, tf.int32).to_tensor(default_value=self.pad_id), column(self.sep_id)]
+      types += [tf.fill(tf.shape(present), type_id), column(type_id)]
+      keep += [present, column(True, tf.bool)]
+    keep = tf.concat(keep, axis=1)
+    return (tf.ragged.boolean_mask(tf.concat(words, axis=1), keep),
+            tf.ragged.boolean_mask(tf.concat(types, axis=1), keep))
 
   def call(self, inputs: TextInputs) -> Dict[str, tf.Tensor]:
     word_ids, type_ids = self.pack(inputs)

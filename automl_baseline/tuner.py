@@ -11,6 +11,12 @@ environment variables) all work unchanged.
 `run_search` is the whole job: it checks the data and the modules, searches,
 writes `trials.csv`, re-trains the best trial's configuration and saves it as
 a SavedModel taking raw strings (`best_model/`), and writes `best.json`.
+
+Progress: every finished trial prints one line (trial number, validation
+accuracy and the best so far, the trial's time, the search's elapsed time and
+an ETA from the rate at which the oracle completes trials, then the trial's
+hyperparameters), and `trials.csv` is re-written after every trial by the
+process that owns the search directory (the chief, or the only process).
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ import io
 import json
 import os
 import shutil
-from typing import Any, Callable, Dict, List
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
 
 import keras_tuner
 import numpy as np
@@ -29,7 +37,7 @@ import numpy as np
 from adapter_keras.io import atomic_directory, write_text_atomic
 from automl_baseline import modules
 from automl_baseline.export import EXPORT_INFO_FILE, export_saved_model, predict_exported
-from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig
+from automl_baseline.search_space import SearchSpace, SearchSpaceHyperModel, TrialConfig, space_signature
 from automl_baseline.towers import ModelSettings
 from automl_baseline.training import TrainingBudget, check_classification_labels, train_and_evaluate
 
@@ -43,7 +51,8 @@ HYPERBAND_MAX_EPOCHS = 9
 HYPERBAND_FACTOR = 3
 PROJECT_NAME = "tuner"
 SEARCH_CONFIG_FILE = "search_config.json"
-TRIAL_METRICS = ("val_accuracy", "val_loss", "train_steps", "train_seconds")
+TRIAL_METRICS = ("val_accuracy", "val_loss", "train_steps", "train_seconds", "trial_seconds")
+_INTEGER_METRICS = ("train_steps",)
 
 
 def make_oracle(name: str, max_trials: int, seed: int) -> keras_tuner.Oracle:
@@ -73,6 +82,12 @@ def is_worker() -> bool:
           and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", ""))
 
 
+def is_chief() -> bool:
+  """The chief of a chief/worker search: it hosts the oracle and runs no trial."""
+  return ("KERASTUNER_ORACLE_IP" in os.environ
+          and "chief" in os.environ.get("KERASTUNER_TUNER_ID", ""))
+
+
 def budget_fraction(values: Dict[str, Any]) -> float:
   """The share of the training budget a trial gets (below 1 only in Hyperband's early rounds)."""
   epochs = values.get("tuner/epochs")
@@ -84,42 +99,73 @@ def display_number(trial_id: str) -> str:
   return str(int(trial_id) + 1) if trial_id.isdigit() else trial_id
 
 
+def format_duration(seconds: float) -> str:
+  """41s, 3m05s, 2h07m: short enough for a progress line, exact enough for an ETA."""
+  seconds = max(0, int(round(seconds)))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def describe(config: TrialConfig) -> str:
   """One line naming a trial's architecture and optimisation settings."""
-  parts = [modules.short_name(config.embedding_module) + (" fine-tuned" if config.fine_tune_module else "")]
+  text = "+".join(name for name, on in (("lower", config.lowercase_text),
+                                        ("alnum", config.remove_non_alphanumeric)) if on)
+  parts = [modules.short_name(config.embedding_module) + (" fine-tuned" if config.fine_tune_module else ""),
+           f"text {text or 'as is'}"]
   if config.use_convolution:
     parts.append(f"conv 1..{config.conv_max_ngram}-gram x{config.conv_filters} "
                  f"{config.conv_activation}{' bn' if config.conv_batch_norm else ''} "
-                 f"drop {config.conv_dropout:g}")
+                 f"drop {config.conv_embedding_dropout:.2f}/{config.conv_dropout:.2f}")
   if config.hidden_layers:
     parts.append(f"hidden {config.hidden_layers}x{config.hidden_size} {config.hidden_activation} "
                  f"{config.hidden_normalization}-norm drop {config.hidden_dropout:g}")
   else:
     parts.append("no hidden")
-  parts.append(f"{config.deep_optimizer} lr {config.deep_learning_rate:.2g} "
-               f"l2 {config.deep_regularization:.1g} | wide lr {config.wide_learning_rate:.2g} "
-               f"l2 {config.wide_regularization:.1g} | batch {config.batch_size} "
+  parts.append(f"{config.deep_optimizer} lr {config.deep_learning_rate:g} "
+               f"l2 {config.deep_regularization:g} | wide lr {config.wide_learning_rate:g} "
+               f"l2 {config.wide_regularization:g} | batch {config.batch_size} "
                f"samples {config.training_samples:,}")
   return ", ".join(parts)
 
 
 class WideDeepTuner(keras_tuner.Tuner):
-  """Runs each trial as: build the tf_keras wide & deep model, train, evaluate on dev."""
+  """Runs each trial as: build the tf_keras wide & deep model, train, evaluate on dev.
+
+  `trials_csv`: a path re-written after every trial this process ends (leave
+  it None on a worker: the chief owns the search directory).
+  """
 
   def __init__(self, oracle: keras_tuner.Oracle, space: SearchSpace, settings: ModelSettings,
                budget: TrainingBudget, directory: str, seed: int = 0, overwrite: bool = False,
-               progress: Callable[[str], None] = print):
+               progress: Callable[[str], None] = print, trials_csv: Optional[str] = None):
     self.space = space
     self.settings = settings
     self.budget = budget
     self.seed = seed
     self.progress = progress
+    self.trials_csv = trials_csv
     self.trials_run: List[str] = []  # trial ids this instance trained (resume skips the rest)
+    self._metrics: Dict[str, Dict[str, float]] = {}  # a worker's oracle client cannot read them back
+    self._clock_started = time.monotonic()
+    self._completed_at_start = 0
     super().__init__(oracle=oracle, hypermodel=SearchSpaceHyperModel(space), directory=directory,
                      project_name=PROJECT_NAME, overwrite=overwrite)
 
+  def start_clock(self) -> None:
+    """Elapsed time and the ETA's rate count from here (trials done before do not count)."""
+    self._clock_started = time.monotonic()
+    self._completed_at_start = len(self.completed_trials())
+
+  def on_search_begin(self):
+    super().on_search_begin()
+    self.start_clock()
+
   def run_trial(self, trial, train, dev, **kwargs) -> Dict[str, float]:  # pylint: disable=arguments-differ
     del kwargs  # search()'s verbose=...; progress is our own line per trial
+    started = time.monotonic()
     config = self.hypermodel.build(trial.hyperparameters)
     try:
       result = train_and_evaluate(config, self.settings, train, dev, self.budget, seed=self.seed,
@@ -128,38 +174,106 @@ class WideDeepTuner(keras_tuner.Tuner):
       # Every later trial with this module would fail the same way: stop the search.
       raise keras_tuner.errors.FatalError(str(e)) from e
     self.trials_run.append(trial.trial_id)
-    max_trials = getattr(self.oracle, "max_trials", None)  # unknown to a worker's client
-    of_total = f"/{max_trials}" if max_trials else ""
-    self.progress(f"trial {display_number(trial.trial_id)}{of_total}: "
-                  f"val_accuracy {result.val_accuracy:.4f} ({result.train_steps} steps, "
-                  f"{result.train_seconds:.1f}s) [{describe(config)}]")
-    return {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
-            "train_steps": float(result.train_steps), "train_seconds": result.train_seconds}
+    metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss,
+               "train_steps": float(result.train_steps), "train_seconds": result.train_seconds,
+               "trial_seconds": time.monotonic() - started}
+    self._metrics[trial.trial_id] = metrics
+    return metrics
 
   def on_trial_end(self, trial):
-    if trial.status in (keras_tuner.engine.trial.TrialStatus.INVALID,
-                        keras_tuner.engine.trial.TrialStatus.FAILED):
-      last_line = (trial.message or "").strip().splitlines()[-1:] or ["unknown error"]
-      self.progress(f"trial {display_number(trial.trial_id)} failed: {last_line[0]}")
+    failed = trial.status in (keras_tuner.engine.trial.TrialStatus.INVALID,
+                              keras_tuner.engine.trial.TrialStatus.FAILED)
+    if failed:  # before the oracle sees it: three failures in a row make end_trial raise
+      self.progress(self.progress_line(trial.trial_id, trial.hyperparameters, None, trial.message))
     super().on_trial_end(trial)
+    if self.trials_csv:
+      write_trials_csv(self, self.trials_csv)
+    if not failed:  # after the oracle has it, so that the counts include it
+      self.progress(self.progress_line(trial.trial_id, trial.hyperparameters,
+                                       self._metrics.get(trial.trial_id)))
+
+  def progress_line(self, trial_id: str, hyperparameters, metrics: Optional[Dict[str, float]],
+                    failure: Optional[str] = None) -> str:
+    """trial N/M: its validation accuracy, the best so far, times and ETA, its hyperparameters."""
+    max_trials = getattr(self.oracle, "max_trials", None)
+    completed = self.completed_trials()
+    elapsed = time.monotonic() - self._clock_started
+    done_now = len(completed) - self._completed_at_start
+    if max_trials and done_now > 0:
+      eta = format_duration(max(0, max_trials - len(completed)) * elapsed / done_now)
+    else:
+      eta = "unknown"
+    status = f"completed {len(completed)}, elapsed {format_duration(elapsed)}, ETA {eta}"
+    name = f"trial {display_number(trial_id)}{f'/{max_trials}' if max_trials else ''}"
+    if failure is not None:
+      last_line = (failure or "").strip().splitlines()[-1:] or ["unknown error"]
+      return f"{name} failed: {last_line[0]} | {status}"
+    scores = [t.score for t in completed if t.score is not None]
+    best = f" (best {max(scores):.4f})" if scores else ""
+    try:
+      described = describe(self.hypermodel.build(hyperparameters.copy()))
+    except (KeyError, ValueError, TypeError):
+      described = str(hyperparameters.values)
+    if not metrics or "val_accuracy" not in metrics:
+      return f"{name}: done | {status} [{described}]"
+    return (f"{name}: val_accuracy {metrics['val_accuracy']:.4f}{best} in "
+            f"{format_duration(metrics.get('trial_seconds', 0.0))} "
+            f"({int(metrics.get('train_steps', 0))} steps) | {status} [{described}]")
 
   def completed_trials(self) -> list:
-    return [t for t in self.oracle.trials.values()
+    trials = getattr(self.oracle, "trials", None)  # an OracleClient (worker) has no `trials`
+    if trials is None:
+      # get_best_trials pads with unfinished trials when asked for more than are completed.
+      trials = {t.trial_id: t for t in self.oracle.get_best_trials(
+          max(getattr(self.oracle, "max_trials", None) or 0, 10_000))}
+    return [t for t in list(trials.values())
             if t.status == keras_tuner.engine.trial.TrialStatus.COMPLETED]
+
+
+def _report_each_trial_on_the_chief(tuner: WideDeepTuner, trials_csv: str) -> None:
+  """A chief runs no trial: its workers end theirs through the oracle server, in its threads.
+
+  Wrapping this oracle's `end_trial` is the one place where the chief learns that a trial
+  finished; the lock keeps two workers' reports from interleaving.
+  """
+  end_trial = tuner.oracle.end_trial
+  lock = threading.Lock()
+
+  def end_trial_and_report(trial):
+    end_trial(trial)
+    with lock:
+      write_trials_csv(tuner, trials_csv)
+      ended = tuner.oracle.trials[trial.trial_id]
+      if ended.status == keras_tuner.engine.trial.TrialStatus.COMPLETED:
+        metrics = {m: ended.metrics.get_last_value(m) for m in TRIAL_METRICS if ended.metrics.exists(m)}
+        tuner.progress(tuner.progress_line(ended.trial_id, ended.hyperparameters, metrics))
+      else:
+        tuner.progress(tuner.progress_line(ended.trial_id, ended.hyperparameters, None,
+                                           ended.message or ""))
+
+  tuner.oracle.end_trial = end_trial_and_report
 
 
 # ------------------------------------------------------------------ reports
 
 
+def _trial_order(trial_id: str):
+  # keras-tuner pads ids to the width of max_trials, which a resumed search may have changed.
+  return (0, int(trial_id), "") if trial_id.isdigit() else (1, 0, trial_id)
+
+
 def trial_rows(tuner: WideDeepTuner) -> List[Dict[str, Any]]:
-  """One row per trial: id, status, metrics and the active hyperparameters."""
+  """One row per trial, in trial order: number, id, status, metrics and the active hyperparameters."""
   rows = []
-  for trial_id in sorted(tuner.oracle.trials):
-    trial = tuner.oracle.trials[trial_id]
-    row: Dict[str, Any] = {"trial_id": trial_id, "status": trial.status}
+  trials = dict(tuner.oracle.trials)  # a chief's server threads may add trials meanwhile
+  for trial_id in sorted(trials, key=_trial_order):
+    trial = trials[trial_id]
+    row: Dict[str, Any] = {"trial": display_number(trial_id), "trial_id": trial_id,
+                           "status": trial.status}
     for metric in TRIAL_METRICS:
       if trial.metrics.exists(metric):
-        row[metric] = trial.metrics.get_last_value(metric)
+        value = trial.metrics.get_last_value(metric)
+        row[metric] = int(value) if metric in _INTEGER_METRICS else value
     try:
       row.update(tuner.hypermodel.build(trial.hyperparameters.copy()).active_hyperparameters())
     except (KeyError, ValueError, TypeError):
@@ -170,8 +284,9 @@ def trial_rows(tuner: WideDeepTuner) -> List[Dict[str, Any]]:
 
 
 def write_trials_csv(tuner: WideDeepTuner, path: str) -> None:
+  """trials.csv: a header, one row per trial; numbers are plain numbers, so it sorts as numbers."""
   rows = trial_rows(tuner)
-  columns: List[str] = ["trial_id", "status", *TRIAL_METRICS]
+  columns: List[str] = ["trial", "trial_id", "status", *TRIAL_METRICS]
   for name in [p.name for p in tuner.oracle.get_space().space]:
     if name not in columns:
       columns.append(name)
@@ -261,14 +376,19 @@ def run_search(train, dev, out_dir: str,
   check_classification_labels(dev, num_classes, "validation")
   settings = ModelSettings(num_classes=num_classes, is_pair=train.is_pair,
                            wide_buckets=wide_buckets, max_tokens=max_tokens)
-  for handle in space.embedding_modules:  # fetch every module now: fail before any trial
-    module_dir = modules.resolve_module(handle)
-    if True in space.fine_tune_choices:
-      modules.check_fine_tunable(handle, module_dir)
+  frozen = list(space.frozen_modules)
+  for handle in space.embedding_modules:  # fetch and try every module now: fail before writing anything
+    if modules.is_tf1_hub_format(modules.resolve_module(handle)) and handle not in frozen:
+      frozen.append(handle)  # a TF Hub handle is known to be a TF1 hub.Module only once fetched
+    modules.check_module(handle)
+  space = dataclasses.replace(space, frozen_modules=tuple(frozen))
 
   search_config = dict(
       oracle=oracle, seed=seed, embedding_modules=list(space.embedding_modules),
-      fine_tune_choices=list(space.fine_tune_choices), settings=dataclasses.asdict(settings),
+      fine_tune_choices=list(space.fine_tune_choices),
+      # Trials of a different space (another Table 5 transcription, other modules frozen)
+      # do not compare, and keras-tuner would mix them.
+      search_space=space_signature(space), settings=dataclasses.asdict(settings),
       budget=dataclasses.asdict(budget), data=dict(train_examples=len(train),
                                                    dev_examples=len(dev),
                                                    sha256=_data_fingerprint(train, dev)))
@@ -279,8 +399,10 @@ def run_search(train, dev, out_dir: str,
       if os.path.exists(os.path.join(out_dir, name)):
         os.remove(os.path.join(out_dir, name))
     shutil.rmtree(os.path.join(out_dir, "best_model"), ignore_errors=True)
+  trials_csv = os.path.join(out_dir, "trials.csv")
   tuner = WideDeepTuner(make_oracle(oracle, max_trials, seed), space, settings, budget,
-                        directory=out_dir, seed=seed, overwrite=overwrite, progress=progress)
+                        directory=out_dir, seed=seed, overwrite=overwrite, progress=progress,
+                        trials_csv=None if is_worker() else trials_csv)
   if is_worker():
     tuner.search(train, dev, verbose=0)
     return dict(worker=tuner.tuner_id, trials_run=list(tuner.trials_run))
@@ -290,6 +412,9 @@ def run_search(train, dev, out_dir: str,
   done_before = len(tuner.completed_trials())
   if done_before:
     progress(f"resuming {out_dir}: {done_before} completed trial(s) kept")
+  if is_chief():
+    _report_each_trial_on_the_chief(tuner, trials_csv)
+    tuner.start_clock()
   try:
     tuner.search(train, dev, verbose=0)
   except keras_tuner.errors.FatalError as e:
@@ -303,7 +428,7 @@ def run_search(train, dev, out_dir: str,
     raise ValueError(f"{str(e).splitlines()[0]}; the last failure: "
                      f"{(str(e).strip().splitlines() or [''])[-1]}") from None
   finally:
-    write_trials_csv(tuner, os.path.join(out_dir, "trials.csv"))
+    write_trials_csv(tuner, trials_csv)
   completed = tuner.completed_trials()
   if not completed:
     raise ValueError(f"no trial completed; see the failures in {os.path.join(out_dir, 'trials.csv')}")

@@ -13,13 +13,13 @@ PACKAGES = ("adapter_keras", "automl_baseline")
 # Subpackage layers, bottom to top: a module may import its own layer and the ones below it.
 # Top-level modules of adapter_keras are listed under their own name.
 LAYERS = [
-    {"__init__", "_model_garden", "config", "io"},
+    {"__init__", "_model_garden", "_tf_runtime", "config", "io"},
     {"layers", "encoder", "preprocessing", "tasks"},
     {"models", "pretrained"},
     {"methods", "artifacts"},
     {"train"},
     {"serving", "analysis"},
-    {"demo", "testing"},
+    {"demo", "testing", "keras_api"},
     {"cli", "__main__"},
 ]
 

@@ -140,3 +140,24 @@ def test_chief_and_worker_run_every_trial_once(tmp_path):
     rows = list(csv.DictReader(f))
   assert sorted(r["trial_id"] for r in rows) == sorted(trials_run)
   assert os.path.exists(out / "best_model" / "saved_model.pb")
+  # The chief hosts the oracle and runs no trial, yet reports every trial its worker ends.
+  for log in (chief_out, worker_out):
+    lines = [l for l in log.splitlines() if l.startswith("trial ")]
+    assert sorted(l.split(":")[0] for l in lines) == ["trial 1/3", "trial 2/3", "trial 3/3"], log
+    assert all("val_accuracy" in l and "ETA" in l for l in lines), lines
+
+
+def test_search_embeddings_default_to_table6_and_may_add_the_non_normalized(monkeypatch, capsys, tmp_path):
+  from automl_baseline import tuner  # pylint: disable=import-outside-toplevel
+  examples = TextExamples(["good", "bad"], [1, 0], label_names=["neg", "pos"])
+  monkeypatch.setattr(cli, "_load_data", lambda args: (examples, examples, None))
+  spaces = []
+  monkeypatch.setattr(tuner, "run_search", lambda *a, space, **k: spaces.append(space) or {})
+  argv = ["search", "--train", "t", "--dev", "d", "--text-column", "t", "--label-column", "l",
+          "--max-trials", "1", "--out", str(tmp_path / "o")]
+  assert _run(capsys, *argv)[0] == 0
+  assert _run(capsys, *argv, "--with-non-normalized")[0] == 0
+  assert _run(capsys, *argv, "--embeddings", "dir", "--with-non-normalized")[0] == 0
+  assert spaces[0].embedding_modules == modules.TABLE6_MODULES
+  assert spaces[1].embedding_modules == modules.TABLE6_MODULES + modules.NON_NORMALIZED_MODULES
+  assert spaces[2].embedding_modules == ("dir",) + modules.NON_NORMALIZED_MODULES

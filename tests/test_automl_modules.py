@@ -82,7 +82,7 @@ def test_make_module_rejects_bad_inputs(tmp_path):
   (tmp_path / "taken").mkdir()
   (tmp_path / "taken" / "file").write_text("x")
   np.save(tmp_path / "m.npy", np.zeros([2, 4], np.float32))
-  with pytest.raises(ValueError, match="already exists"):
+  with pytest.raises(FileExistsError, match="exists and is not an empty directory"):
     modules.make_word_table_module(str(vocab), str(tmp_path / "m.npy"), str(tmp_path / "taken"))
 
 

@@ -101,3 +101,25 @@ def test_official_squad_scorer(prediction, truth, em, f1):
   assert _model_garden.squad_normalize_answer("The  Cat, sat!") == "cat sat"
   assert _model_garden.squad_exact_match_score(prediction, truth) == em
   assert _model_garden.squad_f1_score(prediction, truth) == pytest.approx(f1)
+
+
+@pytest.mark.parametrize("name,shape,expected_name,expected_shape", [
+    ("bert/encoder/layer_3/attention/self/query/kernel", (16, 16), "transformer/layer_3/self_attention/query/kernel",
+     (16, 2, 8)),
+    ("bert/encoder/layer_0/attention/self/value/bias", (16,), "transformer/layer_0/self_attention/value/bias", (2, 8)),
+    ("bert/encoder/layer_1/attention/output/dense/kernel", (16, 16),
+     "transformer/layer_1/self_attention/attention_output/kernel", (2, 8, 16)),
+    ("bert/encoder/layer_1/attention/output/LayerNorm/gamma", (16,),
+     "transformer/layer_1/self_attention_layer_norm/gamma", (16,)),
+    ("bert/encoder/layer_0/output/LayerNorm/beta", (16,), "transformer/layer_0/output_layer_norm/beta", (16,)),
+    ("bert/embeddings/position_embeddings", (32, 16), "position_embedding/embeddings", (32, 16)),
+    ("bert/pooler/dense/kernel", (16, 16), "pooler_transform/kernel", (16, 16)),
+])
+def test_tf1_converter_steps_map_original_bert_names_onto_the_encoder(name, shape, expected_name, expected_shape):
+  """Model Garden's converter gives names that exist in our encoder, in their shapes."""
+  new_name, value = _model_garden.tf1_bert_to_model_garden(name, np.zeros(shape, np.float32), num_heads=2)
+  assert (new_name, value.shape) == (expected_name, expected_shape)
+  from adapter_keras.pretrained.directory import model_garden_targets  # pylint: disable=import-outside-toplevel
+  encoder = build_encoder(BertConfig(**{**CONFIG.to_dict(), "num_hidden_layers": 4}))
+  targets = model_garden_targets(encoder)
+  assert tuple(targets[new_name][0].shape) == expected_shape

@@ -16,7 +16,6 @@ from adapter_keras.tasks import classification_task, regression_task
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
 from adapter_keras.train.config import TrainConfig
-from tests.helpers import last_json
 
 TEXTS, LABELS = tiny_sentiment_data(32, seed=0)
 PAIRS = TEXTS[::-1]
@@ -199,9 +198,13 @@ def test_export_and_predict_cli_single_task(tmp_path, capsys, trained, encoder_d
   assert cli.main(["export", "--artifact", artifact, "--encoder", encoder_dir, "--out", saved]) == 0
   capsys.readouterr()
   assert cli.main(["predict", "--model", saved, "--json", "the movie was great", "awful plot"]) == 0
-  result = last_json(capsys)
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert json.loads(lines[-1]) == dict(model=saved, task="sentiment", inputs=2, batch_size=64)
+  predictions = [json.loads(line) for line in lines[:-1]]  # one JSON line per input, in input order
   expected = tf.nn.softmax(mt.predict(["the movie was great", "awful plot"], task="sentiment")).numpy()
-  assert [p["label"] for p in result["predictions"]] == [["neg", "pos"][i] for i in expected.argmax(-1)]
+  assert [p["text"] for p in predictions] == ["the movie was great", "awful plot"]
+  assert [p["label"] for p in predictions] == [["neg", "pos"][i] for i in expected.argmax(-1)]
+  np.testing.assert_allclose([p["score"] for p in predictions], expected.max(-1), atol=1e-5)
 
 
 def test_export_into_a_non_writable_place_is_a_clear_error(tmp_path, capsys, trained, encoder_dir):

@@ -16,6 +16,7 @@ from adapter_keras.pretrained import WeightsError, load_encoder
 from adapter_keras.pretrained.model_garden import save_model_garden_dir
 from adapter_keras.testing import write_tiny_hf_bert
 from tests.conftest import minilm_dir
+from tests.helpers import run_cli
 from tests.numpy_bert import bert_forward
 
 
@@ -83,7 +84,7 @@ def test_unknown_encoder_and_missing_files(tmp_path, tiny_hf_dir):
     load_encoder(str(tmp_path / "nowhere"))
   empty = tmp_path / "empty"
   empty.mkdir()
-  with pytest.raises(FileNotFoundError, match="neither"):
+  with pytest.raises(FileNotFoundError, match="holds no BERT weights in a known format"):
     load_encoder(str(empty))
   no_vocab = tmp_path / "novocab"
   shutil.copytree(tiny_hf_dir, no_vocab)
@@ -190,3 +191,40 @@ def test_fingerprint_changes_with_one_value_and_ignores_adapters(tiny_hf_dir):
   kernel = b.encoder.transformer_layers[1]._output_dense.kernel
   kernel.assign(kernel + np.eye(*kernel.shape, dtype=np.float32) * 1e-6)
   assert pretrained.base_fingerprint(a.encoder) != pretrained.base_fingerprint(b.encoder)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("hidden_size", "32", "hidden_size must be a positive integer, got '32'"),
+    ("num_attention_heads", 0, "num_attention_heads must be a positive integer, got 0"),
+    ("num_hidden_layers", -1, "num_hidden_layers must be a positive integer, got -1"),
+    ("num_hidden_layers", 2.0, "num_hidden_layers must be a positive integer, got 2.0"),
+    ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be a number in [0, 1)"),
+])
+def test_config_values_of_the_wrong_type_or_range_are_one_line_naming_the_key(tmp_path, tiny_hf_dir, key, value,
+                                                                                  message):
+  directory = tmp_path / "config"
+  shutil.copytree(tiny_hf_dir, directory)
+  config = json.loads((directory / "config.json").read_text())
+  config[key] = value
+  (directory / "config.json").write_text(json.dumps(config))
+  status, _, err = run_cli(["params", "--encoder", str(directory)])
+  errors = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert status == 2 and len(errors) == 1 and message in errors[0] and "config.json" in errors[0], err
+
+
+def test_vocab_that_is_not_utf8_is_named(tmp_path, tiny_hf_dir):
+  directory = tmp_path / "latin1"
+  shutil.copytree(tiny_hf_dir, directory)
+  tokens = (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
+  tokens[-1] = "caf\u00e9"
+  (directory / "vocab.txt").write_bytes(("\n".join(tokens) + "\n").encode("latin-1"))
+  with pytest.raises(ValueError, match="vocab.txt is not UTF-8 text"):
+    load_encoder(str(directory))
+
+
+def test_nan_in_the_base_weights_is_named_before_training(tmp_path, tiny_hf_dir):
+  def poison(t):
+    t["encoder.layer.0.intermediate.dense.bias"][5] = np.inf
+  directory = _mutated_copy(tiny_hf_dir, tmp_path / "nan", poison)
+  with pytest.raises(WeightsError, match="encoder.layer.0.intermediate.dense.bias holds non-finite values"):
+    load_encoder(directory)

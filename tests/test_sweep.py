@@ -1,4 +1,4 @@
-"""Sweep: presets, selection with mean/s.e.m., resume, chief + worker on loopback."""
+"""Sweep: presets, both selection rules with s.e.m., variable fine-tuning, resume, chief + worker on loopback."""
 import csv
 import json
 import os
@@ -12,7 +12,7 @@ import pytest
 
 from adapter_keras import cli
 from adapter_keras.testing import write_tiny_glue_dir, write_tiny_hf_bert
-from adapter_keras.train.sweep import PRESETS, SweepGrid, select_best
+from adapter_keras.train.sweep import PRESETS, SweepGrid, select_best, top_layers_for_depth
 from tests.conftest import REPO_ROOT
 from tests.helpers import run_keras_tuner_chief_and_worker
 
@@ -26,20 +26,66 @@ def test_presets_are_the_papers_grids():
   assert list(extra.learning_rates) == [1e-5, 3e-5, 1e-4, 3e-3]
   assert list(extra.adapter_sizes) == [2, 4, 8, 16, 32, 64] and list(extra.epochs) == [20, 50, 100]
   assert SweepGrid.from_preset("paper-glue", seeds=[0, 1]).size == 36
-  assert set(PRESETS) == {"paper-glue", "paper-extra"}
+  assert set(PRESETS) == {"paper-glue", "paper-extra", "paper-variable-ft"}
   with pytest.raises(ValueError):
     SweepGrid([1e-3, 1e-3], [1], [8], [0])
 
 
-def test_selection_uses_the_mean_over_seeds_and_reports_sem():
+def test_the_two_selection_rules_disagree_and_both_report_their_settings_sem():
+  # lr 1e-3 has the best single run (0.90) but the worse mean (0.70); lr 1e-4 the better mean (0.79).
   rows = [dict(learning_rate=1e-3, epochs=3, adapter_size=8, seed=s, score=v) for s, v in
           ((0, 0.90), (1, 0.50))] + [dict(learning_rate=1e-4, epochs=3, adapter_size=8, seed=s, score=v)
                                      for s, v in ((0, 0.80), (1, 0.78))]
-  best = select_best(rows)
-  assert best["best_setting"]["learning_rate"] == 1e-4
-  assert best["best_setting"]["mean"] == pytest.approx(0.79)
-  assert best["best_setting"]["sem"] == pytest.approx(0.01)
-  assert best["best_trial"]["score"] == 0.90
+  paper = select_best(rows)  # the default is the paper's rule
+  assert paper["select"] == "best-run" and paper["best_setting"] == paper["rules"]["best-run"]
+  assert paper["best_setting"]["learning_rate"] == 1e-3 and paper["best_setting"]["score"] == 0.90
+  assert paper["best_setting"]["seed"] == 0
+  assert paper["best_setting"]["mean"] == pytest.approx(0.70)
+  assert paper["best_setting"]["sem"] == pytest.approx(0.20)
+  by_mean = select_best(rows, "best-mean")
+  assert by_mean["best_setting"] == by_mean["rules"]["best-mean"] == paper["rules"]["best-mean"]
+  assert by_mean["best_setting"]["learning_rate"] == 1e-4
+  assert by_mean["best_setting"]["mean"] == by_mean["best_setting"]["score"] == pytest.approx(0.79)
+  assert by_mean["best_setting"]["sem"] == pytest.approx(0.01)
+  assert by_mean["best_trial"]["score"] == 0.90
+  with pytest.raises(ValueError, match="best-run"):
+    select_best(rows, "best-median")
+  diverged = rows + [dict(learning_rate=1e-2, epochs=3, adapter_size=8, seed=0, score=float("nan"))]
+  assert select_best(diverged)["rules"] == paper["rules"]  # a NaN score never wins
+
+
+def test_report_fills_cells_by_either_rule_with_the_settings_sem():
+  from adapter_keras.analysis.report import markdown_table
+
+  def run(lr, seed, score):
+    return dict(task="rte", method="adapter", score=score, primary_metric="accuracy", base_params=100,
+                trained_params=2, trained_fraction=0.02,
+                config=dict(learning_rate=lr, seed=seed, adapter=dict(size=8)))
+
+  runs = [run(1e-3, 0, 0.90), run(1e-3, 1, 0.50), run(1e-4, 0, 0.80), run(1e-4, 1, 0.78)]
+  table, summary = markdown_table(runs)
+  assert "| adapter | 90.0 ± 20.0 |" in table
+  assert summary["adapter"]["scores"]["rte"] == 0.90 and summary["adapter"]["sem"]["rte"] == pytest.approx(0.2)
+  table, summary = markdown_table(runs, select="best-mean")
+  assert "| adapter | 79.0 ± 1.0 |" in table and summary["adapter"]["scores"]["rte"] == pytest.approx(0.79)
+
+
+@pytest.mark.parametrize("depth, expected", [(12, [1, 2, 3, 5, 7, 9, 11, 12]), (6, [1, 2, 3, 4, 5, 6]),
+                                             (2, [1, 2])])
+def test_variable_fine_tuning_preset_maps_the_papers_layers_onto_the_depth(depth, expected):
+  assert top_layers_for_depth(depth) == expected
+  grid = SweepGrid.from_preset("paper-variable-ft", num_layers=depth)
+  assert list(grid.top_ks) == expected and list(grid.adapter_sizes) == []
+  assert (list(grid.learning_rates), list(grid.epochs)) == ([3e-5, 3e-4, 3e-3], [3, 20])
+  assert grid.size == 3 * 2 * len(expected) * 5
+  assert SweepGrid.from_preset("paper-variable-ft", num_layers=depth, seeds=[0]).size == 6 * len(expected)
+
+
+def test_variable_fine_tuning_preset_needs_the_depth_and_no_adapter_sizes():
+  with pytest.raises(ValueError, match="num_layers"):
+    SweepGrid.from_preset("paper-variable-ft")
+  with pytest.raises(ValueError, match="no adapter sizes"):
+    SweepGrid.from_preset("paper-variable-ft", num_layers=2, adapter_sizes=[8])
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +113,8 @@ def test_sweep_writes_results_and_resumes_without_rerunning(tmp_path, capsys, da
                                                              ("0.01", "0"), ("0.01", "1")}
   best = json.loads((out / "best.json").read_text())
   assert best["best_setting"]["n_seeds"] == 2 and best["trials"] == 4
+  assert best["select"] == "best-run" and set(best["rules"]) == {"best-run", "best-mean"}
+  assert best["rules"]["best-run"]["score"] == max(float(r["score"]) for r in rows)
   assert json.loads(first.strip().splitlines()[-1]) == best
   assert cli.main(_sweep_args(data, out)) == 0
   second = capsys.readouterr().out
@@ -124,3 +172,23 @@ def test_kill_9_mid_trial_then_the_same_sweep_resumes_the_trial_and_matches(tmp_
       return sorted((row["learning_rate"], row["score"]) for row in csv.DictReader(f))
 
   assert len(scores(out)) == 2 and scores(out) == scores(reference)
+
+
+def test_variable_fine_tuning_sweep_through_the_cli_then_report_reads_it(tmp_path, capsys, data):
+  glue_dir, encoder_dir = data  # a 2-layer encoder: top 1 and top 2 layers
+  out = tmp_path / "variable-ft"
+  args = ["sweep", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
+          "--preset", "paper-variable-ft", "--learning-rates", "1e-3", "--epochs", "1", "--seeds", "0",
+          "--batch-size", "8", "--out", str(out), "--json"]
+  assert cli.main(args) == 2  # the preset tunes layers, so an adapter sweep is refused
+  assert "add --method top-k" in capsys.readouterr().err
+  assert cli.main(args + ["--method", "top-k", "--select", "best-mean"]) == 0
+  best = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  with open(out / "results.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(r["top_k"] for r in rows) == ["1", "2"] and best["select"] == "best-mean"
+  assert best["best_setting"] == best["rules"]["best-mean"] and best["best_setting"]["top_k"] in (1, 2)
+  assert cli.main(["report", str(out), "--json"]) == 0
+  summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert set(summary) == {"top-1", "top-2"}
+  assert {summary[label]["scores"]["sst2"] for label in summary} == {float(r["score"]) for r in rows}

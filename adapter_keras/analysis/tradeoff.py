@@ -5,13 +5,13 @@ across tasks, as in the paper."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from adapter_keras.analysis import common
+from adapter_keras.analysis.report import read_metrics
 from adapter_keras.methods import get_method
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.train.config import TrainConfig
@@ -120,9 +120,8 @@ def tradeoff_from_runs(run_dirs: Sequence[str]) -> Dict:
     path = os.path.join(run_dir, "metrics.json")
     if not os.path.exists(path):
       raise FileNotFoundError(f"{run_dir} holds no metrics.json; give directories of finished train runs")
-    with open(path, encoding="utf-8") as f:
-      record = json.load(f)
-    config = record.get("config") or {}
+    record = read_metrics(path)
+    config = record["config"]
     method = record.get("method")
     if method not in TRADEOFF_METHODS + ("full",):
       raise ValueError(f"{path}: unknown method {method!r}")

@@ -3,7 +3,8 @@
 One module per command group, each with `add_parsers(subparsers)`: model.py
 (params, demo), train.py (train, evaluate, sweep, report), serving.py
 (export, predict), squad.py (train-squad, evaluate-squad), analyze.py
-(analyze ablation|init-scale|tradeoff), records.py (preprocess). Shared flags
+(analyze ablation|init-scale|tradeoff), records.py (preprocess), submission.py
+(glue-submission). Shared flags
 and TF-free constants: flags.py. Commands import TensorFlow only when they run.
 
 With --json the last stdout line is one JSON object. User errors print one
@@ -17,13 +18,17 @@ import os
 import sys
 from typing import List, Optional
 
-from adapter_keras.cli import analyze, model, records, serving, squad, train
+from adapter_keras import _tf_runtime
+from adapter_keras.cli import analyze, model, records, serving, squad, submission, train
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Both command lines (automl-baseline imports this module) start TensorFlow without its GPU probe
+# where no CUDA driver exists: the probe's failure is logged as an error line (issue 17, item 12).
+_tf_runtime.configure_devices()
 
 # What a user can fix (bad flags, files, directories); anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError)
-COMMAND_GROUPS = (model, train, records, serving, analyze, squad)
+COMMAND_GROUPS = (model, train, records, serving, analyze, squad, submission)
 
 
 def run_command(args: argparse.Namespace) -> int:

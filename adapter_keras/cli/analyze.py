@@ -11,7 +11,7 @@ import argparse
 from typing import Dict, List, Tuple
 
 from adapter_keras.cli.flags import (add_data_arguments, add_training_arguments, data_source_from_args,
-                                     positive_float, positive_int, train_config_kwargs)
+                                     learning_rate, positive_float, positive_int, train_config_kwargs)
 from adapter_keras.cli.train import load_artifact_and_data
 from adapter_keras.tasks.sources import DataSource, load_task_data
 
@@ -21,7 +21,7 @@ DEFAULT_INIT_STDS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 def _add_training_arguments(parser: argparse.ArgumentParser, with_adapter_size: bool) -> None:
   add_training_arguments(parser, methods=False, single_run=False, adapter_size=with_adapter_size)
-  parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
+  parser.add_argument("--learning-rate", type=learning_rate, default=3e-4)
   parser.add_argument("--epochs", type=positive_int, default=3)
 
 
@@ -151,7 +151,7 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--layer-norm", action="store_true", help="also tune only the LayerNorms (+ head)")
   p.add_argument("--full", action="store_true", help="also train full fine-tuning for a single task "
                                                      "(always trained with several tasks)")
-  p.add_argument("--fine-tune-learning-rate", type=positive_float,
+  p.add_argument("--fine-tune-learning-rate", type=learning_rate,
                  help="learning rate of the top-k and full runs (default: --learning-rate)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--from-runs", nargs="+", metavar="RUN_DIR",

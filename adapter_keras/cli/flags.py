@@ -4,7 +4,7 @@ The `adapter-keras` and `automl-baseline` commands build their parsers from
 these groups, so one flag means the same thing everywhere and a config
 field cannot lose its flag:
 
-* value types (`positive_int`, `positive_float`);
+* value types (`positive_int`, `positive_float`, `learning_rate`);
 * the adapter flags, one per `AdapterConfig` field (`--adapter-<field>`);
 * the "model and training" and "speed" flags of a training run, read back
   into `TrainConfig` keyword arguments;
@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from typing import Any, Dict, Optional
 
 from adapter_keras.config import ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS, AdapterConfig
 from adapter_keras.methods import METHOD_NAMES
-from adapter_keras.train.config import MIXED_PRECISION_CHOICES, STRATEGIES, TrainConfig
+from adapter_keras.train.config import MAX_LEARNING_RATE, MIXED_PRECISION_CHOICES, STRATEGIES, TrainConfig
 
 # Copies of TensorFlow-importing modules' constants (tested equal).
 POOLINGS = ("cls", "mean")  # layers.pooling.POOLINGS
 DEFAULT_CHECKPOINT_EVERY = 200  # train.loop.DEFAULT_CHECKPOINT_EVERY_STEPS
-SWEEP_PRESETS = ("paper-glue", "paper-extra")  # tuple(train.sweep.PRESETS)
+SWEEP_PRESETS = ("paper-glue", "paper-extra", "paper-variable-ft")  # tuple(train.sweep.PRESETS)
 ARCHITECTURES = ("bert-base", "bert-large", "minilm-l6")  # tuple(encoder.ARCHITECTURES)
+# What --encoder takes (pretrained.load_encoder); README "How weights are loaded" has an example of each.
+ENCODER_HELP = ("a name (minilm-l6), a TF Hub / Kaggle Models handle (https://...), or a directory: TF Hub "
+                "SavedModel, Google's bert_model.ckpt, Hugging Face or Model Garden")
 # TrainConfig fields that are plain flags of the same name (dashes for underscores).
 _PLAIN_TRAIN_FIELDS = ("encoder", "method", "top_k", "learning_rate", "epochs", "seed", "batch_size",
                        "max_seq_length", "max_train_examples", "pooling", "strategy", "tpu", "static_shapes",
@@ -48,8 +52,9 @@ def _positive(convert, what: str):
       value = convert(text)
     except ValueError:
       raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
-    if not value > 0:  # also refuses NaN
-      raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+    if not 0 < value < math.inf:  # also refuses NaN; no flag means anything by an infinite value
+      raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}"
+                                       + (" (not finite)" if value == math.inf else ""))
     return value
   parse.__name__ = f"positive_{convert.__name__}"
   return parse
@@ -57,6 +62,14 @@ def _positive(convert, what: str):
 
 positive_int = _positive(int, "integer")
 positive_float = _positive(float, "number")
+
+
+def learning_rate(text: str) -> float:
+  """A learning rate: positive, finite and at most MAX_LEARNING_RATE (TrainConfig's own rule)."""
+  value = positive_float(text)
+  if value > MAX_LEARNING_RATE:
+    raise argparse.ArgumentTypeError(f"expected a learning rate in (0, {MAX_LEARNING_RATE:g}], got {text!r}")
+  return value
 
 
 def _norm_choice(text: str) -> Optional[str]:
@@ -139,7 +152,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
   """
   defaults = TrainConfig()
   g = parser.add_argument_group("model and training")
-  g.add_argument("--encoder", default=defaults.encoder, help="encoder name or directory")
+  g.add_argument("--encoder", default=defaults.encoder, help="the pre-trained encoder: " + ENCODER_HELP)
   if methods:
     g.add_argument("--method", default=defaults.method, choices=METHOD_NAMES)
     g.add_argument("--top-k", type=positive_int, help="layers to fine-tune with --method top-k")
@@ -147,7 +160,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
   if pooling:
     g.add_argument("--pooling", choices=POOLINGS, help="default: the encoder's")
   if single_run:
-    g.add_argument("--learning-rate", type=positive_float, default=defaults.learning_rate)
+    g.add_argument("--learning-rate", type=learning_rate, default=defaults.learning_rate,
+                   help=f"Adam's peak learning rate, in (0, {MAX_LEARNING_RATE:g}]")
     g.add_argument("--epochs", type=positive_int, default=defaults.epochs)
     g.add_argument("--seed", type=int, default=defaults.seed)
   g.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from adapter_keras.cli.flags import ARCHITECTURES, POOLINGS, positive_float, positive_int
+from adapter_keras.cli.flags import ARCHITECTURES, ENCODER_HELP, POOLINGS, learning_rate, positive_int
 from adapter_keras.methods import METHOD_NAMES, validate_method
 
 
@@ -53,7 +53,7 @@ def add_parsers(subparsers) -> None:
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--arch", choices=ARCHITECTURES,
                       help="count a randomly initialised architecture")
-  source.add_argument("--encoder", help="count a pre-trained encoder (name or directory)")
+  source.add_argument("--encoder", help="count a pre-trained encoder: " + ENCODER_HELP)
   p.add_argument("--adapter-size", type=positive_int, default=64)
   p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
   p.add_argument("--method", default="adapter", choices=METHOD_NAMES)
@@ -68,7 +68,7 @@ def add_parsers(subparsers) -> None:
   p.add_argument("--encoder", default="minilm-l6")
   p.add_argument("--epochs", type=positive_int, default=2, help="epochs for Rotten Tomatoes")
   p.add_argument("--topic-epochs", type=positive_int, default=1, help="epochs for BBC News")
-  p.add_argument("--learning-rate", type=positive_float, default=1e-3)
+  p.add_argument("--learning-rate", type=learning_rate, default=1e-3)
   p.add_argument("--adapter-size", type=positive_int, default=64)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max-train-examples", type=positive_int)

@@ -25,9 +25,10 @@ DEFAULT_SHUFFLE_WINDOW = 16384
 def _cmd_preprocess(args) -> dict:
   # pylint: disable=import-outside-toplevel
   from adapter_keras.tasks.sources import load_task_data
-  from adapter_keras.train.records import check_output_directory, encoder_tokenizer, write_training_records
+  from adapter_keras.io import require_new_or_empty_directory
+  from adapter_keras.train.records import encoder_tokenizer, write_training_records
   started = time.perf_counter()
-  check_output_directory(args.out)  # before reading any data
+  require_new_or_empty_directory(args.out)  # before reading any data
   preprocessor = encoder_tokenizer(args.encoder, args.max_seq_length)
   task, train, _ = load_task_data(data_source_from_args(args), need_dev=False)
   print(f"[preprocess] task {task.name}: {len(train):,} training examples read in "
@@ -91,7 +92,7 @@ def add_parsers(subparsers) -> None:
   defaults = TrainConfig()
   g = p.add_argument_group("tokenization and output")
   g.add_argument("--encoder", default=defaults.encoder,
-                 help="the encoder whose tokenizer to use (name or directory; its weights are not loaded)")
+                 help="the encoder whose tokenizer to use, in any --encoder form (no encoder is built)")
   g.add_argument("--max-seq-length", type=positive_int, default=defaults.max_seq_length)
   g.add_argument("--max-train-examples", type=positive_int,
                  help="write the seeded random subset train --max-train-examples N --seed S would use")

@@ -1,10 +1,20 @@
 """`adapter-keras export` (a SavedModel from artifacts) and `adapter-keras predict` (from a SavedModel)."""
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
+
+from adapter_keras.cli.flags import positive_int
+from adapter_keras.serving.predict import CHUNK_INPUTS, DEFAULT_BATCH_SIZE
 
 
 def _cmd_export(args) -> dict:
+  from adapter_keras.serving.signatures import (  # pylint: disable=import-outside-toplevel
+      check_export_destination, signature_names)
+  # Before TensorFlow's import and the encoder's loading: a refused --out costs nothing.
+  check_export_destination(args.out, args.overwrite)
   from adapter_keras.artifacts import (load_artifact, read_manifest,  # pylint: disable=import-outside-toplevel
                                        resolve_artifact_dir, task_from_manifest)
   from adapter_keras.methods import get_method  # pylint: disable=import-outside-toplevel
@@ -12,6 +22,8 @@ def _cmd_export(args) -> dict:
   from adapter_keras.serving.multitask import MultiTaskModel, TaskEntry  # pylint: disable=import-outside-toplevel
   artifacts = [resolve_artifact_dir(a) for a in args.artifact]
   manifests = [read_manifest(a) for a in artifacts]
+  if len(artifacts) > 1:
+    signature_names([task_from_manifest(m).name for m in manifests])  # colliding names, before any loading
   if len(artifacts) == 1 and not get_method(manifests[0]["method"]).uses_adapters:
     model, manifest, preprocessor = load_artifact(artifacts[0], args.encoder)
     task = task_from_manifest(manifest)
@@ -20,57 +32,85 @@ def _cmd_export(args) -> dict:
     multitask = MultiTaskModel.from_encoder(args.encoder)
     for artifact in artifacts:
       multitask.add_artifact(artifact)
-    if len(set(multitask.task_names)) != len(artifacts):
-      raise ValueError("two artifacts have the same task name")
     entries = {name: multitask[name] for name in multitask.task_names}
-  export_saved_model(entries, args.out)
+  export_saved_model(entries, args.out, overwrite=args.overwrite)
   print(f"exported {', '.join(entries)} to {args.out}")
   return dict(out=args.out, tasks=list(entries))
 
 
+def _read_input(source: str):
+  from adapter_keras.serving.predict import read_examples  # pylint: disable=import-outside-toplevel
+  if source == "-":
+    return read_examples(sys.stdin.buffer, "stdin")
+  try:
+    with open(source, "rb") as f:
+      return read_examples(f, f"--input {source}")
+  except FileNotFoundError:
+    raise FileNotFoundError(f"--input {source} not found") from None
+  except IsADirectoryError:
+    raise ValueError(f"--input {source} is a directory; give a file, or - for stdin") from None
+
+
 def _cmd_predict(args) -> dict:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  if not os.path.isdir(args.model):
-    raise FileNotFoundError(f"SavedModel {args.model} not found")
-  loaded = tf.saved_model.load(args.model)
-  signatures = loaded.signatures
-  if args.text_b and len(args.text_b) != len(args.texts):
-    raise ValueError(f"{len(args.texts)} texts but {len(args.text_b)} --text-b values")
-  text = tf.constant(args.texts)
-  text_b = tf.constant(args.text_b or [""] * len(args.texts))
-  if "mixed" in signatures:
-    if not args.task:
-      tasks = sorted(k for k in signatures if k not in ("mixed", "serving_default"))
-      raise ValueError(f"this model serves several tasks; choose one with --task ({', '.join(tasks)})")
-    out = signatures["mixed"](text=text, text_b=text_b, task=tf.constant([args.task] * len(args.texts)))
+  from adapter_keras.serving.predict import (  # pylint: disable=import-outside-toplevel
+      ExportedModel, Predictor, check_examples, examples_from_texts, predict)
+  # Model, task and inputs are all checked before TensorFlow is imported (for a model with a manifest).
+  model = ExportedModel(args.model)
+  if args.input is not None:
+    if args.texts or args.text_b:
+      raise ValueError("give inputs either as TEXT arguments (with --text-b) or with --input, not both; "
+                       'with --input, second texts go in JSON lines as "text_b"')
+    examples = _read_input(args.input)
   else:
-    fn = signatures["serving_default"]
-    kwargs = dict(text=text)
-    if "text_b" in fn.structured_input_signature[1]:
-      if not args.text_b:
-        raise ValueError("this is a sentence-pair task: give --text-b for every text")
-      kwargs["text_b"] = text_b
-    out = fn(**kwargs)
-  labels = [l.decode() for l in out["label"].numpy()]
-  scores = out["score"].numpy().tolist() if "score" in out else out["probabilities"].numpy().max(-1).tolist()
-  for text_value, label, score in zip(args.texts, labels, scores):
-    print(f"{label}\t{score:.4f}\t{text_value}")
-  return dict(predictions=[dict(text=t, label=l, score=s) for t, l, s in zip(args.texts, labels, scores)])
+    examples = examples_from_texts(args.texts, args.text_b)
+  task = model.choose_task(args.task)
+  check_examples(task, examples)
+  predictor = Predictor(model, task)
+  start = time.perf_counter()
+
+  def progress(done, total):
+    print(f"predict: {done}/{total} inputs ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+
+  long_input = len(examples) > CHUNK_INPUTS
+  results = predict(predictor, examples, args.batch_size, progress=progress if long_input else None)
+  try:
+    for index, result in enumerate(results):
+      example = examples[index]
+      line = dict(text=example.text)
+      if example.text_b is not None:
+        line["text_b"] = example.text_b
+      line.update(result)
+      print(json.dumps(line, ensure_ascii=False))
+    sys.stdout.flush()
+  except BrokenPipeError:
+    # The reader has gone (`predict ... | head`): stop quietly like other line tools, without a traceback
+    # from Python's final flush of the closed stdout.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
+  return dict(model=args.model, task=task.name, inputs=len(examples), batch_size=args.batch_size)
 
 
 def add_parsers(subparsers) -> None:
   p = subparsers.add_parser("export", help="SavedModel (raw strings in) from one or more artifacts")
   p.add_argument("--artifact", action="append", required=True, help="artifact dir; repeat for several")
   p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifacts were trained on")
-  p.add_argument("--out", required=True)
+  p.add_argument("--out", required=True, help="a new or empty directory")
+  p.add_argument("--overwrite", action="store_true",
+                 help="let --out be an earlier export (and nothing else), which is replaced")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_export)
 
-  p = subparsers.add_parser("predict", help="predictions of an exported SavedModel, one line per input")
+  p = subparsers.add_parser("predict", help="predictions of an exported SavedModel: one JSON line per input "
+                                            "({text, [text_b], label, score}), in input order")
   p.add_argument("--model", required=True, help="SavedModel directory written by export")
-  p.add_argument("--task", help="task name, for multi-task models")
-  p.add_argument("--text-b", nargs="+", help="second sentences for pair tasks, one per text")
-  p.add_argument("texts", nargs="+", metavar="TEXT")
-  p.add_argument("--json", action="store_true")
+  p.add_argument("--task", help="the task to run: required for a multi-task model; a single-task model "
+                                "refuses any other than its own")
+  p.add_argument("--input", metavar="FILE|-",
+                 help='inputs, one per line: the text, or a JSON object {"text": ..., "text_b": ...} '
+                      "(text_b for pair tasks); - reads stdin")
+  p.add_argument("--text-b", nargs="+", help="second texts for a pair task, one per TEXT")
+  p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                 help="inputs per model call, grouped by length (bounds memory; default %(default)s)")
+  p.add_argument("texts", nargs="*", metavar="TEXT")
+  p.add_argument("--json", action="store_true", help="end with one JSON summary line")
   p.set_defaults(func=_cmd_predict)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from adapter_keras.cli.flags import (SWEEP_PRESETS, add_checkpoint_argument, add_data_arguments,
-                                     add_training_arguments, data_source_from_args, positive_float,
+                                     add_training_arguments, data_source_from_args, learning_rate,
                                      positive_int, train_config_kwargs)
 from adapter_keras.cli.records import add_train_records_arguments, train_on_records
+from adapter_keras.tasks.metrics import SELECTION_RULES
 
 
 def _train_config_from_args(args):
@@ -56,10 +57,10 @@ def _cmd_evaluate(args) -> dict:
   from adapter_keras.train.evaluation import evaluate_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
   model, preprocessor, trained_task, _, dev = load_artifact_and_data(args)
+  if args.split and args.split not in dev:
+    raise ValueError(f"--split {args.split}: no such split with this data; task {trained_task.name} has "
+                     f"{', '.join(sorted(dev))} (labelled dev data only)")
   splits = {args.split: dev[args.split]} if args.split else dev
-  unknown = set(splits) - set(dev)
-  if unknown:
-    raise ValueError(f"unknown split {sorted(unknown)}; task {trained_task.name} has {sorted(dev)}")
   encoded = {split: encode_examples(preprocessor, ex) for split, ex in splits.items()}
   per_split = evaluate_model(model, trained_task, encoded)
   for split, metrics in per_split.items():
@@ -69,10 +70,16 @@ def _cmd_evaluate(args) -> dict:
 
 def _cmd_sweep(args) -> dict:
   from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
-  from adapter_keras.train.sweep import SweepGrid, run_sweep  # pylint: disable=import-outside-toplevel
+  from adapter_keras.pretrained import encoder_vocabulary  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.sweep import PRESETS, SweepGrid, run_sweep  # pylint: disable=import-outside-toplevel
   if args.preset:
-    grid = SweepGrid.from_preset(args.preset, learning_rates=args.learning_rates, epochs=args.epochs_list,
-                                 adapter_sizes=args.adapter_sizes, seeds=args.seeds)
+    num_layers = None
+    if PRESETS[args.preset].get("top_ks") is not None:
+      if args.method != "top-k":
+        raise ValueError(f"--preset {args.preset} sweeps the number of fine-tuned top layers: add --method top-k")
+      num_layers = encoder_vocabulary(args.encoder)[0].num_hidden_layers
+    grid = SweepGrid.from_preset(args.preset, num_layers=num_layers, learning_rates=args.learning_rates,
+                                 epochs=args.epochs_list, adapter_sizes=args.adapter_sizes, seeds=args.seeds)
   else:
     missing = [flag for flag, value in (("--learning-rates", args.learning_rates),
                                         ("--epochs", args.epochs_list)) if not value]
@@ -80,24 +87,35 @@ def _cmd_sweep(args) -> dict:
       raise ValueError(f"give --preset or the explicit lists (missing {', '.join(missing)})")
     grid = SweepGrid(args.learning_rates, args.epochs_list, args.adapter_sizes or [args.adapter_size],
                      args.seeds or [0])
+  if grid.top_ks is not None:
+    if args.top_k is not None:
+      raise ValueError(f"--top-k: --preset {args.preset} sweeps the number of top layers itself")
+    args.top_k = grid.top_ks[0]  # a valid top-k config to start from; each trial sets its own
   config = _train_config_from_args(args)
   task, train, dev = load_task_data(data_source_from_args(args))
   best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir,
-                   checkpoint_every_steps=args.checkpoint_every)
+                   checkpoint_every_steps=args.checkpoint_every, select=args.select)
   if best is None:
     return dict(role="worker", out=args.out)
-  setting = best["best_setting"]
-  print(f"[sweep] best setting: lr {setting['learning_rate']}, epochs {setting['epochs']}, "
-        f"size {setting['adapter_size']}: {task.primary_metric} {setting['mean']:.4f} "
-        f"+- {setting['sem']:.4f} (s.e.m., {setting['n_seeds']} seeds); wrote {args.out}")
+  for rule, setting in best["rules"].items():
+    chosen = " (selected)" if rule == best["select"] else ""
+    size = f"top_k {setting['top_k']}" if setting.get("top_k") is not None else f"size {setting['adapter_size']}"
+    print(f"[sweep] {rule}{chosen}: lr {setting['learning_rate']}, epochs {setting['epochs']}, {size}: "
+          f"{task.primary_metric} {setting['score']:.4f}; its setting's mean {setting['mean']:.4f} "
+          f"+- {setting['sem']:.4f} (s.e.m., {setting['n_seeds']} seeds)")
+  print(f"[sweep] wrote {args.out}")
   return best
 
 
 def _cmd_report(args) -> dict:
   from adapter_keras.analysis.report import collect_runs, markdown_table  # pylint: disable=import-outside-toplevel
   runs = collect_runs(args.run_dirs)
-  table, summary = markdown_table(runs)
+  table, summary = markdown_table(runs, select=args.select)
   print(table)
+  # The other rule's table too: how much the choice of rule moves each cell.
+  other = next(rule for rule in SELECTION_RULES if rule != args.select)
+  print(f"\n(cells: {args.select}, +- the s.e.m. over seeds of the chosen setting)\n\n{other}:")
+  print(markdown_table(runs, select=other)[0])
   return summary
 
 
@@ -119,11 +137,19 @@ def add_parsers(subparsers) -> None:
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_evaluate)
 
-  p = subparsers.add_parser("sweep", help="grid search (lr x epochs x adapter size x seeds), resumable")
+  p = subparsers.add_parser("sweep", help="grid search (lr x epochs x adapter size or top layers x seeds), "
+                                          "resumable")
   add_data_arguments(p)
   add_training_arguments(p, single_run=False)
-  p.add_argument("--preset", choices=SWEEP_PRESETS)
-  p.add_argument("--learning-rates", type=positive_float, nargs="+")
+  p.add_argument("--preset", choices=SWEEP_PRESETS,
+                 help="the paper's grids: paper-glue (§3.2), paper-extra (§3.2's extended), paper-variable-ft "
+                      "(§3.3, with --method top-k: fine-tune the top n layers, n in {1,2,3,5,7,9,11,12} of "
+                      "BERT-base's 12; on an encoder of L layers each n becomes n*L/12 rounded half up, "
+                      "clipped to [1, L], duplicates dropped: L=6 gives 1..6, L=2 gives 1,2)")
+  p.add_argument("--select", choices=SELECTION_RULES, default=SELECTION_RULES[0],
+                 help="best.json's best_setting: best-run (the paper's rule: the setting of the single trial "
+                      "with the best dev score) or best-mean (the best mean over seeds); both are reported")
+  p.add_argument("--learning-rates", type=learning_rate, nargs="+")
   p.add_argument("--epochs", dest="epochs_list", type=positive_int, nargs="+")
   p.add_argument("--adapter-sizes", type=positive_int, nargs="+")
   p.add_argument("--seeds", type=int, nargs="+")
@@ -133,6 +159,10 @@ def add_parsers(subparsers) -> None:
   p.set_defaults(func=_cmd_sweep, learning_rate=3e-4, epochs=3, seed=0)
 
   p = subparsers.add_parser("report", help="Table-1-style markdown table from train run directories")
-  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                 help="train run directories, folders of them, or sweep --out directories")
+  p.add_argument("--select", choices=SELECTION_RULES, default=SELECTION_RULES[0],
+                 help="which run of several per method and task fills a cell: best-run (the paper's rule) or "
+                      "best-mean (the setting with the best mean over seeds); the other is printed below")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_report)

@@ -63,7 +63,7 @@ def load_model_garden_dir(path, name, adapter_config, adapter_seed) -> Pretraine
   vocab_file = vocab_file_for(path, config)
   encoder = build_encoder(config, adapter_config, adapter_seed)
   load_model_garden_checkpoint(encoder, config, find_checkpoint(path))
-  return PretrainedEncoder(encoder, config, vocab_file, lower_case_of(path), default_pooling_of(path),
+  return PretrainedEncoder(encoder, config, vocab_file, lower_case_of(path, vocab_file), default_pooling_of(path),
                            os.path.abspath(path), name)
 
 

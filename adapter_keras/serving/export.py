@@ -4,29 +4,31 @@ One task: `serving_default(text[, text_b])` returns `label` (string) and
 `probabilities` (classification) or `score` (regression).
 
 Several tasks: one SavedModel storing the shared base once, a signature per
-task as above (named after the task), and `mixed(text, text_b, task)` which
+task as above (named after the task: serving/signatures.py, which refuses
+names that collide or are reserved), and `mixed(text, text_b, task)` which
 routes every example of one batch through its own task's adapters and head
 and returns `label` and `score` per example (score = the predicted class's
 probability, or the regression value). `mixed` is also `serving_default`.
 
 Loading needs only TensorFlow and tensorflow-text (whose tokenizer ops the
 graph uses): `tf.saved_model.load(path).signatures["serving_default"]`.
+Beside the SavedModel, `adapter_keras_export.json` names the tasks, their
+signatures and every file written (serving/signatures.py), so that `predict`
+can check its inputs and `--overwrite` can replace only an earlier export.
 """
 from __future__ import annotations
 
 import os
-import re
 from typing import Dict
 
 import tensorflow as tf
 
-from adapter_keras.io import atomic_directory
+import adapter_keras
+from adapter_keras.io import atomic_directory, write_json_atomic
 from adapter_keras.layers.pooling import head_outputs, pool
-
-
-def signature_name(task_name: str) -> str:
-  name = re.sub(r"[^A-Za-z0-9_]", "_", task_name)
-  return name if name and name[0].isalpha() else f"task_{name}"
+from adapter_keras.serving.signatures import (DEFAULT_SIGNATURE, EXPORT_MANIFEST, ROUTER_SIGNATURE,
+                                              check_export_destination, export_manifest, signature_name,
+                                              signature_names)
 
 
 class _TaskServer(tf.Module):
@@ -112,30 +114,29 @@ class _ServingModule(tf.Module):
     return mixed
 
 
-def check_writable_destination(out_dir: str) -> None:
-  """Fails early, with a clear message, when `out_dir` cannot be created."""
-  existing = os.path.dirname(os.path.abspath(out_dir))
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise NotADirectoryError(f"cannot export to {out_dir}: {existing} is a file, not a directory")
-  if not os.access(existing, os.W_OK):
-    raise PermissionError(f"cannot export to {out_dir}: {existing} is not writable")
+def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool = False) -> str:
+  """Writes a SavedModel for the given task entries (see module docstring), atomically.
 
-
-def export_saved_model(entries: Dict[str, object], out_dir: str) -> str:
-  """Writes a SavedModel for the given task entries (see module docstring), atomically."""
+  `out_dir` must be new or empty, or (with `overwrite`) hold an earlier export
+  and nothing else (signatures.check_export_destination).
+  """
   if not entries:
     raise ValueError("nothing to export: no tasks given")
+  multi = len(entries) > 1
+  names = signature_names(list(entries)) if multi else {n: DEFAULT_SIGNATURE for n in entries}
+  check_export_destination(out_dir, overwrite)
   module = _ServingModule(entries)
-  signatures = {}
-  for server in module.servers:
-    signatures[signature_name(server.name) if len(entries) > 1 else "serving_default"] = (
-        module.task_signature(server))
-  if len(entries) > 1:
-    signatures["mixed"] = module.mixed_signature()
-    signatures["serving_default"] = signatures["mixed"]
-  check_writable_destination(out_dir)
+  signatures = {names[name]: module.task_signature(server) for name, server in zip(entries, module.servers)}
+  if multi:
+    signatures[ROUTER_SIGNATURE] = module.mixed_signature()
+    signatures[DEFAULT_SIGNATURE] = signatures[ROUTER_SIGNATURE]
+  tasks = [dict(name=name, signature=names[name], is_pair=server.is_pair,
+                task_type=entries[name].task.task_type, label_names=list(entries[name].task.label_names or ()))
+           for name, server in zip(entries, module.servers)]
   with atomic_directory(out_dir) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures)
+    manifest = export_manifest(tasks, ROUTER_SIGNATURE if multi else None, tmp, adapter_keras.__version__)
+    write_json_atomic(os.path.join(tmp, EXPORT_MANIFEST), manifest)
+    # Saving takes seconds; check again so that files put into out_dir meanwhile are not replaced.
+    check_export_destination(out_dir, overwrite)
   return out_dir

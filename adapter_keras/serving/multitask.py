@@ -164,8 +164,12 @@ class MultiTaskModel:
                                  self.fingerprint, train_examples=0)
     return save_artifact(out_dir, entry.model, manifest)
 
-  def export(self, out_dir: str, tasks: Optional[List[str]] = None) -> str:
-    """One SavedModel: a signature per task, plus `mixed` when there are several."""
+  def export(self, out_dir: str, tasks: Optional[List[str]] = None, overwrite: bool = False) -> str:
+    """One SavedModel: a signature per task, plus `mixed` when there are several.
+
+    `out_dir` must be new or empty; `overwrite` lets it replace an earlier
+    export (and nothing else: serving/signatures.py).
+    """
     from adapter_keras.serving.export import export_saved_model  # pylint: disable=import-outside-toplevel
     names = tasks or self.task_names
-    return export_saved_model({n: self[n] for n in names}, out_dir)
+    return export_saved_model({n: self[n] for n in names}, out_dir, overwrite=overwrite)

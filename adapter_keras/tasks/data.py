@@ -16,6 +16,7 @@ Every loader is deterministic: file order, no shuffling.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -221,9 +222,53 @@ def load_glue_split(data_dir: str, task: Union[str, TaskSpec], split: str,
                       label_names=list(task.label_names) if task.label_names else None)
 
 
+# The diagnostic set AX: unlabelled MNLI-style pairs, scored with the MNLI model.
+GLUE_DIAGNOSTIC_SPLIT = "diagnostic"
+_GLUE_DIAGNOSTIC_FILE = os.path.join("diagnostic", "diagnostic.tsv")
+
+
+def load_glue_test_split(data_dir: str, task: Union[str, TaskSpec], split: str) -> Tuple[List[str], TextExamples]:
+  """(index column, unlabelled examples) of a GLUE test split, in file order.
+
+  What a GLUE server submission needs: the index of every test example.
+  `split` is one of the task's test splits, or "diagnostic" with task mnli
+  for AX (`diagnostic/diagnostic.tsv`: index, sentence1, sentence2). QQP's
+  test file names its index column "id".
+  """
+  task = _resolve_task(task)
+  if split == GLUE_DIAGNOSTIC_SPLIT:
+    if task.name != "mnli":
+      raise ValueError(f"the diagnostic set AX is predicted with the MNLI model, not {task.name}")
+    path = os.path.join(data_dir, _GLUE_DIAGNOSTIC_FILE)
+  elif split not in task.test_splits:
+    raise ValueError(f"{split!r} is not a test split of {task.name}; choose one of {', '.join(task.test_splits)}")
+  else:
+    path = os.path.join(data_dir, task.glue_dir, f"{split}.tsv")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} is missing; download it with download_glue_data.py --tasks "
+                            f"{'diagnostic' if split == GLUE_DIAGNOSTIC_SPLIT else task.glue_dir}")
+  index_column = "id" if task.name == "qqp" else "index"
+  text_column = "sentence" if task.name == "cola" else _GLUE_LABELLED_COLUMNS[task.name].text
+  # The index column in the label's place, so that _glue_rows checks the header holds it.
+  columns = _GlueColumns(text=text_column, text_b=_GLUE_LABELLED_COLUMNS[task.name].text_b, label=index_column)
+  indices, texts, texts_b = [], [], []
+  for _, row in _glue_rows(path, task, columns):
+    indices.append(row[index_column])
+    texts.append(row[columns.text])
+    if columns.text_b is not None:
+      texts_b.append(row[columns.text_b])
+  if not texts:
+    raise ValueError(f"{path} holds no examples")
+  if len(set(indices)) != len(indices):
+    raise ValueError(f"{path}: its {index_column} column repeats values; each test example needs its own")
+  return indices, TextExamples(texts, _label_array(task, [], len(texts)),
+                               text_b=texts_b if columns.text_b is not None else None,
+                               label_names=list(task.label_names) if task.label_names else None)
+
+
 def _glue_rows(path: str, task: TaskSpec, columns: _GlueColumns) -> Iterator[Tuple[int, Dict]]:
   """(line number, {column: value}) for each data row, after checking the header."""
-  with open(path, encoding="utf-8", newline="") as f:
+  with _utf8_errors_name(path), open(path, encoding="utf-8", newline="") as f:
     reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
     if columns.has_header:
       header = next(reader, None)
@@ -381,6 +426,8 @@ def load_text_file(path: str,
     raise ValueError(f"task_type must be 'classification' or 'regression', got {task_type!r}")
   if task_type == "regression" and label_names is not None:
     raise ValueError("regression files have no label_names")
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory; expected a data file ({', '.join(_FILE_FORMATS)})")
   extension = os.path.splitext(path)[1].lower()
   if extension not in _FILE_FORMATS:
     raise ValueError(f"{path}: unsupported extension {extension!r}; use one of {', '.join(_FILE_FORMATS)}")
@@ -423,8 +470,12 @@ def load_text_file(path: str,
 
 
 def _file_rows(path: str, file_format: str) -> Iterator[Tuple[int, Dict]]:
-  """(line number, {column: value}) for each data row; line numbers are 1-based file lines."""
-  with open(path, encoding="utf-8", newline="") as f:
+  """(line number, {column: value}) for each data row; line numbers are 1-based file lines.
+
+  UTF-8, with or without the byte-order mark that Excel and Notepad write
+  ("utf-8-sig" drops it; otherwise it would stick to the first column's name).
+  """
+  with _utf8_errors_name(path), open(path, encoding="utf-8-sig", newline="") as f:
     if file_format == "jsonl":
       for line, text in enumerate(f, start=1):
         if not text.strip():
@@ -449,6 +500,16 @@ def _file_rows(path: str, file_format: str) -> Iterator[Tuple[int, Dict]]:
         raise ValueError(f"{path}, line {reader.line_num}: the row's number of fields differs "
                          f"from the header's {len(reader.fieldnames)} ({reader.fieldnames})")
       yield reader.line_num, row
+
+
+@contextlib.contextmanager
+def _utf8_errors_name(path: str) -> Iterator[None]:
+  """Turns a decoding error, raised while reading `path` line by line, into one naming the file."""
+  try:
+    yield
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path} is not UTF-8 text ({e.reason}: byte {e.object[e.start:e.start + 1]!r}); "
+                     "save it as UTF-8 (in a spreadsheet: CSV UTF-8)") from None
 
 
 def _text_value(value, path: str, line: int, column: str) -> str:

@@ -5,7 +5,7 @@ import, and every loader (hence the CLI) imports the task registry.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Hashable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -104,3 +104,40 @@ def standard_error(values) -> float:
   from scipy import stats  # pylint: disable=import-outside-toplevel
   values = np.asarray(values, np.float64)
   return float(stats.sem(values)) if len(values) > 1 else 0.0
+
+
+# How a sweep's best.json and `report` pick one setting from runs over seeds (the paper's rule first).
+SELECTION_RULES = ("best-run", "best-mean")
+
+
+def select_setting(runs: Sequence[Tuple[Hashable, float]], rule: str = "best-run") -> Dict:
+  """The setting `rule` picks from (setting, dev score) runs, several settings each over seeds.
+
+  best-run (the paper's): the setting of the single best run, reported with
+  that run's score; best-mean: the setting with the best mean over its runs,
+  reported with that mean. Returns {setting, score, mean, sem, n_seeds, run}:
+  the setting's mean and s.e.m. over its runs, and the index in `runs` of the
+  chosen run (best-mean: the setting's best). Ties go to the earlier run.
+  """
+  if rule not in SELECTION_RULES:
+    raise ValueError(f"unknown selection rule {rule!r}; choose one of {', '.join(SELECTION_RULES)}")
+  if not runs:
+    raise ValueError("no runs to select from")
+  members: Dict[Hashable, List[int]] = {}
+  for i, (setting, _) in enumerate(runs):
+    members.setdefault(setting, []).append(i)
+  scores = np.asarray([score for _, score in runs], np.float64)
+  means = {setting: float(scores[indices].mean()) for setting, indices in members.items()}
+  # A diverged run (NaN score) never wins, whatever its place.
+  ranked = np.where(np.isnan(scores), -np.inf, scores)
+  if rule == "best-run":
+    chosen_run = int(np.argmax(ranked))
+    setting = runs[chosen_run][0]
+    score = float(scores[chosen_run])
+  else:
+    setting = max(means, key=lambda s: -np.inf if np.isnan(means[s]) else means[s])
+    chosen_run = max(members[setting], key=lambda i: ranked[i])
+    score = means[setting]
+  group = scores[members[setting]]
+  return dict(setting=setting, score=score, mean=means[setting], sem=standard_error(group),
+              n_seeds=len(group), run=chosen_run)

@@ -14,6 +14,10 @@ from adapter_keras.config import AdapterConfig
 from adapter_keras.methods import PREFIX_METHODS, validate_method
 
 MIXED_PRECISION_CHOICES = ("bfloat16", "float16")
+# Adam's step is about the learning rate per step, whatever the gradient's scale: above 1 every weight
+# moves by more than its typical size each step, and training only diverges (inf/1e30 gave NaN at
+# step 2). The paper's rates are 1e-5..1e-3; full fine-tuning never goes near 1.
+MAX_LEARNING_RATE = 1.0
 # tf.distribute strategies by name (train/distribute.py builds them).
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 
@@ -70,8 +74,8 @@ class TrainConfig:
 
   def validate(self) -> None:
     """Raises ValueError naming the first field that cannot run (construction calls it)."""
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+    if not 0 < self.learning_rate <= MAX_LEARNING_RATE:  # also refuses NaN and inf
+      raise ValueError(f"learning rate must be in (0, {MAX_LEARNING_RATE:g}], got {self.learning_rate}")
     for name in ("epochs", "batch_size", "steps_per_execution"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:

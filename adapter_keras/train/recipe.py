@@ -195,7 +195,7 @@ def run(recipe: TaskRecipe, config: TrainConfig, out_dir: Optional[str] = None,
     # Before the strategy: a multi-worker strategy waits for every worker, and
     # all of them see the finished run in the chief's directory and return.
     finished = run_dir.finished_run(out_dir, identity, verbose, log_prefix=recipe.log_prefix,
-                                    chief=will_be_chief(config.strategy))
+                                    chief=will_be_chief(config.strategy), with_artifact=save_model)
     if finished is not None:
       return finished, None, None
   strategy = get_strategy(config.strategy, config.tpu)

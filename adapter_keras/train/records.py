@@ -67,10 +67,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from adapter_keras.io import atomic_directory, write_json_atomic
+from adapter_keras.io import atomic_directory, require_new_or_empty_directory, write_json_atomic
 from adapter_keras.preprocessing import BertPreprocessor
-from adapter_keras.pretrained import check_max_seq_length, encoder_directory
-from adapter_keras.pretrained.directory import lower_case_of, read_config, vocab_file_for
+from adapter_keras.pretrained import check_max_seq_length, encoder_vocabulary
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.tasks.registry import TaskSpec
 from adapter_keras.train.classification import ClassificationRecipe, examples_sha256
@@ -113,22 +112,15 @@ def shard_file_name(index: int, num_shards: int) -> str:
 
 def encoder_tokenizer(encoder: str, max_seq_length: int) -> BertPreprocessor:
   """The tokenizer of `encoder` (a name such as "minilm-l6" or a directory), without loading its weights."""
-  path = encoder_directory(encoder)
-  config = read_config(path, ("bert_config.json", "config.json"))  # Model Garden's names, then Hugging Face's
+  config, vocab_file, lower_case = encoder_vocabulary(encoder)
   check_max_seq_length(max_seq_length, config)
-  return BertPreprocessor(vocab_file_for(path, config), lower_case_of(path), max_seq_length)
+  return BertPreprocessor(vocab_file, lower_case, max_seq_length)
 
 
 def tokenizer_settings(preprocessor: BertPreprocessor) -> Dict:
   """What the spec records about tokenization (and what training checks against)."""
   return dict(vocab_size=preprocessor.vocab_size, vocab_sha256=file_sha256(preprocessor.vocab_file),
               lower_case=preprocessor.lower_case, max_seq_length=preprocessor.max_seq_length)
-
-
-def check_output_directory(out_dir: str) -> None:
-  """Refuses an --out that exists and is not an empty directory (nothing of the user's is ever replaced)."""
-  if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-    raise FileExistsError(f"--out {out_dir} exists and is not an empty directory; choose a new one")
 
 
 def _serialized_example(word_ids: Sequence[int], type_ids: Sequence[int], label, index: int,
@@ -156,7 +148,7 @@ def write_training_records(out_dir: str, task: TaskSpec, train: TextExamples, pr
   shard, and every `log_every_seconds` within one). `out_dir` must not exist
   or be empty; it appears only once complete.
   """
-  check_output_directory(out_dir)
+  require_new_or_empty_directory(out_dir)
   if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
     raise ValueError(f"the number of shards must be an integer >= 1, got {num_shards!r}")
   if len(train) == 0:

@@ -10,7 +10,10 @@
 A directory holding another run (or unrelated files) is refused; the same
 finished run asked for again only reports its metrics; an unfinished one
 resumes from its checkpoint. Only files the run itself writes are created
-or replaced.
+or replaced. A finished run whose artifact/ is gone or incomplete (deleted
+to save space, say) is refused rather than reported as if it held a model,
+and not silently trained again: that could take hours, and the user decides
+(delete metrics.json to train it again).
 
 In a multi-worker run (`--strategy multi-worker`) only the chief writes
 here; every other worker reads this directory (to find the finished run, or
@@ -24,6 +27,7 @@ import json
 import os
 from typing import Dict, Optional
 
+from adapter_keras.artifacts import MANIFEST_FILE, WEIGHTS_FILE
 from adapter_keras.io import write_json_atomic
 from adapter_keras.train import checkpoints
 from adapter_keras.train.config import TrainResult
@@ -68,15 +72,26 @@ def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
 
 
 def finished_run(out_dir: str, identity: Dict, verbose: bool = True,
-                 log_prefix: str = "[train] ", chief: bool = True) -> Optional[TrainResult]:
+                 log_prefix: str = "[train] ", chief: bool = True,
+                 with_artifact: bool = True) -> Optional[TrainResult]:
   """The result of the finished run `out_dir` holds, if it is this run (`identity`); None to train.
 
-  Raises FileExistsError when `out_dir` holds another run (check_run_directory).
+  Raises FileExistsError when `out_dir` holds another run (check_run_directory),
+  or, `with_artifact` (the run saves a model), when the finished run's
+  artifact/ lacks its manifest or weights.
   Only the `chief` (of a multi-worker run) removes what a kill left behind.
   """
   finished = check_run_directory(out_dir, identity)
   if finished is None:
     return None
+  if with_artifact:
+    artifact = os.path.join(out_dir, ARTIFACT_DIR)
+    lacking = [f for f in (MANIFEST_FILE, WEIGHTS_FILE) if not os.path.isfile(os.path.join(artifact, f))]
+    if lacking:
+      raise FileExistsError(
+          f"--out {out_dir} holds this run, finished, but its {ARTIFACT_DIR}/ is incomplete (no "
+          f"{' or '.join(lacking)}; deleted?): delete {os.path.join(out_dir, METRICS_FILE)} to train it "
+          "again, or choose another --out")
   if verbose:
     print(f"{log_prefix}{out_dir} already holds this finished run; reporting it", flush=True)
   if chief:  # left only by a kill between writing metrics.json and deleting it

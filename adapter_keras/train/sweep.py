@@ -1,6 +1,7 @@
 """Hyper-parameter sweeps with the paper's protocol, as a keras-tuner grid search.
 
-The grid is learning rate x epochs x adapter size x seed. Each trial trains
+The grid is learning rate x epochs x adapter size (or, for method top-k, the
+number of top layers) x seed. Each trial trains
 one model with `train.classification.train_task` in its own run directory
 `OUT/trials/<setting>` (metrics.json, TensorBoard logs and, while it runs, a
 step checkpoint; no model artifact) and reports the dev score of its best
@@ -11,9 +12,10 @@ distributable with keras-tuner's chief/worker oracle (KERASTUNER_TUNER_ID,
 KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT). keras-tuner itself imports
 Keras 3, so the tuner overrides `run_trial` and never hands it a model.
 
-Selection: the setting (lr, epochs, size) with the best mean dev score over
-seeds; `best.json` also reports that setting's s.e.m. across seeds and the
-best single trial.
+Selection (tasks/metrics.select_setting): "best-run", the paper's rule, takes the setting
+of the single trial with the best dev score; "best-mean" the setting with the
+best mean dev score over seeds. `best.json` holds both, each with its
+setting's mean and s.e.m. over seeds, and which one was asked for.
 """
 from __future__ import annotations
 
@@ -27,18 +29,39 @@ import numpy as np
 
 from adapter_keras.io import write_json_atomic, write_text_atomic
 from adapter_keras.methods import get_method
-from adapter_keras.tasks.metrics import standard_error
+from adapter_keras.tasks.metrics import SELECTION_RULES, select_setting, standard_error
 from adapter_keras.train.classification import train_task
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
+
+# §3.3's variable fine-tuning: the numbers of top layers tuned on BERT-base's 12.
+PAPER_TOP_LAYERS = (1, 2, 3, 5, 7, 9, 11, 12)
+PAPER_DEPTH = 12
 
 PRESETS = {
     "paper-glue": dict(learning_rates=[3e-5, 3e-4, 3e-3], epochs=[3, 20], adapter_sizes=[8, 64, 256],
                        seeds=[0, 1, 2, 3, 4]),
     "paper-extra": dict(learning_rates=[1e-5, 3e-5, 1e-4, 3e-3], epochs=[20, 50, 100],
                         adapter_sizes=[2, 4, 8, 16, 32, 64], seeds=[0, 1, 2, 3, 4]),
+    # §3.3 tunes the learning rate and epochs as §3.2 does; top_ks is mapped onto the encoder's depth.
+    "paper-variable-ft": dict(learning_rates=[3e-5, 3e-4, 3e-3], epochs=[3, 20], adapter_sizes=[],
+                              seeds=[0, 1, 2, 3, 4], top_ks=list(PAPER_TOP_LAYERS)),
 }
-SETTING_KEYS = ("learning_rate", "epochs", "adapter_size")
+SETTING_KEYS = ("learning_rate", "epochs", "adapter_size", "top_k")
+
+
+def top_layers_for_depth(num_layers: int, paper_layers: Sequence[int] = PAPER_TOP_LAYERS) -> List[int]:
+  """BERT-base's numbers of top layers scaled to an encoder of `num_layers` layers.
+
+  n -> n * num_layers / 12 rounded half up, clipped to [1, num_layers],
+  duplicates dropped: the same fractions of the depth (depth 12: the paper's
+  values; 6: every depth 1..6; 2: 1 and 2). Half up rather than Python's
+  round-half-even, which would skip depths 3 and 5 of a 6-layer encoder.
+  """
+  if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+    raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+  return sorted({min(max((2 * n * num_layers + PAPER_DEPTH) // (2 * PAPER_DEPTH), 1), num_layers)
+                 for n in paper_layers})
 
 
 @dataclasses.dataclass
@@ -47,29 +70,43 @@ class SweepGrid:
   epochs: Sequence[int]
   adapter_sizes: Sequence[int]
   seeds: Sequence[int]
+  top_ks: Optional[Sequence[int]] = None  # method top-k's numbers of layers; then no adapter sizes
 
   def __post_init__(self):
-    for name in ("learning_rates", "epochs", "adapter_sizes", "seeds"):
+    names = ["learning_rates", "epochs", "seeds"]
+    names.append("top_ks" if self.top_ks is not None else "adapter_sizes")
+    for name in names:
       values = list(getattr(self, name))
       if not values:
         raise ValueError(f"the sweep grid needs at least one value for {name}")
       if len(set(values)) != len(values):
         raise ValueError(f"duplicate values in {name}: {values}")
+    if self.top_ks is not None and list(self.adapter_sizes):
+      raise ValueError("a grid over top_ks (method top-k) trains no adapters: give no adapter sizes")
     if any(not lr > 0 for lr in self.learning_rates):
       raise ValueError("learning rates must be > 0")
     if any(e < 1 for e in self.epochs) or any(s < 1 for s in self.adapter_sizes):
       raise ValueError("epochs and adapter sizes must be >= 1")
+    if any(k < 1 for k in self.top_ks or ()):
+      raise ValueError("top_ks must be >= 1")
 
   @property
   def size(self) -> int:
-    return len(self.learning_rates) * len(self.epochs) * len(self.adapter_sizes) * len(self.seeds)
+    per_seed = len(self.top_ks) if self.top_ks is not None else len(self.adapter_sizes)
+    return len(self.learning_rates) * len(self.epochs) * per_seed * len(self.seeds)
 
   @classmethod
-  def from_preset(cls, name: str, **overrides) -> "SweepGrid":
+  def from_preset(cls, name: str, num_layers: Optional[int] = None, **overrides) -> "SweepGrid":
+    """The preset's grid, `overrides` replacing its lists; a preset over top_ks needs the
+    encoder's `num_layers` (top_layers_for_depth)."""
     if name not in PRESETS:
       raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     values = dict(PRESETS[name])
     values.update({k: v for k, v in overrides.items() if v})
+    if values.get("top_ks") is not None:
+      if num_layers is None:
+        raise ValueError(f"preset {name} maps its numbers of layers onto the encoder's depth: give num_layers")
+      values["top_ks"] = top_layers_for_depth(num_layers, values["top_ks"])
     return cls(**values)
 
 
@@ -79,6 +116,10 @@ def _hyperparameters(grid: SweepGrid, method: str):
   hp.Choice("learning_rate", [float(v) for v in grid.learning_rates])
   hp.Choice("epochs", [int(v) for v in grid.epochs])
   hp.Choice("adapter_size", [int(v) for v in grid.adapter_sizes] if get_method(method).uses_adapters else [0])
+  if grid.top_ks is not None:
+    if not get_method(method).needs_top_k:
+      raise ValueError(f"a grid over numbers of top layers needs method top-k, not {method}")
+    hp.Choice("top_k", [int(v) for v in grid.top_ks])
   hp.Choice("seed", [int(v) for v in grid.seeds])
   return hp
 
@@ -106,6 +147,8 @@ def _make_tuner_class():
       if get_method(config.method).uses_adapters:
         config = dataclasses.replace(config, adapter=dataclasses.replace(config.adapter,
                                                                          size=hp.get("adapter_size")))
+      if "top_k" in hp.values:
+        config = dataclasses.replace(config, top_k=hp.get("top_k"))
       print(f"[sweep] trial {trial.trial_id}: " + ", ".join(f"{k}={v}" for k, v in hp.values.items()),
             flush=True)
       # Named by the setting, not the trial id, so a retried trial finds its checkpoint.
@@ -139,35 +182,46 @@ def trial_rows(oracle) -> List[Dict]:
   return rows
 
 
-def select_best(rows: List[Dict]) -> Dict:
-  """The setting with the best mean score over seeds, with its s.e.m."""
+def select_best(rows: List[Dict], select: str = "best-run") -> Dict:
+  """Both rules' settings (metrics.select_setting), each with its mean and s.e.m. over seeds;
+  `select` names the one in "best_setting"."""
+  if select not in SELECTION_RULES:
+    raise ValueError(f"unknown selection rule {select!r}; choose one of {', '.join(SELECTION_RULES)}")
   if not rows:
     raise ValueError("no completed trials to select from")
+  runs = [(tuple(row.get(k) for k in SETTING_KEYS), row["score"]) for row in rows]
   by_setting: Dict[tuple, List[Dict]] = {}
-  for row in rows:
-    by_setting.setdefault(tuple(row[k] for k in SETTING_KEYS), []).append(row)
+  for (setting, _), row in zip(runs, rows):
+    by_setting.setdefault(setting, []).append(row)
   summaries = []
   for setting, group in by_setting.items():
     scores = np.array([r["score"] for r in group], dtype=np.float64)
     summaries.append(dict(zip(SETTING_KEYS, setting), mean=float(scores.mean()), sem=standard_error(scores),
                           n_seeds=len(scores), seeds=sorted(r["seed"] for r in group)))
-  best = max(summaries, key=lambda s: s["mean"])
-  best_trial = max(rows, key=lambda r: r["score"])
-  return dict(best_setting=best, best_trial=best_trial,
+  rules, chosen_rows = {}, {}
+  for rule in SELECTION_RULES:
+    chosen = select_setting(runs, rule)
+    chosen_rows[rule] = rows[chosen["run"]]
+    rules[rule] = dict(zip(SETTING_KEYS, chosen["setting"]), score=chosen["score"], mean=chosen["mean"],
+                       sem=chosen["sem"], n_seeds=chosen["n_seeds"],
+                       seeds=sorted(r["seed"] for r in by_setting[chosen["setting"]]),
+                       seed=chosen_rows[rule]["seed"], trial_id=chosen_rows[rule].get("trial_id"))
+  return dict(select=select, best_setting=rules[select], rules=rules, best_trial=chosen_rows["best-run"],
               settings=sorted(summaries, key=lambda s: -s["mean"]))
 
 
-def write_results(rows: List[Dict], out_dir: str, task, method: str) -> Dict:
+def write_results(rows: List[Dict], out_dir: str, task, method: str, select: str = "best-run") -> Dict:
   os.makedirs(out_dir, exist_ok=True)
-  columns = ["trial_id", "learning_rate", "epochs", "adapter_size", "seed", "score", "best_epoch",
-             "trained_params", "seconds"]
+  columns = ["trial_id", "learning_rate", "epochs", "adapter_size"]
+  columns += ["top_k"] if any("top_k" in r for r in rows) else []
+  columns += ["seed", "score", "best_epoch", "trained_params", "seconds"]
   columns += sorted({k for r in rows for k in r} - set(columns))
   table = io.StringIO()
   writer = csv.DictWriter(table, fieldnames=columns)
   writer.writeheader()
   writer.writerows(rows)
   write_text_atomic(os.path.join(out_dir, "results.csv"), table.getvalue(), newline="")
-  best = dict(select_best(rows), task=task.name, method=method, primary_metric=task.primary_metric,
+  best = dict(select_best(rows, select), task=task.name, method=method, primary_metric=task.primary_metric,
               trials=len(rows))
   write_json_atomic(os.path.join(out_dir, "best.json"), best)
   return best
@@ -175,9 +229,11 @@ def write_results(rows: List[Dict], out_dir: str, task, method: str) -> Dict:
 
 def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_dir: str,
               prefix_cache_dir: Optional[str] = None,
-              checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS) -> Optional[Dict]:
+              checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+              select: str = "best-run") -> Optional[Dict]:
   """Runs (or resumes) the grid; returns best.json's content on the chief/single process.
 
+  `select`: the rule whose setting best.json's "best_setting" holds (select_best).
   `prefix_cache_dir`: where a trial's prefix cache goes when too large for
   memory (with `base_config.prefix_cache`). `checkpoint_every_steps`: each
   trial's step-checkpoint interval (train_task).
@@ -195,4 +251,4 @@ def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_d
   tuner.search()
   if dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle():
     return None  # workers only run trials; the chief writes the results
-  return write_results(trial_rows(tuner.oracle), out_dir, task, base_config.method)
+  return write_results(trial_rows(tuner.oracle), out_dir, task, base_config.method, select)
