@@ -33,7 +33,6 @@ adapter_keras 0.1.0; every later version must read them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -44,7 +43,7 @@ import tensorflow as tf
 
 import adapter_keras
 from adapter_keras.config import AdapterConfig
-from adapter_keras.io import atomic_directory
+from adapter_keras.io import atomic_directory, file_sha256, read_json_object
 from adapter_keras.layers.pooling import POOLINGS
 from adapter_keras.methods import METHOD_NAMES
 from adapter_keras.models.span_model import SPAN_TASK_TYPE, SpanModel
@@ -88,14 +87,6 @@ def adapter_statistics(model) -> list:
   return [v for a in encoder.adapters() for v in a.statistics]
 
 
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def save_artifact(out_dir: str, model, manifest: Dict) -> str:
   """Saves `model`'s trainable variables and `manifest` atomically to `out_dir`."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
@@ -128,13 +119,7 @@ def read_manifest(artifact_dir: str) -> Dict:
     raise ArtifactError(f"artifact {artifact_dir} does not exist")
   if not os.path.exists(path):
     raise ArtifactError(f"{artifact_dir} is not an adapter_keras artifact (no {MANIFEST_FILE})")
-  try:
-    with open(path, encoding="utf-8") as f:
-      manifest = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ArtifactError(f"{path} is corrupt: {e}") from None
-  if not isinstance(manifest, dict):
-    raise ArtifactError(f"{path} is corrupt: it holds a JSON {type(manifest).__name__}, not an object")
+  manifest = read_json_object(path, "an artifact manifest object", ArtifactError)
   version = manifest.get("format_version")
   if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
     raise ArtifactError(

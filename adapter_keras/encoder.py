@@ -10,7 +10,6 @@ by Model Garden restore into it unchanged.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping, Optional, Union
 
@@ -20,6 +19,7 @@ from official.nlp.modeling import networks
 
 from adapter_keras import _model_garden
 from adapter_keras.config import AdapterConfig
+from adapter_keras.io import read_json_object
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
 
 _PACKAGE = "AdapterKeras"
@@ -97,13 +97,7 @@ class BertConfig:
 
   @classmethod
   def from_json_file(cls, path: Union[str, os.PathLike]) -> "BertConfig":
-    with open(path, encoding="utf-8") as f:
-      try:
-        data = json.load(f)
-      except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid UTF-8 JSON: {e}") from None
-    if not isinstance(data, dict):
-      raise ValueError(f"{path} must hold a JSON object of BERT settings, got a JSON {type(data).__name__}")
+    data = read_json_object(os.fspath(path), "a JSON object of BERT settings")
     if data.get("model_type", "bert") != "bert":
       raise ValueError(f"{path}: model_type {data['model_type']!r} is not 'bert'")
     try:

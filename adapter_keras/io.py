@@ -303,3 +303,27 @@ def require_new_or_empty_directory(path: str, flag: str = "--out") -> None:
   """
   if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
     raise FileExistsError(f"{flag} {path} exists and is not an empty directory; choose a new one")
+
+
+def file_sha256(path: str) -> str:
+  """sha256 of a file's bytes, read in 1 MiB blocks (weights files can be large)."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def read_json_object(path: str, what: str, error: type = ValueError) -> Dict[str, Any]:
+  """The JSON object in `path`, or `error` naming the file: unreadable, not UTF-8 JSON, or not an object
+  (`what` says which object was expected)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise error(f"{path} is not valid UTF-8 JSON ({reason})") from None
+  if not isinstance(value, dict):
+    raise error(f"{path} holds a JSON {type(value).__name__}, not {what}")
+  return value

@@ -286,7 +286,7 @@ def bad_variants(formats):
   listed_config = root / "list_config"
   shutil.copytree(formats["hf"], listed_config)
   (listed_config / "config.json").write_text("[1, 2]")
-  variants["config is a JSON list"] = (str(listed_config), "config.json must hold a JSON object")
+  variants["config is a JSON list"] = (str(listed_config), "config.json holds a JSON list, not a JSON object of BERT settings")
   twice = root / "vocab_twice"
   shutil.copytree(formats["hf"], twice)
   tokens = (twice / "vocab.txt").read_text(encoding="utf-8").splitlines()

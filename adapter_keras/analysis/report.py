@@ -21,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from adapter_keras.io import read_json_object
 from adapter_keras.methods import get_method
 from adapter_keras.tasks.metrics import select_setting
 
@@ -47,13 +48,7 @@ _REPORTED_FIELDS = ("task", "method", "score", "primary_metric", "base_params", 
 
 def read_metrics(path: str) -> Dict:
   """A finished run's metrics.json; ValueError naming the file when it is not one the table can use."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      run = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path} is not valid JSON: {e}") from None
-  if not isinstance(run, dict):
-    raise ValueError(f"{path} holds a JSON {type(run).__name__}, not a run's metrics object")
+  run = read_json_object(path, "a run's metrics object")
   missing = [k for k in _REPORTED_FIELDS if k not in run]
   if missing:
     raise ValueError(f"{path} is not a finished run's metrics.json: it lacks {', '.join(missing)}")

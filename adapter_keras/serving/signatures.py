@@ -15,10 +15,11 @@ An export directory holds the SavedModel and `EXPORT_MANIFEST`:
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Dict, List, Optional, Sequence
+
+from adapter_keras.io import read_json_object
 
 EXPORT_MANIFEST = "adapter_keras_export.json"
 EXPORT_FORMAT = "adapter_keras.export"
@@ -97,12 +98,8 @@ def read_export_manifest(directory: str) -> Optional[dict]:
   path = os.path.join(directory, EXPORT_MANIFEST)
   if not os.path.isfile(path):
     return None
-  try:
-    with open(path, encoding="utf-8") as f:
-      manifest = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path} is not a readable export manifest: {e}") from None
-  if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+  manifest = read_json_object(path, "an export manifest")
+  if manifest.get("format") != EXPORT_FORMAT:
     raise ValueError(f"{path} is not an export manifest of adapter_keras")
   if manifest.get("format_version") != EXPORT_FORMAT_VERSION:
     raise ValueError(f"{path} has export format version {manifest.get('format_version')!r}; this "

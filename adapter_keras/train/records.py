@@ -67,7 +67,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from adapter_keras.io import atomic_directory, require_new_or_empty_directory, write_json_atomic
+from adapter_keras.io import (atomic_directory, file_sha256, read_json_object, require_new_or_empty_directory,
+                              write_json_atomic)
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import check_max_seq_length, encoder_vocabulary
 from adapter_keras.tasks.data import TextExamples
@@ -96,14 +97,6 @@ WORD_IDS, TYPE_IDS, LABEL, INDEX = "input_word_ids", "input_type_ids", "label_id
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def shard_file_name(index: int, num_shards: int) -> str:
@@ -275,12 +268,8 @@ def open_training_records(directory: str, verify: bool = True) -> TrainingRecord
   spec_path = os.path.join(directory, SPEC_FILE)
   if not os.path.isfile(spec_path):
     raise FileNotFoundError(f"{directory} has no {SPEC_FILE}: not a directory written by adapter-keras preprocess")
-  try:
-    with open(spec_path, encoding="utf-8") as f:
-      spec = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{spec_path} is not readable JSON ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+  spec = read_json_object(spec_path, "a training-records spec")
+  if spec.get("format") != FORMAT:
     raise ValueError(f"{spec_path} is not a training-records spec (format {FORMAT!r} expected)")
   if spec.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{spec_path} has format version {spec.get('format_version')!r}; this adapter_keras reads "
