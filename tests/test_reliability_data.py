@@ -149,7 +149,7 @@ ARTIFACT_CASES = {
     "format 1 without the head": (lambda a: _rewrite(a, _without_head(_weights(a)), _as_format_1,
                                                      resign=False), "lacks 2 of the"),
     # Manifests (item 6).
-    "manifest is a JSON list": (lambda a: (a / "manifest.json").write_text("[1, 2]"), "JSON list, not an object"),
+    "manifest is a JSON list": (lambda a: (a / "manifest.json").write_text("[1, 2]"), "holds a JSON list"),
     "manifest lacks task": (lambda a: _rewrite(a, manifest_change=_drop("task")), "it lacks task"),
     "manifest lacks base_fingerprint": (lambda a: _rewrite(a, manifest_change=_drop("base_fingerprint")),
                                         "it lacks base_fingerprint"),
