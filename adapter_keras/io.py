@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -307,7 +308,6 @@ def require_new_or_empty_directory(path: str, flag: str = "--out") -> None:
 
 def file_sha256(path: str) -> str:
   """sha256 of a file's bytes, read in 1 MiB blocks (weights files can be large)."""
-  import hashlib  # pylint: disable=import-outside-toplevel
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):

@@ -120,6 +120,24 @@ def _tf1_name(hf_name: str) -> str:
   return name[:-len("/kernel")] if "_embeddings/" in name else name
 
 
+def write_sharded_hf_copy(src_dir: str, out_dir: str, shards: int = 2) -> str:
+  """Copies a Hugging Face directory with its model.safetensors split into `shards` files and the
+  model.safetensors.index.json that maps each tensor to its shard (as large HF checkpoints ship)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  shutil.copytree(src_dir, out_dir)
+  os.remove(os.path.join(out_dir, "model.safetensors"))
+  tensors = load_file(os.path.join(src_dir, "model.safetensors"))
+  names, weight_map = sorted(tensors), {}
+  for i in range(shards):
+    shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+    save_file({k: tensors[k] for k in names[i::shards]}, os.path.join(out_dir, shard))
+    weight_map.update({k: shard for k in names[i::shards]})
+  with open(os.path.join(out_dir, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
+    json.dump({"metadata": {"total_size": sum(v.nbytes for v in tensors.values())}, "weight_map": weight_map}, f)
+  return out_dir
+
+
 def write_tiny_tf1_bert(out_dir: str, seed: int = 0, num_layers: int = 2, hidden_size: int = 32,
                         num_heads: int = 4, intermediate_size: int = 64, max_position_embeddings: int = 128,
                         with_heads: bool = True, vocab: Optional[List[str]] = None) -> str:

@@ -25,12 +25,11 @@ import tempfile
 import time
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from adapter_keras.encoder import ARCHITECTURES
 from adapter_keras.io import write_json_atomic
 from adapter_keras.pretrained import load_encoder
-from adapter_keras.testing import (SPECIAL_TOKENS, write_tiny_hf_bert, write_tiny_tf1_bert,
+from adapter_keras.testing import (SPECIAL_TOKENS, write_sharded_hf_copy, write_tiny_hf_bert, write_tiny_tf1_bert,
                                    write_tiny_tfhub_bert)
 
 BASE = dict(num_layers=12, hidden_size=768, num_heads=12, intermediate_size=3072, max_position_embeddings=512)
@@ -52,20 +51,6 @@ def _timed_load(path):
   start = time.perf_counter()
   loaded = load_encoder(path)
   return loaded, time.perf_counter() - start
-
-
-def _shard(src, dst, shards):
-  shutil.copytree(src, dst)
-  os.remove(os.path.join(dst, "model.safetensors"))
-  tensors = load_file(os.path.join(src, "model.safetensors"))
-  names, weight_map = sorted(tensors), {}
-  for i in range(shards):
-    shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-    save_file({k: tensors[k] for k in names[i::shards]}, os.path.join(dst, shard))
-    weight_map.update({k: shard for k in names[i::shards]})
-  with open(os.path.join(dst, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
-    json.dump({"weight_map": weight_map}, f)
-  return dst
 
 
 def main(argv=None):
@@ -95,7 +80,7 @@ def main(argv=None):
   tf1 = write_tiny_tf1_bert(os.path.join(work, "tf1"), seed=0, vocab=vocab, with_heads=True, **BASE)
   hf = write_tiny_hf_bert(os.path.join(work, "hf"), seed=0, vocab=vocab, hidden_act="gelu_new", num_layers=12,
                           hidden_size=768, num_heads=12, intermediate_size=3072, max_position_embeddings=512)
-  sharded = _shard(hf, os.path.join(work, "hf_sharded"), shards=4)
+  sharded = write_sharded_hf_copy(hf, os.path.join(work, "hf_sharded"), shards=4)
   reference, _ = _timed_load(hf)
   reference_sequence = _sequence(reference.encoder, inputs)
   for name, path in (("Google TF1 checkpoint", tf1), ("Hugging Face, 4 shards", sharded),

@@ -14,8 +14,8 @@ from safetensors.numpy import load_file, save_file
 from adapter_keras import pretrained
 from adapter_keras.config import AdapterConfig
 from adapter_keras.pretrained import WeightsError, load_encoder
-from adapter_keras.testing import (tiny_bert_tensors, write_tiny_glue_dir, write_tiny_hf_bert, write_tiny_tf1_bert,
-                                   write_tiny_tfhub_bert)
+from adapter_keras.testing import (tiny_bert_tensors, write_sharded_hf_copy, write_tiny_glue_dir, write_tiny_hf_bert,
+                                   write_tiny_tf1_bert, write_tiny_tfhub_bert)
 from tests.helpers import assert_one_error_line, run_cli, run_cli_subprocess
 from tests.numpy_bert import bert_forward
 
@@ -164,24 +164,8 @@ def _tf1_variant(root, name, mutate):
 # ---------------------------------------------------------------- Hugging Face shards and task checkpoints
 
 
-def _shard(src, dst, shards=2):
-  shutil.copytree(src, dst)
-  os.remove(os.path.join(dst, "model.safetensors"))
-  tensors = load_file(os.path.join(src, "model.safetensors"))
-  names = sorted(tensors)
-  weight_map = {}
-  for i in range(shards):
-    shard = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-    part = names[i::shards]
-    save_file({k: tensors[k] for k in part}, os.path.join(dst, shard))
-    weight_map.update({k: shard for k in part})
-  with open(os.path.join(dst, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
-    json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f)
-  return str(dst)
-
-
 def test_sharded_safetensors_round_trip(tmp_path, formats):
-  sharded = _shard(formats["hf"], tmp_path / "sharded", shards=3)
+  sharded = write_sharded_hf_copy(formats["hf"], str(tmp_path / "sharded"), shards=3)
   one, many = load_encoder(formats["hf"]), load_encoder(sharded)
   inputs = _inputs(one.config.vocab_size)
   for a, b in zip(_outputs(one.encoder, inputs), _outputs(many.encoder, inputs)):
@@ -224,7 +208,7 @@ def _independent_count(formats, name):
 
 @pytest.mark.parametrize("name", ["hub", "tf1", "hf-sharded", "hf"])
 def test_params_reports_exact_counts_for_every_format(name, tmp_path, formats):
-  path = _shard(formats["hf"], tmp_path / "sharded") if name == "hf-sharded" else formats[name.split("-")[0]]
+  path = write_sharded_hf_copy(formats["hf"], str(tmp_path / "sharded")) if name == "hf-sharded" else formats[name.split("-")[0]]
   status, out, err = run_cli(["params", "--encoder", path, "--adapter-size", "4", "--json"])
   assert status == 0, err
   report = json.loads(out.strip().splitlines()[-1])
@@ -270,7 +254,7 @@ def bad_variants(formats):
   variants["tf1 vocab size"] = (tf1_vocab, "has 68 tokens but the embedding has vocab_size=67")
   nan = _tf1_variant(root, "tf1_nan", lambda v: v["bert/encoder/layer_0/output/dense/bias"].__setitem__(3, np.nan))
   variants["tf1 NaN weights"] = (nan, "transformer/layer_0/output/bias holds non-finite values")
-  sharded = _shard(formats["hf"], root / "hf_shard_missing")
+  sharded = write_sharded_hf_copy(formats["hf"], str(root / "hf_shard_missing"))
   shard = os.path.join(sharded, "model-00002-of-00002.safetensors")
   tensors = load_file(shard)
   tensors.pop(sorted(tensors)[0])
