@@ -1,11 +1,19 @@
 """adapter_keras: Houlsby adapters for TensorFlow Model Garden BERT encoders.
 
 The front door (keras_api.py) is reachable from here: `adapter_keras.AdapterClassifier`,
-`AdapterRegressor`, `add_adapters`, `mark_only_adapters_trainable` and `AdapterConfig`.
+`AdapterRegressor`, `AdapterSpanExtractor`, `add_adapters`, `mark_only_adapters_trainable` and
+`AdapterConfig`.
 """
 import importlib
 
+from adapter_keras import _tf_runtime
+
 __version__ = "0.2.0"
+
+# Before anything imports TensorFlow: no GPU probe where no CUDA driver exists, whose failure
+# TensorFlow logs as an error line (issue 17, item 12), in the command lines, notebooks and
+# benchmarks alike. A TF_ENABLED_DEVICE_TYPES the user set wins.
+_tf_runtime.configure_devices()
 
 # Imported on first use (PEP 562): `import adapter_keras` must stay free of TensorFlow, since the
 # command lines import it before they parse their flags, and the modules below import this package
@@ -13,6 +21,7 @@ __version__ = "0.2.0"
 _FRONT_DOOR = {
     "AdapterClassifier": "adapter_keras.keras_api",
     "AdapterRegressor": "adapter_keras.keras_api",
+    "AdapterSpanExtractor": "adapter_keras.keras_api",
     "add_adapters": "adapter_keras.keras_api",
     "mark_only_adapters_trainable": "adapter_keras.keras_api",
     "AdapterConfig": "adapter_keras.config",

@@ -1,7 +1,8 @@
-"""How TensorFlow should start in a command line process; set before TensorFlow is imported.
+"""How TensorFlow should start in a process that uses adapter_keras; set before TensorFlow is imported.
 
-Nothing here imports TensorFlow: the command lines call `configure_devices()` when they are
-imported, and their parsers stay TensorFlow-free (tests/test_architecture.py).
+Nothing here imports TensorFlow: `import adapter_keras` calls `configure_devices()`, so the
+command lines, notebooks and benchmarks start TensorFlow alike, and the command lines' parsers
+stay TensorFlow-free (tests/test_architecture.py).
 
 TensorFlow's pip build includes CUDA. When it creates its devices it asks the CUDA driver for
 GPUs, and on a machine without NVIDIA's driver that fails and is logged as an error on every run:

@@ -19,7 +19,7 @@ The best model's dev score uses the task's metric: MCC for CoLA, F1 for MRPC,
 accuracy for the others (the CLI's `dev_metrics` for GLUE tasks, the re-trained
 model's dev accuracy for the two file tasks).
 
-  python benchmarks/automl_budget.py --max-trials 20 --sample-scale 0.05
+  python benchmarks/automl_budget.py --max-trials 20 --sample-scale 0.01
   python benchmarks/automl_budget.py --tasks rte --max-trials 2 --max-train-examples 200 \\
       --sample-scale 0.001 --out-dir /tmp/automl_smoke --out-json /tmp/automl_smoke.json
 """
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
                       help="module directories or TF Hub handles in the space (default: the USE "
                            "multilingual v3 module and the MiniLM WordPiece table, built if missing)")
   parser.add_argument("--max-trials", type=int, default=20, help="trials per task")
-  parser.add_argument("--sample-scale", type=float, default=0.05,
+  parser.add_argument("--sample-scale", type=float, default=0.01,
                       help="multiplies Table 5's training samples per trial (1e5..2e6) uniformly")
   parser.add_argument("--max-epochs", type=float, help="cap a trial at this many passes over its training set")
   parser.add_argument("--max-train-examples", type=int,

@@ -12,32 +12,54 @@ Prints the table and writes --out-md and --out-json.
 
   python benchmarks/glue_reproduction.py --data-dir ../shared/data/glue \
       --max-train-examples 10000 --epochs 3
+
+`--protocol paper` runs the paper's protocol instead (§3.2, Table 1): per task and
+method a resumable `sweep` (train/sweep.py) over learning rate x adapter size x
+seeds with 3 epochs, every trial's best-epoch model kept; each cell is the single
+best dev run (the paper's rule) with the s.e.m. over seeds of its setting, the
+best-mean table follows; the adapters' best runs predict the GLUE test files
+(serving/glue_submission.py: the server's TSVs and their zip). Full fine-tuning
+and top-k sweep their own learning rates (`--fine-tune-learning-rates`: at the
+adapters' 3e-3 a whole Transformer diverges). It writes --out-md/--out-json
+(default docs/results/glue_minilm_paper.{md,json}), beside the fixed-rate table.
+
+  python benchmarks/glue_reproduction.py --protocol paper --tasks rte mrpc --max-train-examples 1000 \
+      --methods adapter full layer-norm top-k --learning-rates 3e-4 3e-3 --top-ks 2 \
+      --method-learning-rates layer-norm=3e-3 top-k=3e-4
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
+import time
 
 from adapter_keras.analysis.report import collect_runs, markdown_table
 from adapter_keras.config import AdapterConfig
-from adapter_keras.io import write_json_atomic
+from adapter_keras.io import read_json_object, write_json_atomic, write_text_atomic
 from adapter_keras.tasks.sources import DataSource, load_task_data
 from adapter_keras.train.classification import train_task
 from adapter_keras.train.config import TrainConfig
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "stsb")
+# §3.2's grid for GLUE; full fine-tuning and top-k get BERT's own range (Devlin et al. 2019).
+PAPER_LEARNING_RATES = (3e-5, 3e-4, 3e-3)
+PAPER_FINE_TUNE_LEARNING_RATES = (3e-5, 3e-4)
+PAPER_ADAPTER_SIZES = (8, 64)
+PAPER_SEEDS = (0, 1, 2)
+PAPER_METHODS = ("adapter", "full", "layer-norm")
 ADAPTER_SIZES = (8, 64, 256)
 LEARNING_RATES = {"adapter": 1e-3, "full": 1e-4, "top-k": 1e-3, "layer-norm": 3e-3}
 
 
-def run_configs(max_train_examples, epochs, seed):
+def run_configs(max_train_examples, epochs, seed, encoder="minilm-l6"):
   configs = [(f"adapter-{m}", dict(method="adapter", adapter=AdapterConfig(size=m))) for m in ADAPTER_SIZES]
   configs += [("full", dict(method="full")), ("top-1", dict(method="top-k", top_k=1)),
               ("layer-norm", dict(method="layer-norm"))]
   for name, kwargs in configs:
-    yield name, TrainConfig(encoder="minilm-l6", learning_rate=LEARNING_RATES[kwargs["method"]],
+    yield name, TrainConfig(encoder=encoder, learning_rate=LEARNING_RATES[kwargs["method"]],
                             epochs=epochs, batch_size=32, max_seq_length=128, seed=seed,
                             max_train_examples=max_train_examples, **kwargs)
 
@@ -70,25 +92,53 @@ def automl_baseline_row(automl_dir: str, tasks) -> dict:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--protocol", choices=("fixed", "paper"), default="fixed",
+                      help="fixed: one learning rate per method, one seed (default); paper: the paper's sweep, "
+                           "best run on dev, test-server files (see the module docstring)")
   parser.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "glue"))
+  parser.add_argument("--encoder", default="minilm-l6", help="any encoder spec `train --encoder` takes")
   parser.add_argument("--tasks", nargs="+", default=list(TASKS))
   parser.add_argument("--max-train-examples", type=int, default=10000,
                       help="per task (default: every training set in full but SST-2's 67k)")
   parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--runs-dir", default=os.path.join("runs", "glue_reproduction"))
-  parser.add_argument("--out-md", default=os.path.join("docs", "results", "glue_minilm.md"))
-  parser.add_argument("--out-json", default=os.path.join("docs", "results", "glue_minilm.json"))
+  parser.add_argument("--seed", type=int, default=0, help="--protocol fixed's one seed")
+  parser.add_argument("--runs-dir", help="default: runs/glue_reproduction, runs/glue_paper with --protocol paper")
+  parser.add_argument("--out-md", help="default: docs/results/glue_minilm.md (glue_minilm_paper.md with "
+                                       "--protocol paper)")
+  parser.add_argument("--out-json", help="default: the --out-md path with .json")
   parser.add_argument("--automl-dir", help="adds the no-BERT AutoML baseline row from DIR/<task>/best.json "
                                            "(`automl-baseline search --task T ... --out DIR/T`)")
+  paper = parser.add_argument_group("--protocol paper")
+  paper.add_argument("--methods", nargs="+", default=list(PAPER_METHODS),
+                     choices=("adapter", "full", "layer-norm", "top-k"))
+  paper.add_argument("--learning-rates", type=float, nargs="+", default=list(PAPER_LEARNING_RATES),
+                     help="the adapter and LayerNorm sweeps' (default: §3.2's 3e-5 3e-4 3e-3)")
+  paper.add_argument("--fine-tune-learning-rates", type=float, nargs="+",
+                     default=list(PAPER_FINE_TUNE_LEARNING_RATES), help="the full and top-k sweeps'")
+  paper.add_argument("--method-learning-rates", nargs="+", default=[], metavar="METHOD=LR[,LR...]",
+                     help="one method's own learning rates, over the two lists above (a budget's cut)")
+  paper.add_argument("--adapter-sizes", type=int, nargs="+", default=list(PAPER_ADAPTER_SIZES))
+  paper.add_argument("--top-ks", type=int, nargs="+", default=[1, 3], help="top-k's numbers of layers")
+  paper.add_argument("--seeds", type=int, nargs="+", default=list(PAPER_SEEDS))
+  paper.add_argument("--report-only", action="store_true",
+                     help="train nothing: the tables and server files from the trials finished so far")
+  paper.add_argument("--submission-dir", help="where the GLUE server files go (default RUNS_DIR/submission; "
+                                              "must be new or empty)")
   args = parser.parse_args(argv)
   if not os.path.isdir(args.data_dir):
     sys.exit(f"error: GLUE data dir {args.data_dir} not found")
+  if args.max_train_examples < 1 or args.epochs < 1:
+    parser.error("--max-train-examples and --epochs must be >= 1")
+  if args.protocol == "paper":
+    return paper_protocol(args, argv)
+  args.runs_dir = args.runs_dir or os.path.join("runs", "glue_reproduction")
+  args.out_md = args.out_md or os.path.join("docs", "results", "glue_minilm.md")
+  args.out_json = args.out_json or os.path.splitext(args.out_md)[0] + ".json"
   run_dirs, train_sizes = [], {}
   for task_name in args.tasks:
     task, train, dev = load_task_data(DataSource(task=task_name, data_dir=args.data_dir))
     train_sizes[task.name] = (min(len(train), args.max_train_examples), len(train))
-    for name, config in run_configs(args.max_train_examples, args.epochs, args.seed):
+    for name, config in run_configs(args.max_train_examples, args.epochs, args.seed, args.encoder):
       out = os.path.join(args.runs_dir, f"{task.name}-{name}")
       run_dirs.append(out)
       if os.path.exists(os.path.join(out, "metrics.json")):
@@ -173,7 +223,122 @@ def main(argv=None):
             + "\n".join(f"- {k}: {'met' if ok else 'MISSED'}" for k, ok in targets.items()) + "\n\n"
             + sizes_note + "\n"
             + (f"\n{automl['note']}\n" if automl else ""))
+  return 0
+
+
+def _method_learning_rates(values) -> dict:
+  """--method-learning-rates METHOD=LR[,LR...] as {method: [lr, ...]}."""
+  rates = {}
+  for value in values:
+    method, _, listed = value.partition("=")
+    if method not in ("adapter", "full", "layer-norm", "top-k") or not listed:
+      raise SystemExit(f"error: --method-learning-rates {value!r}: expected METHOD=LR[,LR...] with METHOD one of "
+                       "adapter, full, layer-norm, top-k")
+    try:
+      rates[method] = [float(lr) for lr in listed.split(",")]
+    except ValueError:
+      raise SystemExit(f"error: --method-learning-rates {value!r}: {listed!r} is not a list of numbers") from None
+  return rates
+
+
+def _sweep_grid(method: str, args):
+  from adapter_keras.train.sweep import SweepGrid  # pylint: disable=import-outside-toplevel
+  fine_tunes = method in ("full", "top-k")
+  learning_rates = _method_learning_rates(args.method_learning_rates).get(
+      method, args.fine_tune_learning_rates if fine_tunes else args.learning_rates)
+  # Without adapters the grid has one size entry, which the sweep records as adapter_size 0.
+  sizes = args.adapter_sizes if method == "adapter" else [] if method == "top-k" else args.adapter_sizes[:1]
+  return SweepGrid(learning_rates=learning_rates, epochs=[args.epochs], adapter_sizes=sizes, seeds=args.seeds,
+                   top_ks=args.top_ks if method == "top-k" else None)
+
+
+def _finished_best_run(sweep_dir: str, task_name: str) -> dict:
+  """{task: the run dir of the best finished trial with an artifact} of a sweep, finished or not."""
+  best = max((r for r in collect_runs([sweep_dir]) if r["score"] is not None), key=lambda r: r["score"],
+             default=None)
+  return {task_name: best["run_dir"]} if best and os.path.isdir(os.path.join(best["run_dir"], "artifact")) else {}
+
+
+def paper_protocol(args, argv) -> int:
+  """--protocol paper: the sweeps, the two rules' tables, the GLUE server files (module docstring)."""
+  from adapter_keras.serving.glue_submission import write_glue_submission  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.sweep import run_sweep  # pylint: disable=import-outside-toplevel
+  runs_dir = args.runs_dir or os.path.join("runs", "glue_paper")
+  out_md = args.out_md or os.path.join("docs", "results", "glue_minilm_paper.md")
+  out_json = args.out_json or os.path.splitext(out_md)[0] + ".json"
+  submission_dir = args.submission_dir or os.path.join(runs_dir, "submission")
+  grids = {method: _sweep_grid(method, args) for method in args.methods}  # a bad grid fails before training
+  started = time.monotonic()
+  sweep_dirs, best_runs, train_sizes = [], {}, {}
+  for task_name in args.tasks:
+    task, train, dev = load_task_data(DataSource(task=task_name, data_dir=args.data_dir))
+    train_sizes[task.name] = (min(len(train), args.max_train_examples), len(train))
+    for method, grid in grids.items():
+      out = os.path.join(runs_dir, task.name, method)
+      if args.report_only:
+        if glob.glob(os.path.join(out, "trials", "*", "metrics.json")):  # at least one finished trial
+          sweep_dirs.append(out)
+          best_runs.update(_finished_best_run(out, task.name) if method == "adapter" else {})
+        continue
+      print(f"[bench] {task.name} {method}: sweep of {grid.size} trials into {out}", flush=True)
+      base = TrainConfig(encoder=args.encoder, method=method, learning_rate=grid.learning_rates[0],
+                         epochs=args.epochs, batch_size=32, max_seq_length=128,
+                         max_train_examples=args.max_train_examples,
+                         top_k=grid.top_ks[0] if grid.top_ks else None)
+      best = run_sweep(task, train, dev, base, grid, out, select="best-run", save_artifacts=method == "adapter")
+      sweep_dirs.append(out)
+      if method == "adapter":
+        best_runs[task.name] = os.path.join(out, best["rules"]["best-run"]["run_dir"])
+  runs = collect_runs(sweep_dirs)
+  table, summary = markdown_table(runs, select="best-run")
+  mean_table, mean_summary = markdown_table(runs, select="best-mean")
+  submission = None
+  previous = os.path.join(submission_dir, "submission.json")
+  if best_runs and os.path.isdir(submission_dir) and os.listdir(submission_dir):
+    # A resumed benchmark never overwrites files: an earlier submission stays as it is.
+    print(f"[bench] {submission_dir} is not empty: GLUE server files not written again (give a new "
+          "--submission-dir)", flush=True)
+    if os.path.exists(previous):
+      submission = read_json_object(previous, "a glue-submission summary")
+  elif best_runs:
+    submission = write_glue_submission(best_runs, args.encoder, args.data_dir, submission_dir)
+  seconds = sum(r["seconds"] for r in runs)
+  command = "python benchmarks/glue_reproduction.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  used = ", ".join(f"{name} {n:,}" + (f" of {total:,}" if n < total else "")
+                   for name, (n, total) in train_sizes.items())
+  grid_text = "; ".join(
+      f"{method}: learning rates {list(grid.learning_rates)}"
+      + (f", sizes {list(grid.adapter_sizes)}" if method == "adapter" else "")
+      + (f", top k {list(grid.top_ks)}" if grid.top_ks else "") for method, grid in grids.items())
+  budget = (f"{len(args.tasks)} tasks ({', '.join(train_sizes)}); at most {args.max_train_examples:,} training "
+            f"examples per task (used: {used}), {args.epochs} epochs (the best epoch's dev score), seeds "
+            f"{list(args.seeds)}, batch 32, max length 128; {grid_text}; dev sets in full")
+  print(f"best run on dev (the paper's rule), +- s.e.m. over seeds of its setting:\n{table}\n\n"
+        f"best mean over seeds:\n{mean_table}")
+  if submission:
+    print(f"GLUE server files in {submission_dir}: predicted {', '.join(submission['predicted'])}")
+  write_json_atomic(out_json, dict(
+      protocol="paper", command=command, budget=budget, seconds=seconds,
+      wall_seconds_this_invocation=time.monotonic() - started, best_run=summary, best_mean=mean_summary,
+      submission=submission and dict(submission, dir=submission_dir), best_runs=best_runs,
+      trials=[{k: r[k] for k in ("task", "method", "score", "trained_params", "trained_fraction", "best_epoch",
+                                 "seconds")}
+              | {k: r["config"].get(k) for k in ("learning_rate", "seed", "top_k")}
+              | {"adapter_size": (r["config"].get("adapter") or {}).get("size") if r["method"] == "adapter"
+                 else None} for r in runs]))
+  os.makedirs(os.path.dirname(out_md) or ".", exist_ok=True)
+  write_text_atomic(out_md, (
+      "# GLUE on MiniLM-L6 with the paper's protocol (measured)\n\n"
+      f"Command: `{command}`\n\nBudget: {budget}. Training and evaluation time, summed over the "
+      f"{len(runs)} runs: {seconds / 60:.0f} min on a {os.cpu_count()}-core CPU.\n\n"
+      "Each cell: the single run with the best dev score (the paper's selection rule), +- the s.e.m. over "
+      f"seeds of that run's setting.\n\n{table}\n\nThe setting with the best mean over seeds instead:\n\n"
+      f"{mean_table}\n"
+      + (f"\nGLUE server files from the adapters' best runs: `{submission_dir}` ({', '.join(submission['predicted'])}"
+         f"; {submission['zip']}).\n" if submission else "")))
+  print(f"wrote {out_md} and {out_json}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -1,6 +1,7 @@
 """The paper's analyses: ablation, init-scale and trade-off studies and their CLI."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -38,6 +39,16 @@ def artifact(tmp_path_factory, glue_dir, encoder_dir):
   assert cli.main(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
                    "--adapter-size", "4", "--adapter-init-std", "0.5", "--learning-rate", "1e-2",
                    *FAST_TRAINING, "--out", str(out)]) == 0
+  return str(out / "artifact")
+
+
+@pytest.fixture(scope="module")
+def second_artifact(tmp_path_factory, glue_dir, encoder_dir):
+  """`artifact`'s training with another seed: an ablation to average with its own."""
+  out = tmp_path_factory.mktemp("run-seed1")
+  assert cli.main(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
+                   "--adapter-size", "4", "--adapter-init-std", "0.5", "--learning-rate", "1e-2",
+                   "--seed", "1", *FAST_TRAINING, "--out", str(out)]) == 0
   return str(out / "artifact")
 
 
@@ -148,6 +159,111 @@ def test_majority_class_score():
   assert ablation.majority_class_score(get_task("stsb"), np.array([1.0, 2.0]), np.array([0.5])) is None
 
 
+def _sem(values):
+  return np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def _assert_mean_and_sem_over_runs(result):
+  """ablation.json's mean and s.e.m. against numpy over its per-run values."""
+  per_run = result["per_run"]
+  layers = result["layers"]
+  for name in ("baseline", "all_removed"):
+    values = np.array([run[name] for run in per_run], float)
+    assert result["mean"][name] == pytest.approx(values.mean())
+    assert result["sem"][name] == pytest.approx(_sem(values))
+  for first in range(layers):
+    for last in range(layers):
+      cells = [run["matrix"][first][last] for run in per_run]
+      if last < first:
+        assert result["mean"]["matrix"][first][last] is None and result["sem"]["matrix"][first][last] is None
+        continue
+      values = np.array([c for c in cells if c is not None], float)
+      assert result["mean"]["matrix"][first][last] == pytest.approx(values.mean())
+      assert result["sem"]["matrix"][first][last] == pytest.approx(_sem(values))
+
+
+def test_ablation_over_runs_is_the_mean_and_sem_of_each_cell(tmp_path):
+  rng = np.random.default_rng(0)
+  runs = []
+  for seed in range(3):
+    matrix = [[float(rng.normal()) if j >= i else None for j in range(3)] for i in range(3)]
+    runs.append(dict(layers=3, metric="accuracy", task="rte", matrix=matrix, baseline=0.6 + 0.01 * seed,
+                     all_removed=0.5 - 0.02 * seed, majority_class=0.52, majority_source="train",
+                     artifact=f"run{seed}/artifact", seed=seed))
+  runs[2]["matrix"][0][1] = None  # a diverged evaluation drops out of its cell only
+  result = ablation.ablation_over_runs(runs)
+  assert result["n_runs"] == 3 and [r["seed"] for r in result["per_run"]] == [0, 1, 2]
+  _assert_mean_and_sem_over_runs(result)
+  _assert_png(ablation.plot_ablation(result, str(tmp_path / "mean.png")))
+  with pytest.raises(ValueError, match="does not match"):
+    ablation.ablation_over_runs([runs[0], dict(runs[1], task="mrpc")])
+
+
+def _sweep_trial(sweep, template, size, lr, seed, score, artifact=None):
+  """A sweep trial directory as `sweep` writes it, from a real run's metrics.json."""
+  record = json.loads(open(os.path.join(os.path.dirname(template), "metrics.json"), encoding="utf-8").read())
+  record["score"] = score
+  record["config"] = dict(record["config"], learning_rate=lr, seed=seed,
+                          adapter=dict(record["config"]["adapter"], size=size))
+  trial = sweep / "trials" / f"adapter_size{size}-epochs1-learning_rate{lr}-seed{seed}"
+  trial.mkdir(parents=True)
+  (trial / "metrics.json").write_text(json.dumps(record))
+  if artifact:
+    shutil.copytree(artifact, trial / "artifact")
+  return str(trial)
+
+
+@pytest.mark.parametrize("source", ["artifacts", "sweep"])
+def test_ablation_over_seeds_cli_averages_the_artifacts(tmp_path, capsys, artifact, second_artifact, encoder_dir,
+                                                        glue_dir, source):
+  if source == "artifacts":
+    # Run directories stand for their artifact/, as with --artifact.
+    selection = ["--artifacts", os.path.dirname(artifact), os.path.dirname(second_artifact)]
+  else:
+    sweep = tmp_path / "sweep"
+    # lr 1e-2 has the single best trial, lr 1e-3 the best mean; size 8 is not asked for.
+    for lr, seed, score in ((1e-2, 0, 0.9), (1e-2, 1, 0.1), (1e-3, 0, 0.6), (1e-3, 1, 0.6)):
+      _sweep_trial(sweep, artifact, 4, lr, seed, score,
+                   artifact=(artifact, second_artifact)[seed] if lr == 1e-3 else None)
+    _sweep_trial(sweep, artifact, 8, 1e-3, 0, 0.99)
+    selection = ["--artifacts-from-sweep", str(sweep), "--adapter-size", "4"]
+  out = tmp_path / "ablation"
+  assert cli.main(["analyze", "ablation", *selection, "--encoder", encoder_dir, "--task", "sst2",
+                   "--data-dir", glue_dir, "--out", str(out), "--json"]) == 0
+  printed = capsys.readouterr().out.strip().splitlines()
+  result = json.loads(printed[-1])
+  # Per artifact: which one, its L(L+1)/2 + 2 evaluations, its scores.
+  for index in (1, 2):
+    assert sum(line.startswith(f"[ablation] artifact {index}/2: ") for line in printed) == 2
+  assert sum(line.startswith("[ablation] 5/5 ") for line in printed) == 2
+  written = json.loads((out / "ablation.json").read_text())
+  assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
+  assert written["n_runs"] == 2 and written["task"] == "sst2" and written["split"] == "dev"
+  assert [run["seed"] for run in written["per_run"]] == [0, 1]
+  assert written["per_run"][0]["matrix"] != written["per_run"][1]["matrix"]  # seeds differ
+  _assert_mean_and_sem_over_runs(written)
+  if source == "sweep":
+    picked = written["selected_from_sweep"]
+    assert (picked["learning_rate"], picked["adapter_size"], picked["seeds"]) == (1e-3, 4, [0, 1])
+    assert picked["mean"] == pytest.approx(0.6)
+    assert all("learning_rate0.001" in run["artifact"] for run in written["per_run"])
+  _assert_png(out / "ablation.png")
+
+
+def test_ablation_refuses_artifacts_of_different_tasks(tmp_path, capsys, artifact, encoder_dir, glue_dir):
+  other = tmp_path / "rte-artifact"
+  shutil.copytree(artifact, other)
+  manifest = json.loads((other / "manifest.json").read_text())
+  manifest["task"]["name"] = "rte"
+  (other / "manifest.json").write_text(json.dumps(manifest))
+  assert cli.main(["analyze", "ablation", "--artifacts", artifact, str(other), "--encoder", encoder_dir,
+                   "--task", "sst2", "--data-dir", glue_dir, "--out", str(tmp_path / "out")]) == 2
+  captured = capsys.readouterr()
+  err = captured.err.strip().splitlines()
+  assert len(err) == 1 and str(other) in err[0] and "'rte'" in err[0], err
+  assert "[ablation] artifact" not in captured.out  # refused before any evaluation
+
+
 # ---------------------------------------------------------------- initialisation scale
 
 
@@ -251,9 +367,12 @@ def test_tradeoff_summary_and_plot_for_one_task(tmp_path):
   runs.append(dict(task="cola", method="layer-norm", setting=None, trained_params=300, score=0.2))
   result = tradeoff.summarise_tradeoff(runs, {"cola": "mcc"})
   assert result["normalised"] is False and "full" not in result
-  assert result["curves"]["adapter"] == [dict(setting=8, trained_params=1500.0, score=0.4),
-                                         dict(setting=64, trained_params=9000.0, score=0.5)]
-  assert result["curves"]["layer-norm"] == [dict(setting=None, trained_params=300.0, score=0.2)]
+  shown = ("setting", "trained_params", "score", "n_seeds", "sem")
+  assert [{k: p[k] for k in shown} for p in result["curves"]["adapter"]] == [
+      dict(setting=8, trained_params=1500.0, score=0.4, n_seeds=1, sem=0.0),
+      dict(setting=64, trained_params=9000.0, score=0.5, n_seeds=1, sem=0.0)]
+  assert [{k: p[k] for k in shown} for p in result["curves"]["layer-norm"]] == [
+      dict(setting=None, trained_params=300.0, score=0.2, n_seeds=1, sem=0.0)]
   _assert_png(tradeoff.plot_tradeoff(result, str(tmp_path / "one.png")))
   with pytest.raises(ValueError, match="full fine-tuning"):
     tradeoff.summarise_tradeoff(runs + [dict(runs[0], task="rte")], {"cola": "mcc", "rte": "accuracy"})
@@ -282,6 +401,10 @@ def test_tradeoff_summary_and_plot_for_several_tasks(tmp_path):
     ([], "nothing to compare"),
     (["--top-k", "2"], "exceeds"),
     (["--adapter-sizes", "2", "--task", "rte"], "--tasks"),
+    (["--adapter-sizes", "2", "--learning-rates", "1e-3", "--fine-tune-learning-rate", "1e-4"],
+     "--learning-rates"),
+    (["--adapter-sizes", "2", "--seeds", "0", "1", "--seed", "0"], "--seeds"),
+    (["--adapter-sizes", "2", "--seeds", "0", "0"], "twice"),
 ])
 def test_tradeoff_argument_errors_come_before_training(tmp_path, capsys, glue_dir, one_layer_encoder_dir,
                                                        extra, message):
@@ -331,3 +454,77 @@ def test_tradeoff_from_finished_train_runs(tmp_path, capsys, glue_dir, one_layer
     assert cli.main(["analyze", "tradeoff", *argv, "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def _fake_run(path, task, method, lr, seed, score, size=None, epochs=1):
+  """A finished run's metrics.json, as `train` or a sweep trial writes it."""
+  os.makedirs(path)
+  config = dict(method=method, learning_rate=lr, epochs=epochs, seed=seed, top_k=None,
+                adapter=dict(size=size) if method == "adapter" else None)
+  trained = {"adapter": 100 * (size or 0) + 50, "full": 100000}[method]
+  record = dict(task=task, method=method, score=score, primary_metric="accuracy", base_params=100000,
+                trained_params=trained, trained_fraction=trained / 100000, config=config)
+  with open(os.path.join(path, "metrics.json"), "w", encoding="utf-8") as f:
+    json.dump(record, f)
+  return str(path)
+
+
+def test_tradeoff_from_runs_tunes_the_learning_rate_on_the_mean_over_seeds(tmp_path, capsys):
+  runs = []
+  # lr 1e-4 has the single best run (0.9) but lr 1e-3 the best mean (0.70 against 0.63).
+  for lr, scores in ((1e-4, (0.9, 0.5, 0.5)), (1e-3, (0.7, 0.68, 0.72))):
+    runs += [_fake_run(tmp_path / f"a8-lr{lr}-s{seed}", "rte", "adapter", lr, seed, score, size=8)
+             for seed, score in enumerate(scores)]
+  for lr, scores in ((3e-5, (0.8, 0.78, 0.82)), (3e-4, (0.5, 0.5))):
+    runs += [_fake_run(tmp_path / f"full-lr{lr}-s{seed}", "rte", "full", lr, seed, score)
+             for seed, score in enumerate(scores)]
+  out = tmp_path / "plot"
+  assert cli.main(["analyze", "tradeoff", "--from-runs", *runs, "--out", str(out), "--json"]) == 0
+  result = last_json(capsys)
+  (point,) = result["curves"]["adapter"]
+  assert (point["learning_rate"], point["n_seeds"], point["seeds"]) == (1e-3, 3, [0, 1, 2])
+  assert point["scores"] == [0.7, 0.68, 0.72]
+  assert point["score"] == pytest.approx(0.7) and point["sem"] == pytest.approx(_sem([0.7, 0.68, 0.72]))
+  assert [(c["learning_rate"], c["n_seeds"]) for c in point["by_learning_rate"]] == [(1e-4, 3), (1e-3, 3)]
+  assert [c["mean"] for c in point["by_learning_rate"]] == pytest.approx([0.6333333, 0.7])
+  assert result["full"] == {"rte": pytest.approx(0.8)}
+  assert result["full_selection"]["rte"]["learning_rate"] == 3e-5
+  assert json.loads((out / "tradeoff.json").read_text())["curves"] == result["curves"]
+  _assert_png(out / "tradeoff.png")
+
+
+@pytest.mark.parametrize("seed,refused", [(0, True), (1, False)])
+def test_tradeoff_from_runs_refuses_only_exact_duplicates(tmp_path, capsys, seed, refused):
+  runs = [_fake_run(tmp_path / "a", "rte", "adapter", 1e-3, 0, 0.7, size=8),
+          _fake_run(tmp_path / "b", "rte", "adapter", 1e-3, seed, 0.6, size=8)]
+  code = cli.main(["analyze", "tradeoff", "--from-runs", *runs, "--out", str(tmp_path / "out"), "--json"])
+  if refused:
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keep one" in err[0] and "seed 0" in err[0], err
+  else:
+    assert code == 0
+    (point,) = last_json(capsys)["curves"]["adapter"]
+    assert (point["n_seeds"], point["score"]) == (2, pytest.approx(0.65))
+
+
+def test_tradeoff_cli_over_seeds_and_learning_rates(tmp_path, capsys, glue_dir, one_layer_encoder_dir):
+  out = tmp_path / "tradeoff"
+  assert cli.main(["analyze", "tradeoff", "--task", "rte", "--data-dir", glue_dir, "--encoder",
+                   one_layer_encoder_dir, *FAST_TRAINING, "--adapter-sizes", "2", "--seeds", "0", "1",
+                   "--learning-rates", "1e-3", "1e-2", "--out", str(out), "--json"]) == 0
+  result = last_json(capsys)
+  written = json.loads((out / "tradeoff.json").read_text())
+  assert {k: v for k, v in result.items() if k not in ("json", "png")} == written
+  assert {(r["learning_rate"], r["seed"]) for r in written["runs"]} == {(lr, s) for lr in (1e-3, 1e-2)
+                                                                         for s in (0, 1)}
+  for lr in (1e-3, 1e-2):
+    for seed in (0, 1):
+      config = json.loads((out / "runs" / f"rte-adapter-2-lr{lr:g}-seed{seed}.json").read_text())["config"]
+      assert (config["learning_rate"], config["seed"], config["adapter"]["size"]) == (lr, seed, 2)
+  (point,) = written["curves"]["adapter"]
+  assert point["n_seeds"] == 2 and point["seeds"] == [0, 1]
+  means = {lr: np.mean([r["score"] for r in written["runs"] if r["learning_rate"] == lr]) for lr in (1e-3, 1e-2)}
+  assert point["learning_rate"] == max(means, key=means.get)
+  assert point["score"] == pytest.approx(means[point["learning_rate"]])
+  _assert_png(out / "tradeoff.png")

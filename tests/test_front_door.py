@@ -10,13 +10,16 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras.artifacts import ArtifactError, load_artifact, variable_key
+from adapter_keras import testing
+from adapter_keras.artifacts import ArtifactError, assign_weights, load_artifact, variable_key
 from adapter_keras.config import AdapterConfig
-from adapter_keras.keras_api import AdapterClassifier, AdapterRegressor, add_adapters
+from adapter_keras.keras_api import AdapterClassifier, AdapterRegressor, AdapterSpanExtractor, add_adapters
 from adapter_keras.methods import apply_method
-from adapter_keras.models import TaskModel
+from adapter_keras.models import TaskModel, build_span_model
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
+from adapter_keras.tasks import squad
+from adapter_keras.train import squad as squad_training
 from adapter_keras.train.classification import compile_task_model
 from adapter_keras.train.inputs import encode_examples, make_dataset, steps_per_epoch
 from adapter_keras.train.loop import ProgressLogger
@@ -201,6 +204,10 @@ def test_the_regressor_fits_scores_and_round_trips(encoder_dir, sentiment_exampl
       train.text[:5]), scores)
   with pytest.raises(ValueError, match="finite"):
     model.fit(train.text[:1], [float("nan")], verbose=0)
+  # A compile of one's own takes raw strings too; the run records no recipe it did not use.
+  model.compile(optimizer="adam", loss="mse")
+  model.fit(train.text[:4], [1.0] * 4, batch_size=4, verbose=0)
+  assert model._train_config.batch_size == 4  # pylint: disable=protected-access
 
 
 def test_keras_conventions_config_clone_and_save(encoder_dir, tmp_path):
@@ -291,8 +298,146 @@ def test_the_package_exports_the_front_door():
   import adapter_keras  # pylint: disable=import-outside-toplevel
   assert adapter_keras.AdapterClassifier is AdapterClassifier and adapter_keras.add_adapters is add_adapters
   assert adapter_keras.AdapterConfig is AdapterConfig and "AdapterRegressor" in dir(adapter_keras)
+  assert adapter_keras.AdapterSpanExtractor is AdapterSpanExtractor and "AdapterSpanExtractor" in adapter_keras.__all__
   with pytest.raises(AttributeError):
     adapter_keras.NoSuchThing  # pylint: disable=pointless-statement
+
+
+# ---------------------------------------------------------------- span extraction (SQuAD)
+
+# train-squad's test windows: some contexts span two windows (stride 8).
+WINDOWS = dict(max_seq_length=24, doc_stride=8, max_query_length=8)
+
+
+def _squad_columns(examples):
+  """(questions, contexts), answers (every ground truth, as dicts) of SquadExamples."""
+  return (([e.question for e in examples], [e.context for e in examples]),
+          [[dict(text=a.text, answer_start=a.answer_start) for a in e.answers] for e in examples])
+
+
+def _span_extractor(encoder_dir, **kwargs):
+  return AdapterSpanExtractor.from_pretrained(encoder_dir, adapter=SMALL, dropout_rate=0.0, seed=0,
+                                              **dict(WINDOWS, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def span_trained(encoder_dir):
+  """A span extractor fit for 3 epochs on questions whose answer opens the context (a position the
+  head can learn in a few steps): (model, history, x, y). Tests only read it."""
+  examples = [e for e in squad.parse_squad(testing.tiny_squad_document(48, seed=0))
+              if e.answers[0].answer_start == 0]
+  x, y = _squad_columns(examples)
+  model = _span_extractor(encoder_dir)
+  model.compile(learning_rate=1e-2)
+  history = model.fit(x, [answers[0] for answers in y], batch_size=8, epochs=3, verbose=0)
+  return model, history, x, y
+
+
+def test_the_span_extractor_learns_and_answers_with_spans_of_the_contexts(span_trained):
+  model, history, x, y = span_trained
+  losses = history.history["loss"]
+  assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0]
+  # The recipe's schedule spans this fit's steps, counted in windows.
+  windows = len(model.predict_logits(x)["question_index"])
+  assert windows > len(x[0]) and model.train_examples == len(x[0])
+  schedule = model.optimizer.get_config()["learning_rate"]["config"]
+  assert schedule["total_steps"] == steps_per_epoch(windows, 8) * 3
+  answers = model.predict(x)
+  assert len(answers) == len(x[0]) and all(a and a in c for a, c in zip(answers, x[1]))
+  assert model.predict((x[0][::-1], x[1][::-1])) == answers[::-1]
+  assert model.predict((x[0][0], x[1][0])) == answers[:1]  # one question and its context
+  as_dataset = tf.data.Dataset.from_tensor_slices(x).batch(5)
+  assert model.predict(as_dataset) == answers
+  # Every ground truth of a question counts, as in the SQuAD dev set; fractions like train-squad's.
+  metrics = model.evaluate(x, y)
+  assert set(metrics) == {"exact_match", "f1"} and 0.5 < metrics["f1"] <= 1.0
+  first = [answers_[0] for answers_ in y]
+  pairs = tf.data.Dataset.from_tensor_slices(
+      (x, {"text": [a["text"] for a in first], "answer_start": [a["answer_start"] for a in first]})).batch(4)
+  assert model.evaluate(pairs) == model.evaluate(x, first)
+
+
+def test_the_span_extractor_gives_the_low_level_paths_logits(span_trained, encoder_dir):
+  """Same weights, train-squad's own featurizer and predict_spans: the same windows and logits."""
+  front = span_trained[0]
+  examples = squad.parse_squad(testing.tiny_squad_document(12, seed=1))
+  pretrained = load_encoder(encoder_dir, SMALL, adapter_seed=0)
+  low = build_span_model(pretrained, dropout_rate=0.0)
+  assign_weights(low, {variable_key(front, v): v.numpy() for v in front.trainable_variables}, "front door")
+  featurizer = squad.SquadFeaturizer(pretrained.vocab_file, pretrained.lower_case, WINDOWS["max_seq_length"],
+                                     WINDOWS["doc_stride"], WINDOWS["max_query_length"])
+  features = featurizer.featurize(examples)
+  start, end = squad_training.predict_spans(low, features)
+  x, _ = _squad_columns(examples)
+  logits = front.predict_logits(x)
+  assert len(features) > len(examples)  # some contexts span two windows
+  np.testing.assert_array_equal(logits["question_index"], features.example_index)
+  np.testing.assert_allclose(logits["start_logits"], start, rtol=1e-5)
+  np.testing.assert_allclose(logits["end_logits"], end, rtol=1e-5)
+  answers = squad_training.predict_answers(low, examples, features)
+  assert front.predict(x) == [answers[e.id] for e in examples]
+
+
+def test_the_span_extractor_round_trips_through_an_artifact_evaluate_squad_reads(span_trained, encoder_dir,
+                                                                               tmp_path):
+  model, _, x, y = span_trained
+  model.save_adapter(str(tmp_path / "artifact"))
+  loaded = AdapterSpanExtractor.load_adapter(str(tmp_path / "artifact"), encoder=encoder_dir)
+  _assert_same_weights(model, loaded, exactly=True)
+  assert loaded.get_config() == dict(model.get_config(), name=loaded.name)
+  assert loaded.predict(x) == model.predict(x)
+  np.testing.assert_array_equal(loaded.predict_logits(x)["start_logits"], model.predict_logits(x)["start_logits"])
+  # The command line's SQuAD evaluation reads it with the same windows and decoding.
+  examples = [squad.SquadExample(str(i), q, c, tuple(squad.SquadAnswer(**a) for a in answers))
+              for i, (q, c, answers) in enumerate(zip(*x, y))]
+  metrics, answers = squad_training.evaluate_squad_artifact(str(tmp_path / "artifact"), examples, encoder_dir)
+  assert [answers[e.id] for e in examples] == model.predict(x) and metrics == model.evaluate(x, y)
+  with pytest.raises(ArtifactError, match="extractive-QA"):
+    AdapterClassifier.load_adapter(str(tmp_path / "artifact"), encoder=encoder_dir)
+  _classifier(encoder_dir).save_adapter(str(tmp_path / "classifier"))
+  with pytest.raises(ArtifactError, match="not a span one"):
+    AdapterSpanExtractor.load_adapter(str(tmp_path / "classifier"), encoder=encoder_dir)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("fewer contexts", r"3 questions but 2 contexts"),
+    ("answer elsewhere", r"'the \w+' is not at character 1 of its context"),
+    ("fewer answers", r"2 answers for 3 questions"),
+    ("no answers", r"need the answers"),
+    ("questions only", r"pair \(questions, contexts\)"),
+    ("answer as a string", r"answer 0 must be a dict"),
+])
+def test_the_span_extractor_refuses_bad_input_with_one_clear_error(span_trained, case, match):
+  model, _, (questions, contexts), y = span_trained
+  questions, contexts, first = questions[:3], contexts[:3], [answers[0] for answers in y[:3]]
+  x, answers = {
+      "fewer contexts": ((questions, contexts[:2]), first),
+      "answer elsewhere": ((questions, contexts), [dict(first[0], answer_start=1)] + first[1:]),
+      "fewer answers": ((questions, contexts), first[:2]),
+      "no answers": ((questions, contexts), None),
+      "questions only": (questions, first),
+      "answer as a string": ((questions, contexts), [a["text"] for a in first]),
+  }[case]
+  with pytest.raises(ValueError, match=match):
+    model.fit(x, answers, verbose=0)
+
+
+def test_the_span_extractor_follows_the_keras_conventions_and_refuses_export(span_trained, tmp_path):
+  model = span_trained[0]
+  config = model.get_config()
+  assert json.loads(json.dumps(config)) == config
+  assert config["max_seq_length"] == 24 and config["doc_stride"] == 8 and config["max_answer_length"] == 30
+  assert AdapterSpanExtractor.from_config(config).get_config() == config
+  assert tf_keras.utils.get_registered_object("AdapterKeras>AdapterSpanExtractor") is AdapterSpanExtractor
+  report = model.parameter_report()
+  assert report.head_params == 32 * 2 + 2
+  assert report.trained_params == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+  with pytest.raises(NotImplementedError, match="save_adapter"):
+    model.save(str(tmp_path / "x.keras"))
+  with pytest.raises(ValueError, match="evaluate-squad"):
+    model.export(str(tmp_path / "served"))
+  with pytest.raises(TypeError, match="give \(questions, contexts\) to predict"):
+    model(tf.constant(["who won ?"]))
 
 
 def _readme_quickstart():

@@ -62,6 +62,8 @@ def runs(tmp_path_factory, encoder_dir, glue_dir):
                 "--max-seq-length", "32", "--out", str(root / "run")],
       "automl-env": ["-c", "import os, automl_baseline.cli; "
                      f"print(os.environ.get({_tf_runtime.ENABLED_DEVICE_TYPES!r}))"],
+      "library-env": ["-c", "import os, adapter_keras; "
+                      f"print(os.environ.get({_tf_runtime.ENABLED_DEVICE_TYPES!r}))"],
       "broken": ["-m", "adapter_keras", "predict", "--model", str(root / "no_such_model"), "hi"],
       "control": ["-c", control],
   }
@@ -84,8 +86,9 @@ def test_a_healthy_command_prints_no_tensorflow_error_line(runs):
   assert not _tf_error_lines(err), err[-3000:]
 
 
-def test_the_automl_command_line_starts_tensorflow_the_same_way(runs):
-  code, out, err = runs["automl-env"]
+@pytest.mark.parametrize("name", ["automl-env", "library-env"])
+def test_the_automl_command_line_and_the_library_start_tensorflow_the_same_way(runs, name):
+  code, out, err = runs[name]
   assert code == 0, err[-2000:]
   assert out.strip() == str(_tf_runtime.configure_devices(_env()))
 

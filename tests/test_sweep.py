@@ -121,6 +121,58 @@ def test_sweep_writes_results_and_resumes_without_rerunning(tmp_path, capsys, da
   assert "4 already completed" in second and "[sweep] trial" not in second
 
 
+def test_save_artifacts_keeps_each_trials_best_model_which_scores_its_recorded_score(tmp_path, capsys, data):
+  out = tmp_path / "sweep"
+  args = _sweep_args(data, out)
+  args[args.index("--seeds") + 1:args.index("--seeds") + 3] = ["0"]  # two trials: the two learning rates
+  assert cli.main(args + ["--save-artifacts", "--json"]) == 0
+  best = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  with open(out / "results.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2 and all((out / r["run_dir"] / "artifact" / "manifest.json").exists() for r in rows)
+  chosen = best["rules"]["best-run"]
+  assert chosen["run_dir"] == next(r["run_dir"] for r in rows if float(r["score"]) == chosen["score"])
+  glue_dir, encoder_dir = data
+  assert cli.main(["evaluate", "--artifact", str(out / chosen["run_dir"] / "artifact"), "--encoder",
+                   encoder_dir, "--task", "sst2", "--data-dir", glue_dir, "--json"]) == 0
+  metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]
+  assert list(metrics.values())[0]["accuracy"] == pytest.approx(chosen["score"], abs=1e-6)
+
+
+def _grid_tuner(grid, directory):
+  """The sweep's tuner on `grid`, its project under `directory` (reloaded if there), not training."""
+  from adapter_keras.train import sweep  # pylint: disable=import-outside-toplevel
+  return sweep._make_tuner_class()(sweep._grid_oracle(grid, "adapter"), None, None, None, None,
+                                   str(directory / "trials"), directory=str(directory), project_name="tuner",
+                                   overwrite=False)
+
+
+def _run_trials(oracle, count=None):
+  """Creates and completes trials like a search would; their values, until `count` or the grid ends."""
+  values = []
+  while count is None or len(values) < count:
+    trial = oracle.create_trial("tuner0")
+    if trial.status == "STOPPED":
+      break
+    oracle.update_trial(trial.trial_id, {"score": 0.5})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    values.append(tuple(sorted(trial.hyperparameters.values.items())))
+  return values
+
+
+@pytest.mark.parametrize("stopped_after", [1, 2, 3])
+def test_a_sweep_stopped_between_trials_runs_the_rest_of_the_grid_when_resumed(tmp_path, stopped_after):
+  """keras-tuner's grid oracle forgets its place on reload; a resumed sweep must not end early."""
+  grid = SweepGrid([1e-3, 1e-2], [1], [2, 4], [0])
+  tuner = _grid_tuner(grid, tmp_path)
+  first = _run_trials(tuner.oracle, stopped_after)
+  tuner.save()  # as the search does after every trial; a new tuner then reloads the project
+  rest = _run_trials(_grid_tuner(grid, tmp_path).oracle)
+  assert len(first) == stopped_after and len(rest) == grid.size - stopped_after
+  assert len(set(first + rest)) == grid.size
+
+
 def test_chief_and_worker_run_every_trial_once(tmp_path, data):
   out = tmp_path / "distributed"
   command = [sys.executable, "-m", "adapter_keras"] + _sweep_args(data, out)

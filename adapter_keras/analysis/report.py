@@ -47,7 +47,8 @@ _REPORTED_FIELDS = ("task", "method", "score", "primary_metric", "base_params", 
 
 
 def read_metrics(path: str) -> Dict:
-  """A finished run's metrics.json; ValueError naming the file when it is not one the table can use."""
+  """A finished run's metrics.json, with "run_dir" its directory; ValueError naming the file when it is
+  not one the table can use."""
   run = read_json_object(path, "a run's metrics object")
   missing = [k for k in _REPORTED_FIELDS if k not in run]
   if missing:
@@ -58,7 +59,7 @@ def read_metrics(path: str) -> Dict:
     method_label(run)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from None
-  return run
+  return dict(run, run_dir=os.path.dirname(path))
 
 
 def method_label(run: Dict) -> str:
@@ -72,14 +73,15 @@ def _in_average(task_name: str) -> bool:
   return spec.in_average if spec else True
 
 
-def _setting(run: Dict) -> str:
+def setting_key(run: Dict) -> str:
+  """The run's setting: its config less the seed, as a string that groups a setting's seeds."""
   return json.dumps({k: v for k, v in run["config"].items() if k != "seed"}, sort_keys=True)
 
 
 def select_run(runs: List[Dict], select: str = "best-run") -> Dict:
   """The run filling one cell, with "score" the cell's value and "sem"/"n_seeds" its setting's
   spread over seeds (tasks/metrics.select_setting)."""
-  chosen = select_setting([(_setting(run), run["score"]) for run in runs], select)
+  chosen = select_setting([(setting_key(run), run["score"]) for run in runs], select)
   return dict(runs[chosen["run"]], score=chosen["score"],
               sem=chosen["sem"] if chosen["n_seeds"] > 1 else None, n_seeds=chosen["n_seeds"])
 

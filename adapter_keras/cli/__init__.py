@@ -18,13 +18,11 @@ import os
 import sys
 from typing import List, Optional
 
-from adapter_keras import _tf_runtime
 from adapter_keras.cli import analyze, model, records, serving, squad, submission, train
 
+# Both command lines (automl-baseline imports this module) keep TensorFlow's info lines out; the
+# package's import already left the GPU probe out where no CUDA driver exists (_tf_runtime.py).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Both command lines (automl-baseline imports this module) start TensorFlow without its GPU probe
-# where no CUDA driver exists: the probe's failure is logged as an error line (issue 17, item 12).
-_tf_runtime.configure_devices()
 
 # What a user can fix (bad flags, files, directories); anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError)

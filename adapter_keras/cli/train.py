@@ -94,7 +94,8 @@ def _cmd_sweep(args) -> dict:
   config = _train_config_from_args(args)
   task, train, dev = load_task_data(data_source_from_args(args))
   best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir,
-                   checkpoint_every_steps=args.checkpoint_every, select=args.select)
+                   checkpoint_every_steps=args.checkpoint_every, select=args.select,
+                   save_artifacts=args.save_artifacts)
   if best is None:
     return dict(role="worker", out=args.out)
   for rule, setting in best["rules"].items():
@@ -153,6 +154,9 @@ def add_parsers(subparsers) -> None:
   p.add_argument("--epochs", dest="epochs_list", type=positive_int, nargs="+")
   p.add_argument("--adapter-sizes", type=positive_int, nargs="+")
   p.add_argument("--seeds", type=int, nargs="+")
+  p.add_argument("--save-artifacts", action="store_true",
+                 help="each trial also saves its best epoch's model in OUT/trials/<setting>/artifact (for "
+                      "glue-submission and `analyze ablation --artifacts`)")
   p.add_argument("--out", required=True)
   add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")

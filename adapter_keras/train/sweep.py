@@ -4,8 +4,9 @@ The grid is learning rate x epochs x adapter size (or, for method top-k, the
 number of top layers) x seed. Each trial trains
 one model with `train.classification.train_task` in its own run directory
 `OUT/trials/<setting>` (metrics.json, TensorBoard logs and, while it runs, a
-step checkpoint; no model artifact) and reports the dev score of its best
-epoch. The keras-tuner project under `OUT/tuner` makes the sweep resumable
+step checkpoint; with `save_artifacts` also the best epoch's model under
+`artifact/`, which GLUE submissions and multi-seed ablations read) and reports
+the dev score of its best epoch. The keras-tuner project under `OUT/tuner` makes the sweep resumable
 (re-running the same command skips finished trials and retries an
 interrupted one, which then resumes from its step checkpoint) and
 distributable with keras-tuner's chief/worker oracle (KERASTUNER_TUNER_ID,
@@ -124,6 +125,36 @@ def _hyperparameters(grid: SweepGrid, method: str):
   return hp
 
 
+def _grid_oracle(grid: SweepGrid, method: str):
+  """keras-tuner's GridSearchOracle over the grid, made resumable.
+
+  The oracle keeps its place in the grid only in memory (the trials in grid
+  order and the ones whose successor is still to be tried); a reloaded oracle
+  that has trials but no such list stops at once, so a sweep stopped between
+  trials would end without running the rest (keras-tuner 1.4.8). Reloading
+  here rebuilds both from the trials on disk.
+  """
+  import functools  # pylint: disable=import-outside-toplevel
+  import keras_tuner  # pylint: disable=import-outside-toplevel
+  from keras_tuner.src.tuners.gridsearch import LinkedList  # pylint: disable=import-outside-toplevel
+
+  class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
+
+    def set_state(self, state):
+      super().set_state(state)
+      order = functools.cmp_to_key(
+          lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values))
+      started = sorted((trial_id for trial_id in dict.fromkeys(self.start_order) if trial_id in self.trials),
+                       key=order)
+      self._ordered_ids = LinkedList()
+      for trial_id in started:
+        self._ordered_ids.insert(trial_id)
+      self._populate_next = list(started)
+
+  return ResumableGridSearchOracle(objective=keras_tuner.Objective("score", "max"), max_trials=grid.size,
+                                   hyperparameters=_hyperparameters(grid, method), tune_new_entries=False)
+
+
 def _make_tuner_class():
   import keras_tuner  # pylint: disable=import-outside-toplevel
 
@@ -132,12 +163,14 @@ def _make_tuner_class():
 
     def __init__(self, oracle, task, train, dev, base_config: TrainConfig, trials_dir: str,
                  prefix_cache_dir: Optional[str] = None,
-                 checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS, **kwargs):
+                 checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
+                 save_artifacts: bool = False, **kwargs):
       super().__init__(oracle=oracle, hypermodel=None, **kwargs)
       self.task, self.train, self.dev, self.base_config = task, train, dev, base_config
       self.trials_dir = trials_dir
       self.prefix_cache_dir = prefix_cache_dir
       self.checkpoint_every_steps = checkpoint_every_steps
+      self.save_artifacts = save_artifacts
 
     def run_trial(self, trial, *args, **kwargs):
       hp = trial.hyperparameters
@@ -151,10 +184,9 @@ def _make_tuner_class():
         config = dataclasses.replace(config, top_k=hp.get("top_k"))
       print(f"[sweep] trial {trial.trial_id}: " + ", ".join(f"{k}={v}" for k, v in hp.values.items()),
             flush=True)
-      # Named by the setting, not the trial id, so a retried trial finds its checkpoint.
-      run_dir = os.path.join(self.trials_dir, "-".join(f"{k}{v}" for k, v in sorted(hp.values.items())))
+      run_dir = os.path.join(self.trials_dir, trial_dir_name(hp.values))
       result, _, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
-                                save_model=False, prefix_cache_dir=self.prefix_cache_dir,
+                                save_model=self.save_artifacts, prefix_cache_dir=self.prefix_cache_dir,
                                 checkpoint_every_steps=self.checkpoint_every_steps)
       print(f"[sweep] trial {trial.trial_id}: {self.task.primary_metric} {result.score:.4f} "
             f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
@@ -169,13 +201,21 @@ def _make_tuner_class():
   return AdapterSweepTuner
 
 
+def trial_dir_name(values: Dict) -> str:
+  """A trial's run directory under OUT/trials: named by its setting, not its trial id, so that a
+  retried trial finds its step checkpoint."""
+  return "-".join(f"{k}{v}" for k, v in sorted(values.items()))
+
+
 def trial_rows(oracle) -> List[Dict]:
-  """One dict per completed trial: hyper-parameters and metrics."""
+  """One dict per completed trial: hyper-parameters, metrics and its run directory (relative to
+  the sweep's OUT)."""
   rows = []
   for trial_id, trial in sorted(oracle.trials.items()):
     if trial.status != "COMPLETED" or not trial.metrics.exists("score"):
       continue
-    row = dict(trial_id=trial_id, **trial.hyperparameters.values)
+    row = dict(trial_id=trial_id, **trial.hyperparameters.values,
+               run_dir=os.path.join("trials", trial_dir_name(trial.hyperparameters.values)))
     for name in trial.metrics.metrics:
       row[name] = trial.metrics.get_last_value(name)
     rows.append(row)
@@ -205,7 +245,8 @@ def select_best(rows: List[Dict], select: str = "best-run") -> Dict:
     rules[rule] = dict(zip(SETTING_KEYS, chosen["setting"]), score=chosen["score"], mean=chosen["mean"],
                        sem=chosen["sem"], n_seeds=chosen["n_seeds"],
                        seeds=sorted(r["seed"] for r in by_setting[chosen["setting"]]),
-                       seed=chosen_rows[rule]["seed"], trial_id=chosen_rows[rule].get("trial_id"))
+                       seed=chosen_rows[rule]["seed"], trial_id=chosen_rows[rule].get("trial_id"),
+                       run_dir=chosen_rows[rule].get("run_dir"))
   return dict(select=select, best_setting=rules[select], rules=rules, best_trial=chosen_rows["best-run"],
               settings=sorted(summaries, key=lambda s: -s["mean"]))
 
@@ -230,21 +271,20 @@ def write_results(rows: List[Dict], out_dir: str, task, method: str, select: str
 def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_dir: str,
               prefix_cache_dir: Optional[str] = None,
               checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
-              select: str = "best-run") -> Optional[Dict]:
+              select: str = "best-run", save_artifacts: bool = False) -> Optional[Dict]:
   """Runs (or resumes) the grid; returns best.json's content on the chief/single process.
 
   `select`: the rule whose setting best.json's "best_setting" holds (select_best).
   `prefix_cache_dir`: where a trial's prefix cache goes when too large for
   memory (with `base_config.prefix_cache`). `checkpoint_every_steps`: each
-  trial's step-checkpoint interval (train_task).
+  trial's step-checkpoint interval (train_task). `save_artifacts`: each trial
+  also writes its best epoch's model under its run directory's `artifact/`.
   """
-  import keras_tuner  # pylint: disable=import-outside-toplevel
   from keras_tuner.src.distribute import utils as dist_utils  # pylint: disable=import-outside-toplevel
-  oracle = keras_tuner.oracles.GridSearchOracle(
-      objective=keras_tuner.Objective("score", "max"), max_trials=grid.size,
-      hyperparameters=_hyperparameters(grid, base_config.method), tune_new_entries=False)
+  oracle = _grid_oracle(grid, base_config.method)
   tuner = _make_tuner_class()(oracle, task, train, dev, base_config, os.path.join(out_dir, "trials"),
-                              prefix_cache_dir, checkpoint_every_steps, directory=out_dir, project_name="tuner",
+                              prefix_cache_dir, checkpoint_every_steps, save_artifacts, directory=out_dir,
+                              project_name="tuner",
                               overwrite=False)
   done_before = len(trial_rows(tuner.oracle)) if not dist_utils.has_chief_oracle() else 0
   print(f"[sweep] {grid.size} trials in the grid; {done_before} already completed", flush=True)
