@@ -188,7 +188,8 @@ def main(argv=None) -> int:
                            "multilingual v3 module and the MiniLM WordPiece table, built if missing)")
   parser.add_argument("--max-trials", type=int, default=20, help="trials per task")
   parser.add_argument("--sample-scale", type=float, default=0.01,
-                      help="multiplies Table 5's training samples per trial (1e5..2e6) uniformly")
+                      help="multiplies Table 5's training samples per trial (1e5..2e6) uniformly (default "
+                           "0.01: the six tasks took 96 min on 2 cores, docs/results/automl_baseline.md)")
   parser.add_argument("--max-epochs", type=float, help="cap a trial at this many passes over its training set")
   parser.add_argument("--max-train-examples", type=int,
                       help="training examples per task (default: SST-2's first 10,000, the others whole)")

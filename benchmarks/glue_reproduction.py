@@ -252,6 +252,31 @@ def _sweep_grid(method: str, args):
                    top_ks=args.top_ks if method == "top-k" else None)
 
 
+def _runs_grid(runs) -> str:
+  """What the finished runs cover, per task and method (a sweep cut short, or run with other flags
+  for one task, is stated as it is): e.g. "rte adapter: lr 0.0003/0.003, size 8/64, seeds 0/1/2
+  (12 runs)"."""
+  cells = {}
+  for run in runs:
+    config = run["config"]
+    cell = cells.setdefault((run["task"], run["method"]), dict(lr=set(), size=set(), top_k=set(), seed=set(), n=0))
+    cell["lr"].add(config.get("learning_rate"))
+    cell["seed"].add(config.get("seed"))
+    if run["method"] == "adapter":
+      cell["size"].add((config.get("adapter") or {}).get("size"))
+    if config.get("top_k") is not None and run["method"] == "top-k":
+      cell["top_k"].add(config["top_k"])
+    cell["n"] += 1
+
+  def listed(values):
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(values))
+
+  return "; ".join(
+      f"{task} {method}: lr {listed(c['lr'])}" + (f", size {listed(c['size'])}" if c["size"] else "")
+      + (f", top {listed(c['top_k'])} layers" if c["top_k"] else "") + f", seeds {listed(c['seed'])} ({c['n']} runs)"
+      for (task, method), c in sorted(cells.items()))
+
+
 def _finished_best_run(sweep_dir: str, task_name: str) -> dict:
   """{task: the run dir of the best finished trial with an artifact} of a sweep, finished or not."""
   best = max((r for r in collect_runs([sweep_dir]) if r["score"] is not None), key=lambda r: r["score"],
@@ -306,10 +331,7 @@ def paper_protocol(args, argv) -> int:
   command = "python benchmarks/glue_reproduction.py " + " ".join(argv if argv is not None else sys.argv[1:])
   used = ", ".join(f"{name} {n:,}" + (f" of {total:,}" if n < total else "")
                    for name, (n, total) in train_sizes.items())
-  grid_text = "; ".join(
-      f"{method}: learning rates {list(grid.learning_rates)}"
-      + (f", sizes {list(grid.adapter_sizes)}" if method == "adapter" else "")
-      + (f", top k {list(grid.top_ks)}" if grid.top_ks else "") for method, grid in grids.items())
+  grid_text = _runs_grid(runs)
   budget = (f"{len(args.tasks)} tasks ({', '.join(train_sizes)}); at most {args.max_train_examples:,} training "
             f"examples per task (used: {used}), {args.epochs} epochs (the best epoch's dev score), seeds "
             f"{list(args.seeds)}, batch 32, max length 128; {grid_text}; dev sets in full")
