@@ -36,7 +36,7 @@ import os
 import sys
 import time
 
-from adapter_keras.analysis.report import collect_runs, markdown_table
+from adapter_keras.analysis.report import collect_runs, markdown_table, select_run
 from adapter_keras.config import AdapterConfig
 from adapter_keras.io import read_json_object, write_json_atomic, write_text_atomic
 from adapter_keras.tasks.sources import DataSource, load_task_data
@@ -50,6 +50,7 @@ PAPER_FINE_TUNE_LEARNING_RATES = (3e-5, 3e-4)
 PAPER_ADAPTER_SIZES = (8, 64)
 PAPER_SEEDS = (0, 1, 2)
 PAPER_METHODS = ("adapter", "full", "layer-norm")
+PAPER_METHOD_CHOICES = ("adapter", "full", "layer-norm", "top-k")
 ADAPTER_SIZES = (8, 64, 256)
 LEARNING_RATES = {"adapter": 1e-3, "full": 1e-4, "top-k": 1e-3, "layer-norm": 3e-3}
 
@@ -110,7 +111,7 @@ def main(argv=None):
                                            "(`automl-baseline search --task T ... --out DIR/T`)")
   paper = parser.add_argument_group("--protocol paper")
   paper.add_argument("--methods", nargs="+", default=list(PAPER_METHODS),
-                     choices=("adapter", "full", "layer-norm", "top-k"))
+                     choices=PAPER_METHOD_CHOICES)
   paper.add_argument("--learning-rates", type=float, nargs="+", default=list(PAPER_LEARNING_RATES),
                      help="the adapter and LayerNorm sweeps' (default: §3.2's 3e-5 3e-4 3e-3)")
   paper.add_argument("--fine-tune-learning-rates", type=float, nargs="+",
@@ -231,9 +232,9 @@ def _method_learning_rates(values) -> dict:
   rates = {}
   for value in values:
     method, _, listed = value.partition("=")
-    if method not in ("adapter", "full", "layer-norm", "top-k") or not listed:
+    if method not in PAPER_METHOD_CHOICES or not listed:
       raise SystemExit(f"error: --method-learning-rates {value!r}: expected METHOD=LR[,LR...] with METHOD one of "
-                       "adapter, full, layer-norm, top-k")
+                       f"{', '.join(PAPER_METHOD_CHOICES)}")
     try:
       rates[method] = [float(lr) for lr in listed.split(",")]
     except ValueError:
@@ -277,11 +278,15 @@ def _runs_grid(runs) -> str:
       for (task, method), c in sorted(cells.items()))
 
 
-def _finished_best_run(sweep_dir: str, task_name: str) -> dict:
-  """{task: the run dir of the best finished trial with an artifact} of a sweep, finished or not."""
-  best = max((r for r in collect_runs([sweep_dir]) if r["score"] is not None), key=lambda r: r["score"],
-             default=None)
-  return {task_name: best["run_dir"]} if best and os.path.isdir(os.path.join(best["run_dir"], "artifact")) else {}
+def _best_adapter_runs(runs) -> dict:
+  """{task: the run directory of the adapters' cell in the best-run table}: report.select_run's
+  choice, the same run the table shows, for the tasks where that run kept its artifact."""
+  chosen = {}
+  for task in sorted({r["task"] for r in runs if r["method"] == "adapter"}):
+    run = select_run([r for r in runs if r["task"] == task and r["method"] == "adapter"], "best-run")
+    if os.path.isdir(os.path.join(run["run_dir"], "artifact")):
+      chosen[task] = run["run_dir"]
+  return chosen
 
 
 def paper_protocol(args, argv) -> int:
@@ -294,7 +299,7 @@ def paper_protocol(args, argv) -> int:
   submission_dir = args.submission_dir or os.path.join(runs_dir, "submission")
   grids = {method: _sweep_grid(method, args) for method in args.methods}  # a bad grid fails before training
   started = time.monotonic()
-  sweep_dirs, best_runs, train_sizes = [], {}, {}
+  sweep_dirs, train_sizes = [], {}
   for task_name in args.tasks:
     task, train, dev = load_task_data(DataSource(task=task_name, data_dir=args.data_dir))
     train_sizes[task.name] = (min(len(train), args.max_train_examples), len(train))
@@ -303,18 +308,16 @@ def paper_protocol(args, argv) -> int:
       if args.report_only:
         if glob.glob(os.path.join(out, "trials", "*", "metrics.json")):  # at least one finished trial
           sweep_dirs.append(out)
-          best_runs.update(_finished_best_run(out, task.name) if method == "adapter" else {})
         continue
       print(f"[bench] {task.name} {method}: sweep of {grid.size} trials into {out}", flush=True)
       base = TrainConfig(encoder=args.encoder, method=method, learning_rate=grid.learning_rates[0],
                          epochs=args.epochs, batch_size=32, max_seq_length=128,
                          max_train_examples=args.max_train_examples,
                          top_k=grid.top_ks[0] if grid.top_ks else None)
-      best = run_sweep(task, train, dev, base, grid, out, select="best-run", save_artifacts=method == "adapter")
+      run_sweep(task, train, dev, base, grid, out, select="best-run", save_artifacts=method == "adapter")
       sweep_dirs.append(out)
-      if method == "adapter":
-        best_runs[task.name] = os.path.join(out, best["rules"]["best-run"]["run_dir"])
   runs = collect_runs(sweep_dirs)
+  best_runs = _best_adapter_runs(runs)
   table, summary = markdown_table(runs, select="best-run")
   mean_table, mean_summary = markdown_table(runs, select="best-mean")
   submission = None

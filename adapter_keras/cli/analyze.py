@@ -41,23 +41,35 @@ def _train_config(args, seed: int = 0, adapter_size: int = 64, **overrides):
       adapter_size=getattr(args, "adapter_size", adapter_size), **overrides))
 
 
+def _ablation_data(args, artifact_dir: str):
+  """(model, preprocessor, task, train or None, dev split name, dev splits) of one artifact and the
+  data flags; the split checked against the task's."""
+  model, preprocessor, task, train, dev = load_artifact_and_data(
+      argparse.Namespace(**dict(vars(args), artifact=artifact_dir)), with_train=True)
+  split = args.split or task.dev_splits[0]
+  if split not in dev:
+    raise ValueError(f"unknown split {split!r}; task {task.name} has {sorted(dev)}")
+  return model, preprocessor, task, train, split, dev
+
+
+def _ablate(model, task, encoded, train, args) -> Dict:
+  """analysis.ablation.ablation_study with the majority class of `train` and progress lines."""
+  from adapter_keras.analysis.ablation import ablation_study  # pylint: disable=import-outside-toplevel
+  return ablation_study(model, task, encoded, majority_labels=None if train is None else train.labels,
+                        majority_source=None if train is None else "train", batch_size=args.batch_size,
+                        progress=lambda line: print(line, flush=True))
+
+
 def _cmd_ablation(args) -> Dict:
-  from adapter_keras.analysis.ablation import ablation_study, plot_ablation  # pylint: disable=import-outside-toplevel
+  from adapter_keras.analysis.ablation import plot_ablation  # pylint: disable=import-outside-toplevel
   from adapter_keras.analysis.common import write_result  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
   if args.adapter_size is not None and not args.artifacts_from_sweep:
     raise ValueError("--adapter-size picks trials of --artifacts-from-sweep; give that too")
   if args.artifacts or args.artifacts_from_sweep:
     return _ablation_over_artifacts(args)
-  model, preprocessor, trained_task, train, dev = load_artifact_and_data(args, with_train=True)
-  split = args.split or trained_task.dev_splits[0]
-  if split not in dev:
-    raise ValueError(f"unknown split {split!r}; task {trained_task.name} has {sorted(dev)}")
-  encoded = encode_examples(preprocessor, dev[split])
-  result = ablation_study(model, trained_task, encoded,
-                          majority_labels=None if train is None else train.labels,
-                          majority_source=None if train is None else "train", batch_size=args.batch_size,
-                          progress=lambda line: print(line, flush=True))
+  model, preprocessor, trained_task, train, split, dev = _ablation_data(args, args.artifact)
+  result = _ablate(model, trained_task, encode_examples(preprocessor, dev[split]), train, args)
   result["split"] = split
   paths = write_result(result, args.out, "ablation", plot_ablation)
   print(f"[ablation] {trained_task.name} {split}: {result['metric']} {result['baseline']:.4f} with all "
@@ -106,20 +118,13 @@ def _ablation_over_artifacts(args) -> Dict:
   for index, (item, artifact_dir) in enumerate(zip(items, artifact_dirs)):
     print(f"[ablation] artifact {index + 1}/{len(items)}: {item}", flush=True)
     if index == 0:
-      model, preprocessor, task, train, dev = load_artifact_and_data(
-          argparse.Namespace(**dict(vars(args), artifact=artifact_dir)), with_train=True)
-      split = args.split or task.dev_splits[0]
-      if split not in dev:
-        raise ValueError(f"unknown split {split!r}; task {task.name} has {sorted(dev)}")
+      model, preprocessor, task, train, split, dev = _ablation_data(args, artifact_dir)
     else:
       model, _, preprocessor = load_artifact(artifact_dir, args.encoder)
     # The dev set is encoded once, unless an artifact tokenizes differently (another max length).
     if encoded is None or manifests[index]["tokenizer"] != manifests[index - 1]["tokenizer"]:
       encoded = encode_examples(preprocessor, dev[split])
-    result = ablation.ablation_study(model, task, encoded,
-                                     majority_labels=None if train is None else train.labels,
-                                     majority_source=None if train is None else "train",
-                                     batch_size=args.batch_size, progress=lambda line: print(line, flush=True))
+    result = _ablate(model, task, encoded, train, args)
     runs.append(dict(result, artifact=artifact_dir, seed=_run_seed(artifact_dir)))
     print(f"[ablation] artifact {index + 1}/{len(items)}: {result['metric']} {result['baseline']:.4f} with "
           f"all adapters, {result['all_removed']:.4f} with none", flush=True)
