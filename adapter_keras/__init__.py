@@ -1,8 +1,8 @@
 """adapter_keras: Houlsby adapters for TensorFlow Model Garden BERT encoders.
 
-The front door (keras_api.py) is reachable from here: `adapter_keras.AdapterClassifier`,
-`AdapterRegressor`, `AdapterSpanExtractor`, `add_adapters`, `mark_only_adapters_trainable` and
-`AdapterConfig`.
+The front door is reachable from here: the task models `adapter_keras.AdapterClassifier`,
+`AdapterRegressor`, `AdapterSpanExtractor` (models/), `load_adapter`, `add_adapters`,
+`mark_only_adapters_trainable`, `apply_method`, `register_method` and `AdapterConfig`.
 """
 import importlib
 
@@ -19,11 +19,14 @@ _tf_runtime.configure_devices()
 # command lines import it before they parse their flags, and the modules below import this package
 # for __version__.
 _FRONT_DOOR = {
-    "AdapterClassifier": "adapter_keras.keras_api",
-    "AdapterRegressor": "adapter_keras.keras_api",
-    "AdapterSpanExtractor": "adapter_keras.keras_api",
-    "add_adapters": "adapter_keras.keras_api",
-    "mark_only_adapters_trainable": "adapter_keras.keras_api",
+    "AdapterClassifier": "adapter_keras.models",
+    "AdapterRegressor": "adapter_keras.models",
+    "AdapterSpanExtractor": "adapter_keras.models",
+    "load_adapter": "adapter_keras.models",
+    "add_adapters": "adapter_keras.pretrained.keras_encoder",
+    "mark_only_adapters_trainable": "adapter_keras.methods",
+    "apply_method": "adapter_keras.methods",
+    "register_method": "adapter_keras.methods",
     "AdapterConfig": "adapter_keras.config",
 }
 __all__ = sorted(_FRONT_DOOR)
@@ -32,7 +35,8 @@ __all__ = sorted(_FRONT_DOOR)
 def __getattr__(name):
   if name not in _FRONT_DOOR:
     raise AttributeError(f"module 'adapter_keras' has no attribute {name!r}")
-  return getattr(importlib.import_module(_FRONT_DOOR[name]), name)
+  attribute = "register" if name == "register_method" else name
+  return getattr(importlib.import_module(_FRONT_DOOR[name]), attribute)
 
 
 def __dir__():

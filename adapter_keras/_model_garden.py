@@ -147,6 +147,41 @@ def child_layers(layer) -> List[object]:
   return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
+def own_trainable_candidates(layer) -> List[object]:
+  """The variables `layer` itself created as trainable (not its sublayers'), including any that
+  `freeze_variable` set aside: what a tuning method decides on, variable by variable."""
+  return list(layer._trainable_weights) + list(getattr(layer, _FROZEN_ONE_BY_ONE, []))
+
+
+def own_variables(layer) -> List[object]:
+  """Every variable `layer` itself holds (not its sublayers')."""
+  return list(layer._trainable_weights) + list(layer._non_trainable_weights)
+
+
+# Where freeze_variable keeps the variables it moved, so that unfreeze_variables can move them back.
+_FROZEN_ONE_BY_ONE = "_adapter_keras_frozen_variables"
+
+
+def freeze_variable(layer, variable) -> None:
+  """Makes one variable of a trainable layer non-trainable, leaving its siblings as they are.
+
+  tf_keras decides trainability per layer (a Dense's kernel and bias share `trainable`); its
+  trainable_weights are the layer's `_trainable_weights` list, so moving the variable to
+  `_non_trainable_weights` is what freezes it for every model that contains the layer.
+  """
+  frozen = layer.__dict__.setdefault(_FROZEN_ONE_BY_ONE, [])
+  layer._trainable_weights.remove(variable)
+  layer._non_trainable_weights.append(variable)
+  frozen.append(variable)
+
+
+def unfreeze_variables(layer) -> None:
+  """Undoes every freeze_variable on `layer`."""
+  for variable in layer.__dict__.pop(_FROZEN_ONE_BY_ONE, []):
+    layer._non_trainable_weights.remove(variable)
+    layer._trainable_weights.append(variable)
+
+
 def all_sublayers(layer) -> List[object]:
   """Every sublayer of a tf_keras layer, recursively (not the layer itself)."""
   return list(layer._flatten_layers(include_self=False))

@@ -2,17 +2,20 @@
 
 An artifact is a directory with
 
-  manifest.json        task (name, type, labels, metrics), method, AdapterConfig,
-                       pooling, tokenizer settings, encoder spec and config, the
-                       fingerprint of the pre-trained base, library version;
-                       an extractive-QA model (SpanModel, task type "span")
-                       also records its SQuAD window settings under "squad"
+  manifest.json        task (name, type, labels, metrics), the tuning method and
+                       its config, pooling, tokenizer settings, encoder spec and
+                       config, the fingerprint of the pre-trained base, library
+                       version; an extractive-QA model (task type "span") also
+                       records its SQuAD window settings under "squad"
   weights.safetensors  the trained variables only (for method "adapter":
                        adapters + LayerNorms + head, ~4 bytes per parameter)
 
-Loading rebuilds the model on a base encoder and refuses a base whose
-fingerprint differs from the one the artifact was trained on. Writes are
-atomic (io.atomic_directory), so an interrupted save leaves no artifact.
+This module owns the format: writing, reading and checking it. Rebuilding a
+model from an artifact is `models.load_adapter` (the one loader), which
+refuses a base whose fingerprint differs from the one the artifact was
+trained on. Writes are atomic (io.atomic_directory), so an interrupted save
+leaves no artifact, and go only to a new or empty directory, or (with
+overwrite) over an earlier artifact: nothing of the user's is replaced.
 
 Loading also refuses an incomplete or edited artifact, naming what is wrong,
 so that a model with a random head or NaN weights is never evaluated:
@@ -22,8 +25,12 @@ manifest's; tensors missing from the file, or in it but not listed, or of
 another shape or dtype than listed; non-finite values; a listed set without
 the head's or the adapters' variables (every method trains them).
 
-Format versions. Version 2 (this one) lists every tensor with its shape and
-dtype (`weights`: {name: {"dtype", "shape"}}) and records `weights_sha256`.
+Format versions. Version 3 (this one, adapter_keras 0.3) records the tuning
+method generically: `method` and `method_config` (the method's config as a
+dict: AdapterConfig's fields, {"k": 2} for top-k, {} for full/layer-norm, a
+plugin's own). Version 2 (0.2.0) recorded `adapter_config` and `top_k`
+instead; both list every tensor with its shape and dtype (`weights`: {name:
+{"dtype", "shape"}}) and record `weights_sha256`.
 Version 1 (adapter_keras 0.1.0) listed only the names (`weights`: [name]);
 it is still read, checked as far as it allows (names, the values' shapes
 against the model, finite values). Adding a manifest field is a format
@@ -42,15 +49,14 @@ import numpy as np
 import tensorflow as tf
 
 import adapter_keras
-from adapter_keras.config import AdapterConfig
 from adapter_keras.io import atomic_directory, file_sha256, read_json_object
 from adapter_keras.layers.pooling import POOLINGS
-from adapter_keras.methods import METHOD_NAMES
-from adapter_keras.models.span_model import SPAN_TASK_TYPE, SpanModel
+from adapter_keras.methods import base_variables
+from adapter_keras.networks.span_model import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.registry import TaskSpec
 
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -61,9 +67,11 @@ _V1_REQUIRED = frozenset({"format_version", "task", "method", "pooling", "tokeni
                           "base_fingerprint", "weights"})
 _V2_REQUIRED = _V1_REQUIRED | {"adapter_config", "top_k", "dropout_rate", "library_version", "train_config",
                                "train_examples", "trained_params", "weights_sha256"}
+_V3_REQUIRED = _V2_REQUIRED - {"adapter_config", "top_k"} | {"method_config"}
 _FIELDS = {
     1: (_V1_REQUIRED, _V2_REQUIRED - _V1_REQUIRED - {"weights_sha256"} | {"squad"}),
     2: (_V2_REQUIRED, frozenset({"squad"})),
+    3: (_V3_REQUIRED, frozenset({"squad"})),
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -87,9 +95,28 @@ def adapter_statistics(model) -> list:
   return [v for a in encoder.adapters() for v in a.statistics]
 
 
-def save_artifact(out_dir: str, model, manifest: Dict) -> str:
-  """Saves `model`'s trainable variables and `manifest` atomically to `out_dir`."""
+def check_artifact_destination(out_dir: str, overwrite: bool = False) -> None:
+  """Refuses (FileExistsError) to save where it would replace anything but an earlier artifact: `out_dir`
+  must be new or an empty directory, or, with `overwrite`, a directory holding only an artifact."""
+  if not os.path.exists(out_dir):
+    return
+  if not os.path.isdir(out_dir):
+    raise FileExistsError(f"{out_dir} is a file, not a directory: an artifact is a directory; choose another path")
+  present = set(os.listdir(out_dir))
+  if not present:
+    return
+  if present <= {MANIFEST_FILE, WEIGHTS_FILE} and MANIFEST_FILE in present:
+    if overwrite:
+      return
+    raise FileExistsError(f"{out_dir} holds an artifact already; pass overwrite=True (--overwrite) to replace it")
+  raise FileExistsError(f"{out_dir} exists and holds other files ({_first(present, 3)}); an artifact goes into a "
+                        "new or empty directory")
+
+
+def save_artifact(out_dir: str, model, manifest: Dict, overwrite: bool = False) -> str:
+  """Saves `model`'s trainable variables and `manifest` atomically to `out_dir` (check_artifact_destination)."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  check_artifact_destination(out_dir, overwrite)
   trained = list(model.trainable_variables)
   tensors = {variable_key(model, v): np.ascontiguousarray(v.numpy())
              for v in trained + adapter_statistics(model)}
@@ -102,6 +129,8 @@ def save_artifact(out_dir: str, model, manifest: Dict) -> str:
                     trained_params=int(sum(int(np.prod(v.shape)) for v in trained)))
     with open(os.path.join(tmp, MANIFEST_FILE), "w", encoding="utf-8") as f:
       json.dump(manifest, f, indent=2, sort_keys=True)
+    # Saving takes time; check again so that files put into out_dir meanwhile are not replaced.
+    check_artifact_destination(out_dir, overwrite)
   return out_dir
 
 
@@ -145,7 +174,8 @@ def _manifest_problem(manifest: Dict, version: int) -> Optional[str]:
   checks = [
       ("task", isinstance(manifest["task"], dict) and isinstance(manifest["task"].get("name"), str),
        "an object with the task's name"),
-      ("method", manifest["method"] in METHOD_NAMES, f"one of {', '.join(METHOD_NAMES)}"),
+      ("method", isinstance(manifest["method"], str) and manifest["method"], "a method name"),
+      ("method_config", isinstance(manifest.get("method_config", {}), dict), "an object"),
       ("pooling", manifest["pooling"] in POOLINGS + (SpanModel.pooling,),
        f"one of {', '.join(POOLINGS + (SpanModel.pooling,))}"),
       ("tokenizer", isinstance(manifest["tokenizer"], dict)
@@ -208,7 +238,11 @@ def read_weights(artifact_dir: str, manifest: Optional[Dict] = None) -> Dict[str
   if expected_sha256 is not None and file_sha256(path) != expected_sha256:
     raise ArtifactError(f"{path} is not the file this artifact was saved with (its sha256 differs from the "
                         f"manifest's): it was edited, truncated or replaced; restore it or train again")
-  tensors = read_safetensors(path)
+  try:
+    tensors = read_safetensors(path)
+  except (OSError, ValueError) as e:  # a truncated or foreign file
+    raise ArtifactError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else e!r})") \
+        from None
   listed = manifest["weights"]
   missing, unlisted = set(listed) - set(tensors), set(tensors) - set(listed)
   if missing:
@@ -229,14 +263,16 @@ def read_weights(artifact_dir: str, manifest: Optional[Dict] = None) -> Dict[str
 
 
 def required_weight_keys(model) -> set:
-  """Keys an artifact of `model` must hold whatever its method: the head's and every adapter's variables.
+  """Keys an artifact of `model` must hold whatever its method: the head's variables and every variable of
+  the layers the method added (adapters' gates aside).
 
-  Every tuning method trains these, and the model builds them randomly
-  initialised: without them a loaded model would give random outputs.
+  The model builds these randomly initialised: without them a loaded model
+  would give random outputs.
   """
-  adapters = model.encoder.adapters() if hasattr(model.encoder, "adapters") else []
-  variables = list(model.head.weights) + [v for a in adapters for v in a.parameters + a.statistics]
-  return {variable_key(model, v) for v in variables}
+  from adapter_keras.methods.apply import added_variables  # pylint: disable=import-outside-toplevel
+  base = {id(v) for v in base_variables(model.encoder)}
+  added = [v for v in added_variables(model.encoder) if id(v) not in base and not v.name.endswith("enabled:0")]
+  return {variable_key(model, v) for v in list(model.head.weights) + added}
 
 
 def assign_weights(model, tensors: Dict[str, np.ndarray], source: str) -> None:
@@ -268,14 +304,21 @@ def check_fingerprint(manifest: Dict, fingerprint: str, encoder_spec: str, artif
         "base it was trained on")
 
 
-def adapter_config_from_manifest(manifest: Dict) -> Optional[AdapterConfig]:
-  config = manifest.get("adapter_config")
-  if not config:
-    return None
-  try:
-    return AdapterConfig.from_dict(config)
-  except (TypeError, ValueError) as e:
-    raise ArtifactError(f"the artifact's adapter_config is invalid: {e}") from None
+def method_of(manifest: Dict) -> Tuple[str, Dict]:
+  """(method name, method config as a dict) of a manifest of any format version."""
+  if "method_config" in manifest:
+    return manifest["method"], dict(manifest["method_config"])
+  method = manifest["method"]  # formats 1 and 2: the built-in methods' settings had fields of their own
+  if method == "adapter":
+    return method, dict(manifest.get("adapter_config") or {})
+  if method == "top-k":
+    return method, {"k": manifest.get("top_k")}
+  return method, {}
+
+
+def task_type_of(manifest: Dict) -> str:
+  """The artifact's task type ("classification", "regression", "span", ...)."""
+  return manifest["task"].get("task_type") or "classification"
 
 
 def is_span_manifest(manifest: Dict) -> bool:
@@ -294,52 +337,3 @@ def task_from_manifest(manifest: Dict) -> TaskSpec:
     return TaskSpec.from_dict(data)
   except (TypeError, ValueError) as e:  # TypeError: fields missing or unknown
     raise ArtifactError(f"the artifact's task {data.get('name')!r} is invalid: {e}") from None
-
-
-def artifact_manifest(task, config, model, preprocessor, encoder_config, fingerprint: str,
-                      train_examples: int) -> Dict:
-  """What an artifact records besides its weights (see the module docstring).
-
-  `task` is a TaskSpec (or SQuAD's task record), `config` the run's
-  TrainConfig, `model` the trained TaskModel or SpanModel.
-  """
-  adapter_config = model.encoder.adapter_config
-  return dict(
-      task=task.to_dict(), method=config.method, top_k=config.top_k,
-      adapter_config=adapter_config.to_dict() if adapter_config else None,
-      pooling=model.pooling, dropout_rate=model.dropout_rate,
-      tokenizer=preprocessor.settings(), encoder=dict(spec=config.encoder, config=encoder_config.to_dict()),
-      base_fingerprint=fingerprint, train_config=config.to_dict(), train_examples=train_examples)
-
-
-def load_artifact(artifact_dir: str, encoder_spec: str) -> Tuple[object, Dict, object]:
-  """Rebuilds a trained model on `encoder_spec`: (model, manifest, preprocessor).
-
-  The model is a TaskModel, or a SpanModel for a SQuAD artifact
-  (`is_span_manifest`; train.squad.load_squad_artifact adds its featurizer).
-  Refuses (ArtifactError) when the encoder's base weights differ from the
-  ones the artifact was trained on.
-  """
-  from adapter_keras.models import build_span_model, build_task_model  # pylint: disable=import-outside-toplevel
-  from adapter_keras.preprocessing import BertPreprocessor  # pylint: disable=import-outside-toplevel
-  from adapter_keras.pretrained import base_fingerprint, load_encoder  # pylint: disable=import-outside-toplevel
-  from adapter_keras.pretrained import check_max_seq_length  # pylint: disable=import-outside-toplevel
-  artifact_dir = resolve_artifact_dir(artifact_dir)
-  manifest = read_manifest(artifact_dir)
-  tensors = read_weights(artifact_dir, manifest)
-  pretrained = load_encoder(encoder_spec, adapter_config_from_manifest(manifest))
-  check_fingerprint(manifest, base_fingerprint(pretrained.encoder), encoder_spec, artifact_dir)
-  try:
-    check_max_seq_length(manifest["tokenizer"]["max_seq_length"], pretrained.config)
-  except ValueError as e:
-    raise ArtifactError(f"artifact {artifact_dir}: its tokenizer's {e}") from None
-  dropout_rate = manifest.get("dropout_rate", 0.1)
-  if is_span_manifest(manifest):
-    model = build_span_model(pretrained, dropout_rate=dropout_rate)
-  else:
-    model = build_task_model(pretrained, task_from_manifest(manifest), pooling=manifest["pooling"],
-                             dropout_rate=dropout_rate)
-  assign_weights(model, tensors, artifact_dir)
-  tokenizer = manifest["tokenizer"]
-  preprocessor = BertPreprocessor(pretrained.vocab_file, tokenizer["lower_case"], tokenizer["max_seq_length"])
-  return model, manifest, preprocessor

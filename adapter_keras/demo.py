@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from adapter_keras.config import AdapterConfig
+from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.io import write_json_atomic
 from adapter_keras.serving.multitask import MultiTaskModel
 from adapter_keras.tasks import classification_task
@@ -74,7 +74,8 @@ def run_demo(out_dir: str = os.path.join("runs", "demo"),
     outputs = multitask.predict(test.text, task=name)
     accuracy = float(np.mean(np.argmax(outputs, -1) == test.labels))
     held_out[name] = (test, outputs)
-    multitask.save_task(name, os.path.join(out_dir, "artifacts", name), config)
+    # A re-run replaces its own earlier artifact (and nothing else: artifacts.check_artifact_destination).
+    multitask.save_task(name, os.path.join(out_dir, "artifacts", name), config, overwrite=True)
     rows.append(dict(name=name, metric="accuracy", value=accuracy, trained_params=result.trained_params,
                      trained_fraction=result.trained_params / base_params))
     _log(f"task {name}: held-out accuracy {accuracy:.4f} (best dev epoch {result.best_epoch})")

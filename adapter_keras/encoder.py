@@ -18,7 +18,7 @@ import tf_keras
 from official.nlp.modeling import networks
 
 from adapter_keras import _model_garden
-from adapter_keras.config import AdapterConfig
+from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.io import read_json_object
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
 
@@ -182,6 +182,17 @@ class AdapterBertEncoder(networks.BertEncoderV2):
   @property
   def hidden_size(self) -> int:
     return _model_garden.encoder_hidden_size(self)
+
+  def attach_adapters(self, adapter_config: AdapterConfig, adapter_seed: Optional[int] = None) -> None:
+    """Puts adapters into every (selected) block of this built, plain encoder (methods/adapter's inject);
+    they get their variables at the next call (methods.inject_method makes it)."""
+    if self._adapter_config is not None:
+      raise ValueError(f"encoder {self.name} already has adapters")
+    adapter_config.validate_for(len(self.transformer_layers))
+    for block in self.transformer_layers:
+      block.attach_adapters(adapter_config, adapter_seed)
+    self._adapter_config = adapter_config
+    self._adapter_seed = adapter_seed
 
   def adapters(self) -> list:
     """All adapters, in layer order (attention before FFN within a layer)."""

@@ -40,7 +40,7 @@ from adapter_keras.analysis.report import collect_runs, markdown_table, select_r
 from adapter_keras.config import AdapterConfig
 from adapter_keras.io import read_json_object, write_json_atomic, write_text_atomic
 from adapter_keras.tasks.sources import DataSource, load_task_data
-from adapter_keras.train.classification import train_task
+from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 
 TASKS = ("cola", "sst2", "mrpc", "rte", "stsb")
@@ -146,7 +146,7 @@ def main(argv=None):
         print(f"[bench] {task.name} {name}: done earlier, skipped", flush=True)
         continue
       print(f"[bench] {task.name} {name}: training", flush=True)
-      result, _, _ = train_task(task, train, dev, config, out_dir=out, verbose=False)
+      result, _ = train_task(task, train, dev, config, out_dir=out, verbose=False)
       print(f"[bench] {task.name} {name}: {task.primary_metric} {result.score:.4f} "
             f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
 

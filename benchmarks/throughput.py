@@ -47,8 +47,8 @@ import tensorflow as tf  # noqa: E402
 from adapter_keras.config import AdapterConfig  # noqa: E402
 from adapter_keras.encoder import ARCHITECTURES, BertConfig, build_encoder  # noqa: E402
 from adapter_keras.methods import apply_method  # noqa: E402
-from adapter_keras.models import TaskModel  # noqa: E402
-from adapter_keras.models.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel, freeze_prefix  # noqa: E402
+from adapter_keras.networks import TaskModel  # noqa: E402
+from adapter_keras.networks.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel, freeze_prefix  # noqa: E402
 from adapter_keras.train.classification import compile_task_model  # noqa: E402
 from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, EncodedExamples, encode_examples,  # noqa: E402
                                         make_dataset)

@@ -12,7 +12,7 @@ from adapter_keras import cli
 from adapter_keras.analysis import ablation, common, init_scale, tradeoff
 from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import BertConfig, build_encoder
-from adapter_keras.models import TaskModel, build_task_model
+from adapter_keras.networks import TaskModel, build_task_model
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import get_task

@@ -10,16 +10,19 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 PACKAGES = ("adapter_keras", "automl_baseline")
-# Subpackage layers, bottom to top: a module may import its own layer and the ones below it.
-# Top-level modules of adapter_keras are listed under their own name.
+# Layers, bottom to top: a module may import its own layer and the ones below it. Entries name a
+# top-level module or package of adapter_keras, or one of their modules (dotted); the longest entry
+# that names a module decides its layer.
 LAYERS = [
-    {"__init__", "_model_garden", "_tf_runtime", "config", "io"},
-    {"layers", "encoder", "preprocessing", "tasks"},
-    {"models", "pretrained"},
-    {"methods", "artifacts"},
-    {"train"},
+    {"__init__", "_model_garden", "_tf_runtime", "io"},
+    {"methods", "config", "layers", "encoder", "preprocessing", "tasks"},
+    {"networks", "pretrained"},
+    {"artifacts"},
+    {"train", "serving.export", "serving.signatures"},
+    {"models"},
+    {"train.run", "train.sweep"},
     {"serving", "analysis"},
-    {"demo", "testing", "keras_api"},
+    {"demo", "testing"},
     {"cli", "__main__"},
 ]
 
@@ -116,10 +119,12 @@ def _layer_of(module):
   parts = module.split(".")
   if parts[0] != "adapter_keras":
     return None
-  key = parts[1] if len(parts) > 1 else "__init__"
-  for index, layer in enumerate(LAYERS):
-    if key in layer:
-      return index
+  names = parts[1:] or ["__init__"]
+  for end in range(len(names), 0, -1):
+    key = ".".join(names[:end])
+    for index, layer in enumerate(LAYERS):
+      if key in layer:
+        return index
   raise AssertionError(f"{module} is in no layer of this test; add its package to LAYERS")
 
 

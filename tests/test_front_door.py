@@ -15,7 +15,7 @@ from adapter_keras.artifacts import ArtifactError, assign_weights, load_artifact
 from adapter_keras.config import AdapterConfig
 from adapter_keras.keras_api import AdapterClassifier, AdapterRegressor, AdapterSpanExtractor, add_adapters
 from adapter_keras.methods import apply_method
-from adapter_keras.models import TaskModel, build_span_model
+from adapter_keras.networks import TaskModel, build_span_model
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import squad

@@ -9,7 +9,7 @@ from adapter_keras.cli import flags
 from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import BertConfig, build_encoder
 from adapter_keras.methods import apply_method, parameter_report
-from adapter_keras.models import TaskModel
+from adapter_keras.networks import TaskModel
 from tests.helpers import last_json
 
 TINY = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -149,11 +149,13 @@ REGISTRY_CONFIG = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=4,
                              intermediate_size=32, max_position_embeddings=32)
 
 
-def leaf(**where):
-  values = dict(in_adapter=False, is_layer_norm=False, is_head=False, is_pooler=False, head_reads_pooler=True,
-                block=None, num_layers=4)
+def site(**where):
+  values = dict(name="kernel", added_by=None, is_layer_norm=False, is_head=False, is_pooler=False,
+                head_reads_pooler=True, block=None, num_layers=4)
+  if where.pop("in_adapter", False):
+    values["added_by"] = "adapter"
   values.update(where)
-  return methods.Leaf(**values)
+  return methods.WeightSite(**values)
 
 
 @pytest.mark.parametrize("method, where, top_k, trains", [
@@ -170,9 +172,11 @@ def leaf(**where):
     ("layer-norm", dict(is_layer_norm=True, block=0), None, True),
     ("layer-norm", dict(block=3), None, False),
 ])
-def test_which_leaves_a_method_trains(method, where, top_k, trains):
-  assert methods.get_method(method).trains(leaf(**where), top_k) is trains
-  assert methods.get_method(method).trains(leaf(is_head=True), top_k) is True  # every method trains the head
+def test_which_variables_a_method_trains(method, where, top_k, trains):
+  spec = methods.get_method(method)
+  config = spec.make_config(top_k=top_k)
+  assert spec.trains(site(**where), config) is trains
+  assert spec.trains(site(is_head=True), config) is True  # every method trains the head
 
 
 def test_registry_facts():
@@ -197,12 +201,91 @@ def test_prefix_start_comes_from_the_method():
     methods.prefix_start_layer("adapter", 4, AdapterConfig(layers=(1, 3)))
 
 
-def test_a_new_method_is_one_registry_entry(monkeypatch):
-  probe = methods.TuningMethod("linear-probe", uses_adapters=False, fine_tunes_base=False, needs_top_k=False,
-                               trains=lambda where, _k: where.is_head)
-  monkeypatch.setitem(methods.METHODS, "linear-probe", probe)
-  model = TaskModel(build_encoder(REGISTRY_CONFIG), num_outputs=3).build_with_dummy_inputs()
-  methods.apply_method(model, "linear-probe")
-  assert {v.name for v in model.trainable_variables} == {v.name for v in model.head.weights}
-  report = methods.parameter_report(model)
-  assert report.trained_params == report.head_params == 16 * 3 + 3
+class LinearProbe(methods.TuningMethod):
+  name = "linear-probe"
+
+  def trains(self, site, config):
+    return site.is_head
+
+  def trained_params(self, shape, config):
+    return shape.head_params
+
+
+def test_a_new_method_is_one_registered_class():
+  methods.register(LinearProbe())
+  try:
+    model = TaskModel(build_encoder(REGISTRY_CONFIG), num_outputs=3).build_with_dummy_inputs()
+    methods.apply_method(model, "linear-probe")
+    assert {v.name for v in model.trainable_variables} == {v.name for v in model.head.weights}
+    report = methods.parameter_report(model)
+    assert report.trained_params == report.head_params == 16 * 3 + 3
+    assert "linear-probe" in methods.method_names()
+  finally:
+    methods.unregister("linear-probe")
+  with pytest.raises(ValueError, match="Unknown method 'linear-probe'"):
+    methods.get_method("linear-probe")
+
+
+@pytest.mark.parametrize("method, top_k, adapter, pooling", [
+    ("adapter", None, AdapterConfig(size=4), "cls"), ("adapter", None, AdapterConfig(size=(0, 3), norm="layer",
+                                                                                       hidden_layers=2), "mean"),
+    ("adapter", None, AdapterConfig(size=5, positions="ffn", norm="batch"), "cls"),
+    ("full", None, None, "cls"), ("full", None, None, "mean"), ("top-k", 1, None, "cls"),
+    ("top-k", 2, None, "mean"), ("layer-norm", None, None, "cls")])
+def test_trained_params_formula_equals_the_count(method, top_k, adapter, pooling):
+  encoder = build_encoder(TINY, adapter)
+  model = TaskModel(encoder, 3, pooling=pooling, name="task_model").build_with_dummy_inputs()
+  apply_method(model, method, top_k)
+  spec = methods.get_method(method)
+  formula = spec.trained_params(methods.model_shape(model, TINY), spec.make_config(adapter=adapter, top_k=top_k))
+  assert formula == parameter_report(model).trained_params
+  assert methods.model_shape(model, TINY).base_params == parameter_report(model).base_params
+
+
+class BiasesOnly(methods.TuningMethod):
+  """BitFit's rule, as a test plugin: biases (and LayerNorm offsets) train, kernels do not."""
+  name = "biases-only"
+
+  def trains(self, site, config):
+    return site.is_head or site.is_bias
+
+
+def test_a_kernel_stays_frozen_while_its_bias_trains():
+  methods.register(BiasesOnly())
+  try:
+    model = _model("cls", adapters=False)
+    query = "encoder/transformer/layer_0/self_attention/query/"
+    before = {v.name[:-2]: v.numpy() for v in model.variables}
+    apply_method(model, "biases-only")
+    trained = _trainable(model)
+    assert query + "bias" in trained and query + "kernel" not in trained
+    assert "encoder/embeddings/layer_norm/beta" in trained and "encoder/embeddings/layer_norm/gamma" not in trained
+    assert HEAD <= trained
+    model.compile(optimizer=__import__("tf_keras").optimizers.SGD(0.5), loss="mse")
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    ids = np.ones((4, 6), np.int32)
+    model.fit(dict(input_word_ids=ids, input_mask=ids, input_type_ids=0 * ids), np.ones((4, 3)), verbose=0)
+    after = {v.name[:-2]: v.numpy() for v in model.variables}
+    assert not np.array_equal(before[query + "bias"], after[query + "bias"])
+    np.testing.assert_array_equal(before[query + "kernel"], after[query + "kernel"])
+    # The same model under another method: every variable of the layer trains again.
+    apply_method(model, "full")
+    assert query + "kernel" in _trainable(model)
+  finally:
+    methods.unregister("biases-only")
+
+
+def test_apply_method_on_a_users_functional_model():
+  tf_keras = __import__("tf_keras")
+  encoder = build_encoder(TINY, AdapterConfig(size=4))
+  inputs = dict(input_word_ids=tf_keras.Input((None,), dtype="int32"), input_mask=tf_keras.Input((None,), dtype="int32"),
+                input_type_ids=tf_keras.Input((None,), dtype="int32"))
+  hidden = tf_keras.layers.Dense(8, name="my_hidden")(encoder(inputs)["pooled_output"])
+  model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="my_head")(hidden))
+  methods.mark_only_adapters_trainable(model)
+  trained = _trainable(model)
+  assert {"my_hidden/kernel", "my_head/bias"} <= trained
+  assert ALL_ADAPTERS | ALL_LN <= trained
+  assert not any("self_attention/query" in n for n in trained)
+  with pytest.raises(ValueError, match="contains no adapter_keras encoder"):
+    methods.apply_method(tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))]), "adapter")

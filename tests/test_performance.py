@@ -7,9 +7,9 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.config import AdapterConfig
-from adapter_keras.layers.adapter import BottleneckAdapter
+from adapter_keras.methods.adapter.layers import BottleneckAdapter
 from adapter_keras.methods import apply_method, parameter_report, prefix_start_layer
-from adapter_keras.models import TaskModel, prefix_cached
+from adapter_keras.networks import TaskModel, prefix_cached
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks.data import TextExamples

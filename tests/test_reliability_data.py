@@ -247,10 +247,9 @@ UMASK_SCRIPT = textwrap.dedent("""
         assert cli.main(["train", "--task", "sst2", "--data-dir", glue, "--encoder", encoder, "--adapter-size",
                          "2", "--epochs", "1", "--out", run]) == 0
       else:
-        from adapter_keras.artifacts import load_artifact, save_artifact
         from adapter_keras.io import write_json_atomic
-        model, manifest, _ = load_artifact(run, encoder)
-        save_artifact(os.path.join(out, "run", "artifact"), model, manifest)
+        from adapter_keras.models import load_adapter
+        load_adapter(run, encoder).save_adapter(os.path.join(out, "run", "artifact"))
         write_json_atomic(os.path.join(out, "run", "metrics.json"), {})
         write_json_atomic(os.path.join(out, "run", "run.json"), {})
       assert cli.main(["export", "--artifact", os.path.join(run, "artifact"), "--encoder", encoder,

@@ -18,7 +18,8 @@ from adapter_keras.config import AdapterConfig
 from adapter_keras.tasks import classification_task
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_glue_dir, write_tiny_hf_bert
-from adapter_keras.train import checkpoints, classification, loop
+from adapter_keras.train import checkpoints, loop
+from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 from tests.conftest import REPO_ROOT
 
@@ -45,12 +46,12 @@ def setup(tmp_path_factory):
   args = (classification_task("tiny", ("0", "1")), TextExamples(texts, labels),
           {"dev": TextExamples(dev_texts, dev_labels)}, config)
   reference = root / "reference"
-  classification.train_task(*args, out_dir=str(reference), checkpoint_every_steps=None, verbose=False)
+  train_task(*args, out_dir=str(reference), checkpoint_every_steps=None, verbose=False)
   return dict(root=root, args=args, reference=reference)
 
 
 def _train(setup, out, verbose=False):
-  return classification.train_task(*setup["args"], out_dir=str(out), checkpoint_every_steps=EVERY, verbose=verbose)
+  return train_task(*setup["args"], out_dir=str(out), checkpoint_every_steps=EVERY, verbose=verbose)
 
 
 def _assert_same_run(out, reference):

@@ -14,7 +14,7 @@ from adapter_keras.tasks import classification_task
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_glue_dir, write_tiny_hf_bert
 from adapter_keras.train import loop
-from adapter_keras.train.classification import train_task
+from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 
 from tests.test_resume import SimulatedCrash
@@ -124,7 +124,7 @@ def test_jit_compiled_run_matches_the_plain_run(tmp_path, tiny_task):
   for jit in (False, True):
     config = TrainConfig(encoder=encoder, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=2,
                          batch_size=8, dropout_rate=0.0, jit_compile=jit)
-    result, model, _ = train_task(*tiny_task, config, verbose=False)
+    result, model = train_task(*tiny_task, config, verbose=False)
     assert bool(model.jit_compile) is jit
     results[jit] = result
   plain, jitted = results[False], results[True]
@@ -139,7 +139,7 @@ def test_jit_compiled_run_matches_the_plain_run(tmp_path, tiny_task):
 def test_mixed_precision_run_computes_in_that_dtype_and_trains(four_layers, tiny_task, precision):
   config = TrainConfig(encoder=four_layers, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=1,
                        batch_size=8, mixed_precision=precision)
-  result, model, _ = train_task(*tiny_task, config, verbose=False)
+  result, model = train_task(*tiny_task, config, verbose=False)
   assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored after the run
   assert model.encoder.transformer_layers[0].compute_dtype == precision
   assert {v.dtype.name for v in model.trainable_variables} == {"float32"}

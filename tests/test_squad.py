@@ -8,7 +8,7 @@ import tf_keras
 
 from adapter_keras.config import AdapterConfig
 from adapter_keras.methods import apply_method, parameter_report
-from adapter_keras.models import MASKED_LOGIT, SpanModel
+from adapter_keras.networks import MASKED_LOGIT, SpanModel
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import squad

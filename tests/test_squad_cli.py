@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from adapter_keras import testing
-from adapter_keras.artifacts import load_artifact, read_manifest
-from adapter_keras.models import SpanModel
+from adapter_keras.artifacts import read_manifest
+from adapter_keras.models import load_adapter
+from adapter_keras.networks import SpanModel
 from adapter_keras.tasks import squad
 from tests.helpers import run_cli
 
@@ -95,8 +96,8 @@ def test_evaluate_squad_reproduces_the_training_metrics(trained, tiny_hf_dir, sq
   with open(predictions_file, encoding="utf-8") as f, \
        open(os.path.join(out, "predictions.json"), encoding="utf-8") as g:
     assert json.load(f) == json.load(g)
-  model, manifest, _ = load_artifact(out, tiny_hf_dir)
-  assert isinstance(model, SpanModel) and manifest["method"] == "adapter"
+  model = load_adapter(out, tiny_hf_dir)
+  assert isinstance(model, SpanModel) and model.method == "adapter"
 
 
 def test_rerun_only_reports_and_a_different_run_is_refused(trained, tiny_hf_dir, squad_files):

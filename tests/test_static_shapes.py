@@ -1,5 +1,7 @@
 """Static shapes (a fixed batch size, a few fixed lengths) and steps_per_execution: what XLA and TPUs need,
 with the same results as the dynamic mode."""
+import dataclasses
+import itertools
 import json
 import re
 
@@ -18,7 +20,8 @@ from adapter_keras.train import checkpoints, classification, evaluation, inputs,
 from adapter_keras.train import recipe as recipes
 from adapter_keras.train import squad as span_training
 from adapter_keras.train.config import TrainConfig
-from adapter_keras.train.squad import SquadTrainConfig, predict_answers, score_answers, train_squad
+from adapter_keras.train.run import train_squad, train_task
+from adapter_keras.train.squad import SquadTrainConfig, predict_answers, score_answers
 from tests.helpers import run_cli
 from tests.test_resume import SimulatedCrash
 
@@ -57,17 +60,63 @@ def static_run(encoder_dir, task_data):
   return recipe, model, result
 
 
+def _padded_positions(lengths, fixed):
+  fixed = np.asarray(fixed)
+  return int(fixed[np.searchsorted(fixed, lengths)].sum())
+
+
 def test_static_batch_lengths_and_the_decision():
+  # Without the data's lengths (training records): powers of two, then max_seq_length.
   assert inputs.static_batch_lengths(128) == (32, 64, 128)
   assert inputs.static_batch_lengths(384) == (32, 64, 128, 256, 384)
   assert inputs.static_batch_lengths(100) == (32, 64, 100)
   assert inputs.static_batch_lengths(32) == (32,)
   assert inputs.static_batch_lengths(16) == (16,)
+  # From the data: at most MAX_STATIC_LENGTHS, the last the longest example (cut at max_seq_length).
+  rng = np.random.default_rng(0)
+  lengths = np.append(np.clip(rng.lognormal(2.4, 0.6, 5000).astype(int), 3, 100), 200)
+  fixed = inputs.static_batch_lengths(128, lengths)
+  assert 1 < len(fixed) <= inputs.MAX_STATIC_LENGTHS == 8 and fixed[-1] == 128
+  assert list(fixed) == sorted(set(fixed))
+  assert inputs.static_batch_lengths(128, [lengths[:100], lengths[100:]]) == fixed  # train and dev splits
+  short = np.minimum(lengths, 60)
+  assert inputs.static_batch_lengths(128, short)[-1] == 60
+  # The fewest padded positions of any choice: exhaustively over 3 lengths of 6 distinct values.
+  small = np.array([2, 2, 3, 5, 5, 5, 8, 9, 9, 12])
+  best = min(_padded_positions(small, c + (12,)) for k in range(3)
+             for c in itertools.combinations([2, 3, 5, 8, 9], k))
+  chosen = inputs.static_batch_lengths(16, small, max_lengths=3)
+  assert len(chosen) <= 3 and chosen[-1] == 12 and _padded_positions(small, chosen) == best
+  assert inputs.static_batch_lengths(16, small, max_lengths=1) == (12,)
+  assert set(inputs.static_batch_lengths(16, small, multiple=4)[:-1]) <= {4, 8}
+  assert inputs.static_batch_lengths(16, np.array([7, 7, 7])) == (7,)
+  with pytest.raises(ValueError, match="max_lengths must be an integer >= 1"):
+    inputs.static_batch_lengths(16, small, max_lengths=0)
   default = tf.distribute.get_strategy()
   assert not inputs.uses_static_shapes(TrainConfig(), default)
   assert inputs.uses_static_shapes(TrainConfig(jit_compile=True), default)  # auto: on with XLA
   assert not inputs.uses_static_shapes(TrainConfig(jit_compile=True, static_shapes=False), default)
   assert inputs.uses_static_shapes(TrainConfig(static_shapes=True), default)
+
+
+def test_static_lengths_given_in_the_config(static_run):
+  recipe = static_run[0]
+  data_chosen, original = recipe.static_lengths, recipe.config
+  try:
+    recipe.config = dataclasses.replace(original, static_lengths=[64, 128])  # as --static-lengths gives them
+    assert recipe.static_lengths == (64, 128) != data_chosen
+    assert {int(f["input_word_ids"].shape[1]) for f, _ in recipe.epoch_dataset(0)} <= {64, 128}
+    recipe.config = dataclasses.replace(original, static_shapes=False)
+    assert recipe.static_lengths is None
+  finally:
+    recipe.config = original
+  assert TrainConfig.from_dict(TrainConfig(static_lengths=(16, 128)).to_dict()).static_lengths == (16, 128)
+  for lengths, why in (((32, 16), "ascending"), ((16, 16), "ascending"), ((0, 16), r"\[1, max_seq_length 128\]"),
+                       ((16, 256), "max_seq_length 128"), (tuple(range(8, 81, 8)), "1 to 8"), ((), "1 to 8")):
+    with pytest.raises(ValueError, match="static_lengths must be 1 to 8 ascending integers"):
+      TrainConfig(static_lengths=lengths)
+  with pytest.raises(ValueError, match="static_lengths apply under static shapes"):
+    TrainConfig(static_lengths=(16, 128), static_shapes=False)
 
 
 def test_static_epochs_are_whole_batches_drawn_from_seed_and_epoch(static_run):
@@ -86,7 +135,10 @@ def test_static_epochs_are_whole_batches_drawn_from_seed_and_epoch(static_run):
 
 def test_static_training_runs_few_shapes_and_traces_the_train_function_once(static_run):
   recipe, model, _ = static_run
-  fixed = inputs.static_batch_lengths(128)
+  fixed = recipe.static_lengths  # from the train and dev examples' lengths
+  every = np.concatenate([recipe.train_encoded.lengths, recipe.dev_encoded["dev"].lengths])
+  assert fixed == inputs.static_batch_lengths(128, every) and fixed[-1] == every.max()
+  assert 2 <= len(fixed) <= inputs.MAX_STATIC_LENGTHS
   assert recipe.config.static_shapes is True and recipe.num_train_batches_per_epoch == 8
   shapes = set()
   for epoch in range(2):
@@ -108,7 +160,7 @@ def test_static_training_runs_few_shapes_and_traces_the_train_function_once(stat
 def test_static_evaluation_scores_every_dev_example_once_like_the_dynamic_mode(static_run, monkeypatch):
   recipe, model, result = static_run
   dev = recipe.dev_encoded["dev"]
-  fixed = inputs.static_batch_lengths(128)
+  fixed = recipe.static_lengths
   shapes = []
   predict = evaluation.predict_outputs
 
@@ -143,7 +195,7 @@ def _spe_run(dropout_encoder, task_data, out, steps_per_execution, checkpoint_ev
   task, train, dev = task_data
   config = TrainConfig(encoder=dropout_encoder, adapter=AdapterConfig(size=4), learning_rate=3e-3, epochs=2,
                        batch_size=BATCH, steps_per_execution=steps_per_execution, static_shapes=True)
-  return classification.train_task(task, train, dev, config, out_dir=str(out), verbose=False,
+  return train_task(task, train, dev, config, out_dir=str(out), verbose=False,
                                    checkpoint_every_steps=checkpoint_every_steps)
 
 
@@ -201,7 +253,7 @@ def test_a_nan_loss_names_the_steps_of_its_execution(encoder_dir, task_data, mon
   config = TrainConfig(encoder=encoder_dir, adapter=AdapterConfig(size=4), epochs=2, batch_size=BATCH,
                        steps_per_execution=3, static_shapes=True)
   with pytest.raises(loop.NonFiniteLossError, match=r"at one of steps 9-11 of 16; .*best epoch's \(epoch 1\)"):
-    classification.train_task(*task_data, config, verbose=False)
+    train_task(*task_data, config, verbose=False)
 
 
 def test_train_cli_with_static_shapes_and_steps_per_execution(encoder_dir, glue_dir, tmp_path):
@@ -238,7 +290,8 @@ def test_squad_static_windows_train_and_score_like_the_dynamic_mode(encoder_dir)
   config = SquadTrainConfig(encoder=encoder_dir, adapter=AdapterConfig(size=4), learning_rate=1e-2, epochs=2,
                             batch_size=4, max_seq_length=24, doc_stride=8, max_query_length=8,
                             static_shapes=True, steps_per_execution=2)
-  result, model, featurizer = train_squad(train, dev, config, verbose=False)
+  result, model = train_squad(train, dev, config, verbose=False)
+  featurizer = model.featurizer
   train_windows, dev_windows = featurizer.featurize(train), featurizer.featurize(dev)
   assert len(train_windows) % 4 and len(dev_windows) % 4  # a partial batch to drop / to fill
   assert int(model.optimizer.iterations) == 2 * (len(train_windows) // 4)

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from adapter_keras import cli
-from adapter_keras.artifacts import WEIGHTS_FILE, load_artifact
+from adapter_keras.artifacts import WEIGHTS_FILE
+from adapter_keras.models import load_adapter
 from adapter_keras.config import AdapterConfig
 from adapter_keras.tasks import classification_task
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
-from adapter_keras.train.classification import train_task
+from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 from tests.conftest import REPO_ROOT
 from tests.helpers import last_json
@@ -27,7 +28,7 @@ def test_train_task_selects_best_epoch_and_saves_a_small_artifact(tmp_path, enco
   config = TrainConfig(encoder=encoder_dir, adapter=AdapterConfig(size=4), learning_rate=1e-2, epochs=4,
                        batch_size=8, seed=0)
   out = tmp_path / "run"
-  result, model, _ = train_task(task, TextExamples(texts, labels),
+  result, model = train_task(task, TextExamples(texts, labels),
                                 {"dev": TextExamples(dev_texts, dev_labels)}, config, out_dir=str(out))
   assert len(result.history) == 4
   scores = [h["accuracy"] for h in result.history]
@@ -41,9 +42,9 @@ def test_train_task_selects_best_epoch_and_saves_a_small_artifact(tmp_path, enco
   assert 4 * result.trained_params <= weights.stat().st_size <= 4 * result.trained_params + 16_000
   assert any(f.startswith("events") for _, _, fs in os.walk(out / "logs") for f in fs)
   # The saved model reproduces the best epoch's metrics.
-  reloaded, manifest, preprocessor = load_artifact(str(out / "artifact"), encoder_dir)
-  assert manifest["method"] == "adapter" and manifest["task"]["label_names"] == ["0", "1"]
-  features = preprocessor(np.array(dev_texts))
+  reloaded = load_adapter(str(out / "artifact"), encoder_dir)
+  assert reloaded.method == "adapter" and reloaded.task.label_names == ("0", "1")
+  features = reloaded.preprocessor(np.array(dev_texts))
   np.testing.assert_allclose(reloaded(features).numpy(), model(features).numpy(), atol=1e-5)
 
 
@@ -121,7 +122,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from adapter_keras.tasks import classification_task
     from adapter_keras.tasks.data import TextExamples
     from adapter_keras.testing import tiny_sentiment_data
-    from adapter_keras.train.classification import train_task
+    from adapter_keras.train.run import train_task
     from adapter_keras.train.config import TrainConfig
     texts, labels = tiny_sentiment_data(64, seed=0)
     task = classification_task("tiny", ("0", "1"))
@@ -130,7 +131,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
       config = TrainConfig(encoder=sys.argv[1], adapter=AdapterConfig(size=4), learning_rate=1e-2,
                            epochs=2, batch_size=16, seed=0, strategy=strategy, bucket_by_length=False,
                            dropout_rate=0.0)
-      result, _, _ = train_task(task, TextExamples(texts, labels), {"dev": TextExamples(texts, labels)},
+      result, _ = train_task(task, TextExamples(texts, labels), {"dev": TextExamples(texts, labels)},
                                 config, verbose=False)
       losses[strategy] = [h["loss"] for h in result.history]
     if "mirrored" in sys.argv[2:]:

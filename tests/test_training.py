@@ -4,7 +4,7 @@ import pytest
 
 from adapter_keras.config import AdapterConfig
 from adapter_keras.methods import apply_method
-from adapter_keras.models import TaskModel
+from adapter_keras.networks import TaskModel
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks.data import TextExamples, train_test_split

@@ -12,9 +12,9 @@ from official.nlp.modeling import networks
 from adapter_keras.cli.flags import adapter_config_from_args, add_adapter_arguments
 from adapter_keras.config import AdapterConfig
 from adapter_keras.encoder import AdapterBertEncoder, BertConfig, build_encoder, dummy_inputs
-from adapter_keras.layers.adapter import BottleneckAdapter, SublayerInputTap, SublayerWithParallelAdapter
+from adapter_keras.methods.adapter.layers import BottleneckAdapter, SublayerInputTap, SublayerWithParallelAdapter
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
-from adapter_keras.models import TaskModel
+from adapter_keras.networks import TaskModel
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.testing import write_tiny_hf_bert
 from adapter_keras.methods import apply_method, parameter_report

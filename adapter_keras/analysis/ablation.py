@@ -21,6 +21,19 @@ from adapter_keras.train.evaluation import predict_encoded
 from adapter_keras.train.inputs import EncodedExamples
 
 
+def check_one_task_and_base(items: Sequence[str], manifests: Sequence[Dict]) -> None:
+  """Refuses (ValueError naming the artifact) to average ablations over artifacts of different tasks or
+  base encoders: the manifests of `items` must agree with the first one's."""
+  first_task, first_base = manifests[0]["task"].get("name"), manifests[0]["base_fingerprint"]
+  for item, manifest in zip(items[1:], manifests[1:]):
+    if manifest["task"].get("name") != first_task:
+      raise ValueError(f"artifact {item} was trained for task {manifest['task'].get('name')!r}, not "
+                       f"{first_task!r} like {items[0]}; average artifacts of one task")
+    if manifest["base_fingerprint"] != first_base:
+      raise ValueError(f"artifact {item} was trained on another base encoder "
+                       f"({manifest['encoder'].get('spec')!r}) than {items[0]}; average artifacts of one base")
+
+
 def majority_class_score(task, label_source: np.ndarray, eval_labels: np.ndarray) -> Optional[float]:
   """The primary metric of always predicting the most frequent class of
   `label_source`, scored on `eval_labels`; None for regression tasks, where

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional
 
 from adapter_keras.io import write_json_atomic
 from adapter_keras.tasks.data import TextExamples
-from adapter_keras.train.classification import train_task
+from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 
 
@@ -37,7 +37,7 @@ def cached_run(runs_dir: str, key: str, task, train: TextExamples, dev: Dict[str
       record = json.load(f)
     if record.get("config") == config.to_dict() and record.get("task") == task.name:
       return record
-  result, _, _ = train_task(task, train, dev, config, verbose=verbose)
+  result, _ = train_task(task, train, dev, config, verbose=verbose)
   record = dict(task=task.name, config=config.to_dict(), score=finite_or_none(result.score),
                 primary_metric=result.primary_metric, metrics=result.metrics,
                 trained_params=result.trained_params, trained_fraction=result.trained_fraction,

@@ -42,14 +42,13 @@ def _train_config(args, seed: int = 0, adapter_size: int = 64, **overrides):
 
 
 def _ablation_data(args, artifact_dir: str):
-  """(model, preprocessor, task, train or None, dev split name, dev splits) of one artifact and the
-  data flags; the split checked against the task's."""
-  model, preprocessor, task, train, dev = load_artifact_and_data(
-      argparse.Namespace(**dict(vars(args), artifact=artifact_dir)), with_train=True)
+  """(model, task, train or None, dev split name, dev splits) of one artifact and the data flags; the
+  split checked against the task's."""
+  model, task, train, dev = load_artifact_and_data(args, with_train=True, artifact=artifact_dir)
   split = args.split or task.dev_splits[0]
   if split not in dev:
     raise ValueError(f"unknown split {split!r}; task {task.name} has {sorted(dev)}")
-  return model, preprocessor, task, train, split, dev
+  return model, task, train, split, dev
 
 
 def _ablate(model, task, encoded, train, args) -> Dict:
@@ -68,8 +67,8 @@ def _cmd_ablation(args) -> Dict:
     raise ValueError("--adapter-size picks trials of --artifacts-from-sweep; give that too")
   if args.artifacts or args.artifacts_from_sweep:
     return _ablation_over_artifacts(args)
-  model, preprocessor, trained_task, train, split, dev = _ablation_data(args, args.artifact)
-  result = _ablate(model, trained_task, encode_examples(preprocessor, dev[split]), train, args)
+  model, trained_task, train, split, dev = _ablation_data(args, args.artifact)
+  result = _ablate(model, trained_task, encode_examples(model.preprocessor, dev[split]), train, args)
   result["split"] = split
   paths = write_result(result, args.out, "ablation", plot_ablation)
   print(f"[ablation] {trained_task.name} {split}: {result['metric']} {result['baseline']:.4f} with all "
@@ -91,7 +90,8 @@ def _ablation_over_artifacts(args) -> Dict:
   """The ablation of each of several artifacts of one task and base, then their mean and s.e.m."""
   from adapter_keras.analysis import ablation  # pylint: disable=import-outside-toplevel
   from adapter_keras.analysis.common import write_result  # pylint: disable=import-outside-toplevel
-  from adapter_keras.artifacts import load_artifact, read_manifest, resolve_artifact_dir  # pylint: disable=import-outside-toplevel
+  from adapter_keras.artifacts import read_manifest, resolve_artifact_dir  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models import load_adapter  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
   selected = None
   if args.artifacts_from_sweep:
@@ -106,24 +106,17 @@ def _ablation_over_artifacts(args) -> Dict:
     raise ValueError("an artifact is named twice in --artifacts")
   # Checked on the manifests, before any model is built or evaluated.
   manifests = [read_manifest(d) for d in artifact_dirs]
-  first_task, first_base = manifests[0]["task"].get("name"), manifests[0]["base_fingerprint"]
-  for item, manifest in zip(items[1:], manifests[1:]):
-    if manifest["task"].get("name") != first_task:
-      raise ValueError(f"artifact {item} was trained for task {manifest['task'].get('name')!r}, not "
-                       f"{first_task!r} like {items[0]}; average artifacts of one task")
-    if manifest["base_fingerprint"] != first_base:
-      raise ValueError(f"artifact {item} was trained on another base encoder "
-                       f"({manifest['encoder'].get('spec')!r}) than {items[0]}; average artifacts of one base")
+  ablation.check_one_task_and_base(items, manifests)
   runs, encoded, split = [], None, None
   for index, (item, artifact_dir) in enumerate(zip(items, artifact_dirs)):
     print(f"[ablation] artifact {index + 1}/{len(items)}: {item}", flush=True)
     if index == 0:
-      model, preprocessor, task, train, split, dev = _ablation_data(args, artifact_dir)
+      model, task, train, split, dev = _ablation_data(args, artifact_dir)
     else:
-      model, _, preprocessor = load_artifact(artifact_dir, args.encoder)
+      model = load_adapter(artifact_dir, args.encoder)
     # The dev set is encoded once, unless an artifact tokenizes differently (another max length).
     if encoded is None or manifests[index]["tokenizer"] != manifests[index - 1]["tokenizer"]:
-      encoded = encode_examples(preprocessor, dev[split])
+      encoded = encode_examples(model.preprocessor, dev[split])
     result = _ablate(model, task, encoded, train, args)
     runs.append(dict(result, artifact=artifact_dir, seed=_run_seed(artifact_dir)))
     print(f"[ablation] artifact {index + 1}/{len(items)}: {result['metric']} {result['baseline']:.4f} with "

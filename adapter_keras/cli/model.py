@@ -4,32 +4,32 @@ from __future__ import annotations
 import os
 
 from adapter_keras.cli.flags import ARCHITECTURES, ENCODER_HELP, POOLINGS, learning_rate, positive_int
-from adapter_keras.methods import METHOD_NAMES, validate_method
+from adapter_keras.cli.flags import add_method_config_argument
+from adapter_keras.methods import method_names
 
 
 def _cmd_params(args) -> dict:
-  from adapter_keras.config import AdapterConfig  # pylint: disable=import-outside-toplevel
+  from adapter_keras.methods.adapter.config import AdapterConfig  # pylint: disable=import-outside-toplevel
   from adapter_keras.encoder import ARCHITECTURES, build_encoder  # pylint: disable=import-outside-toplevel
-  from adapter_keras.methods import apply_method, parameter_report  # pylint: disable=import-outside-toplevel
-  from adapter_keras.models import TaskModel  # pylint: disable=import-outside-toplevel
+  from adapter_keras.methods import apply_method, get_method, inject_method, parameter_report  # pylint: disable=import-outside-toplevel
+  from adapter_keras.networks import TaskModel  # pylint: disable=import-outside-toplevel
   from adapter_keras.pretrained import load_encoder  # pylint: disable=import-outside-toplevel
 
-  method = validate_method(args.method, args.top_k, num_layers=10**6)
-  adapter_config = AdapterConfig(size=args.adapter_size) if method.uses_adapters else None
+  method = get_method(args.method)
+  settings = method.make_config(args.method_config, adapter=AdapterConfig(size=args.adapter_size), top_k=args.top_k)
   if args.arch:
-    config = ARCHITECTURES[args.arch]
-    validate_method(args.method, args.top_k, config.num_hidden_layers)
-    encoder = build_encoder(config, adapter_config)
+    bert_config = ARCHITECTURES[args.arch]
+    encoder = build_encoder(bert_config)
     pooling = args.pooling or ("mean" if args.arch == "minilm-l6" else "cls")
   else:
-    pretrained = load_encoder(args.encoder, adapter_config)
-    validate_method(args.method, args.top_k, pretrained.config.num_hidden_layers)
-    encoder = pretrained.encoder
+    pretrained = load_encoder(args.encoder)
+    bert_config, encoder = pretrained.config, pretrained.encoder
     pooling = args.pooling or pretrained.default_pooling
+  inject_method(encoder, args.method, settings, seed=0)
   task_type = "regression" if args.num_labels == 1 else "classification"
   model = TaskModel(encoder, args.num_labels, task_type=task_type, pooling=pooling)
   model.build_with_dummy_inputs()
-  apply_method(model, args.method, args.top_k)
+  apply_method(model, args.method, config=settings)
   report = parameter_report(model)
   print(f"{'base (pre-trained encoder)':<30}{report.base_params:>14,}")
   print(f"{'adapters':<30}{report.adapter_params:>14,}")
@@ -56,7 +56,8 @@ def add_parsers(subparsers) -> None:
   source.add_argument("--encoder", help="count a pre-trained encoder: " + ENCODER_HELP)
   p.add_argument("--adapter-size", type=positive_int, default=64)
   p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
-  p.add_argument("--method", default="adapter", choices=METHOD_NAMES)
+  p.add_argument("--method", default="adapter", choices=method_names())
+  add_method_config_argument(p)
   p.add_argument("--top-k", type=positive_int)
   p.add_argument("--pooling", choices=POOLINGS,
                  help="default: mean for MiniLM, else the pooled [CLS] output")

@@ -15,19 +15,19 @@ def _cmd_export(args) -> dict:
       check_export_destination, signature_names)
   # Before TensorFlow's import and the encoder's loading: a refused --out costs nothing.
   check_export_destination(args.out, args.overwrite)
-  from adapter_keras.artifacts import (load_artifact, read_manifest,  # pylint: disable=import-outside-toplevel
+  from adapter_keras.artifacts import (method_of, read_manifest,  # pylint: disable=import-outside-toplevel
                                        resolve_artifact_dir, task_from_manifest)
   from adapter_keras.methods import get_method  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models import load_adapter  # pylint: disable=import-outside-toplevel
   from adapter_keras.serving.export import export_saved_model  # pylint: disable=import-outside-toplevel
-  from adapter_keras.serving.multitask import MultiTaskModel, TaskEntry  # pylint: disable=import-outside-toplevel
+  from adapter_keras.serving.multitask import MultiTaskModel  # pylint: disable=import-outside-toplevel
   artifacts = [resolve_artifact_dir(a) for a in args.artifact]
   manifests = [read_manifest(a) for a in artifacts]
+  tasks = [task_from_manifest(m) for m in manifests]  # a span model: one line, before any loading
   if len(artifacts) > 1:
-    signature_names([task_from_manifest(m).name for m in manifests])  # colliding names, before any loading
-  if len(artifacts) == 1 and not get_method(manifests[0]["method"]).uses_adapters:
-    model, manifest, preprocessor = load_artifact(artifacts[0], args.encoder)
-    task = task_from_manifest(manifest)
-    entries = {task.name: TaskEntry(task.name, task, model, preprocessor, None)}
+    signature_names([task.name for task in tasks])  # colliding names, before any loading
+  if len(artifacts) == 1 and get_method(method_of(manifests[0])[0]).fine_tunes_base:
+    entries = {tasks[0].name: load_adapter(artifacts[0], args.encoder)}  # its own base: nothing to share
   else:
     multitask = MultiTaskModel.from_encoder(args.encoder)
     for artifact in artifacts:

@@ -24,19 +24,20 @@ def _shown(metrics: Dict[str, float]) -> str:
 
 def _cmd_train_squad(args) -> Dict:
   from adapter_keras.train import squad as squad_training  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.run import train_squad  # pylint: disable=import-outside-toplevel
   config = _train_config(args)
   train = squad_training.read_squad_file(args.train, "--train")
   dev = squad_training.read_squad_file(args.dev, "--dev")
-  result, _, _ = squad_training.train_squad(train, dev, config, out_dir=args.out,
-                                           checkpoint_every_steps=args.checkpoint_every)
+  result, _ = train_squad(train, dev, config, out_dir=args.out, checkpoint_every_steps=args.checkpoint_every)
   print(f"[train-squad] best epoch {result.best_epoch}: {_shown(result.metrics)}; wrote {args.out}")
   return result.summary(args.out)
 
 
 def _cmd_evaluate_squad(args) -> Dict:
+  from adapter_keras.models.span_extractor import evaluate_squad_artifact  # pylint: disable=import-outside-toplevel
   from adapter_keras.train import squad as squad_training  # pylint: disable=import-outside-toplevel
   dev = squad_training.read_squad_file(args.dev, "--dev")
-  metrics, answers = squad_training.evaluate_squad_artifact(args.artifact, dev, args.encoder)
+  metrics, answers = evaluate_squad_artifact(args.artifact, dev, args.encoder)
   if args.predictions_out:
     squad_training.write_predictions(args.predictions_out, answers)
   print(f"squad dev ({len(dev)} questions): {_shown(metrics)}"
@@ -70,7 +71,8 @@ def add_parsers(subparsers) -> None:
   p = subparsers.add_parser("evaluate-squad", help="EM/F1 of a train-squad model on a SQuAD v1.1 file")
   p.add_argument("--artifact", required=True,
                  help="the artifact directory train-squad wrote, or its run directory")
-  p.add_argument("--encoder", help="the base encoder it was trained on (default: the one its manifest names)")
+  p.add_argument("--encoder", help="the base encoder it was trained on (default: the one its manifest names, if a named offline "
+                      "encoder such as minilm-l6: an artifact's own files never choose what is loaded)")
   p.add_argument("--dev", required=True, help="dev-v1.1.json")
   p.add_argument("--predictions-out", metavar="FILE",
                  help="write {question id: answer} here, the input of the official evaluate-v1.1.py")

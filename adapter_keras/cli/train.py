@@ -1,6 +1,8 @@
 """`adapter-keras train`, `evaluate`, `sweep` and `report`: one task's runs, their grid, their table."""
 from __future__ import annotations
 
+from typing import Optional
+
 from adapter_keras.cli.flags import (SWEEP_PRESETS, add_checkpoint_argument, add_data_arguments,
                                      add_training_arguments, data_source_from_args, learning_rate,
                                      positive_int, train_config_kwargs)
@@ -15,13 +17,13 @@ def _train_config_from_args(args):
 
 def _cmd_train(args) -> dict:
   from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
-  from adapter_keras.train.classification import train_task  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.run import train_task  # pylint: disable=import-outside-toplevel
   config = _train_config_from_args(args)
   if args.train_records:
     result = train_on_records(args, config)
   else:
     task, train, dev = load_task_data(data_source_from_args(args))
-    result, _, _ = train_task(task, train, dev, config, out_dir=args.out,
+    result, _ = train_task(task, train, dev, config, out_dir=args.out,
                               checkpoint_every_steps=args.checkpoint_every,
                               prefix_cache_dir=args.prefix_cache_dir)
   shown = " ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
@@ -29,15 +31,17 @@ def _cmd_train(args) -> dict:
   return result.summary(args.out)
 
 
-def load_artifact_and_data(args, with_train: bool = False):
-  """(model, preprocessor, trained task, train or None, {dev split: examples}) for --artifact/--encoder
-  and the data flags; the task defaults to the artifact's, and a GLUE task must be the one it was
+def load_artifact_and_data(args, with_train: bool = False, artifact: Optional[str] = None):
+  """(task model, trained task, train or None, {dev split: examples}) for --artifact/--encoder and the
+  data flags; the task defaults to the artifact's, and a GLUE task must be the one it was
   trained for. `with_train` also reads the training set where the source has one (a GLUE directory
-  without train.tsv, or --dev alone, is fine)."""
-  from adapter_keras.artifacts import load_artifact, task_from_manifest  # pylint: disable=import-outside-toplevel
+  without train.tsv, or --dev alone, is fine). `artifact` replaces --artifact."""
+  artifact = artifact or args.artifact
+  from adapter_keras.artifacts import read_manifest, resolve_artifact_dir, task_from_manifest  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models import load_adapter  # pylint: disable=import-outside-toplevel
   from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
-  model, manifest, preprocessor = load_artifact(args.artifact, args.encoder)
-  trained_task = task_from_manifest(manifest)
+  trained_task = task_from_manifest(read_manifest(resolve_artifact_dir(artifact)))  # a span model: one line
+  model = load_adapter(artifact, args.encoder)
   source = data_source_from_args(args)
   if not source.is_generic and source.task is None:
     source.task = trained_task.name
@@ -49,19 +53,19 @@ def load_artifact_and_data(args, with_train: bool = False):
       raise
     task, train, dev = load_task_data(source, need_train=False, task=trained_task)
   if task.name != trained_task.name and not source.is_generic:
-    raise ValueError(f"artifact {args.artifact} was trained for task {trained_task.name!r}, not {task.name!r}")
-  return model, preprocessor, trained_task, train, dev
+    raise ValueError(f"artifact {artifact} was trained for task {trained_task.name!r}, not {task.name!r}")
+  return model, trained_task, train, dev
 
 
 def _cmd_evaluate(args) -> dict:
   from adapter_keras.train.evaluation import evaluate_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
-  model, preprocessor, trained_task, _, dev = load_artifact_and_data(args)
+  model, trained_task, _, dev = load_artifact_and_data(args)
   if args.split and args.split not in dev:
     raise ValueError(f"--split {args.split}: no such split with this data; task {trained_task.name} has "
                      f"{', '.join(sorted(dev))} (labelled dev data only)")
   splits = {args.split: dev[args.split]} if args.split else dev
-  encoded = {split: encode_examples(preprocessor, ex) for split, ex in splits.items()}
+  encoded = {split: encode_examples(model.preprocessor, ex) for split, ex in splits.items()}
   per_split = evaluate_model(model, trained_task, encoded)
   for split, metrics in per_split.items():
     print(f"{trained_task.name} {split}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -1,5 +1,5 @@
 """Keras layers: the bottleneck adapter, the Transformer block that hosts it, pooling."""
-from adapter_keras.layers.adapter import BottleneckAdapter, SublayerWithAdapter
+from adapter_keras.methods.adapter.layers import BottleneckAdapter, SublayerWithAdapter
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
 from adapter_keras.layers.pooling import MeanPooling
 

@@ -36,8 +36,8 @@ import tf_keras
 from official.nlp.modeling import layers as mg_layers
 
 from adapter_keras import _model_garden
-from adapter_keras.config import AdapterConfig
-from adapter_keras.layers.adapter import (BottleneckAdapter, SublayerInputTap, SublayerWithAdapter,
+from adapter_keras.methods.adapter.config import AdapterConfig
+from adapter_keras.methods.adapter.layers import (BottleneckAdapter, SublayerInputTap, SublayerWithAdapter,
                                           SublayerWithParallelAdapter)
 
 _PACKAGE = "AdapterKeras"
@@ -70,8 +70,22 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
 
   def build(self, input_shape):
     super().build(input_shape)
+    if self._adapter_config is not None:
+      self._wrap_with_adapters()
+
+  def attach_adapters(self, adapter_config: AdapterConfig, adapter_seed: Optional[int] = None) -> None:
+    """Puts adapters into this built block (the adapter method's inject, methods/adapter): they are
+    created unbuilt and get their variables, under this block's name scope, at the encoder's next call."""
+    if self.adapters:
+      raise ValueError(f"block {self.name} already has adapters")
+    self._adapter_config = adapter_config
+    self._adapter_seed = adapter_seed
+    if self.built:
+      self._wrap_with_adapters()
+
+  def _wrap_with_adapters(self) -> None:
     config = self._adapter_config
-    size = config.size_for_layer(self._layer_index) if config else 0
+    size = config.size_for_layer(self._layer_index)
     if not size:
       return
     if config.use_attention_adapter:

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.layers.pooling import head_outputs
-from adapter_keras.models.base import EncoderHeadModel
+from adapter_keras.networks.base import EncoderHeadModel
 
 _PACKAGE = "AdapterKeras"
 SPAN_TASK_TYPE = "span"

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.layers.pooling import POOLINGS, MeanPooling, head_outputs, pool
-from adapter_keras.models.base import EncoderHeadModel
+from adapter_keras.networks.base import EncoderHeadModel
 
 _PACKAGE = "AdapterKeras"
 TASK_TYPES = ("classification", "regression")

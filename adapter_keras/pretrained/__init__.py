@@ -23,10 +23,11 @@ import os
 import sys
 from typing import Optional, Tuple
 
-from adapter_keras.config import AdapterConfig
+from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.encoder import BertConfig
 from adapter_keras.pretrained.directory import (PretrainedEncoder, WeightsError, check_max_seq_length, listed,
                                                 lower_case_of, read_config, vocab_file_for)
+from adapter_keras.methods import inject_method
 from adapter_keras.pretrained.fingerprint import base_fingerprint, plain_encoder_variables
 from adapter_keras.pretrained.hf import is_hf_dir, load_hf_dir, refuse_pickled_weights
 from adapter_keras.pretrained.model_garden import find_checkpoint, load_model_garden_dir
@@ -112,19 +113,22 @@ def load_encoder(spec: str,
       a Hugging Face BERT directory (config.json, model.safetensors or its shards, vocab.txt); Google's
       original checkpoint directory (bert_config.json, vocab.txt, bert_model.ckpt.*); or a Model Garden
       directory (bert_config.json or config.json, vocab.txt, a tf.train.Checkpoint(encoder=...)).
-    adapter_config: adapters to insert (None: plain encoder).
+    adapter_config: adapters to insert (None: plain encoder): the adapter method's inject, run after
+      the plain base is loaded (methods.inject_method does the same for any method).
     adapter_seed: seed for the adapters' initialisers.
   """
   path = encoder_directory(spec)
   weight_format, checkpoint = _format_of(path)
   if weight_format == "tfhub":
-    loaded = load_tfhub_dir(path, spec, adapter_config, adapter_seed)
+    loaded = load_tfhub_dir(path, spec)
   elif weight_format == "hf":
-    loaded = load_hf_dir(path, spec, adapter_config, adapter_seed)
+    loaded = load_hf_dir(path, spec)
   elif weight_format == "tf1":
-    loaded = load_tf1_checkpoint_dir(path, checkpoint, spec, adapter_config, adapter_seed)
+    loaded = load_tf1_checkpoint_dir(path, checkpoint, spec)
   else:
-    loaded = load_model_garden_dir(path, spec, adapter_config, adapter_seed)
+    loaded = load_model_garden_dir(path, spec)
+  if adapter_config is not None:
+    inject_method(loaded.encoder, "adapter", adapter_config, adapter_seed)
   if loaded.ignored_tensors:
     print(f"note: {spec}: ignored {len(loaded.ignored_tensors)} tensors that are not part of the encoder "
           f"(heads, optimizer state): {listed(loaded.ignored_tensors)}", file=sys.stderr)

@@ -1,16 +1,17 @@
 """The base-encoder fingerprint that adapter artifacts are tied to: sha256 over the name, shape and
-value of every non-adapter variable, the same for every weight format."""
+value of every variable no tuning method added, the same for every weight format."""
 from __future__ import annotations
 
 import hashlib
 
 import numpy as np
 
+from adapter_keras.methods import base_variables
+
 
 def plain_encoder_variables(encoder) -> list:
-  """The encoder's variables that are not part of an adapter, in a fixed order."""
-  adapter_ids = {id(v) for a in encoder.adapters() for v in a.weights}
-  return [v for v in encoder.weights if id(v) not in adapter_ids]
+  """The encoder's variables that no tuning method added, in a fixed order (methods.base_variables)."""
+  return base_variables(encoder)
 
 
 def base_fingerprint(encoder) -> str:

@@ -158,11 +158,11 @@ def assign_hf_weights(encoder: AdapterBertEncoder, config: BertConfig,
   return heads
 
 
-def load_hf_dir(path, name, adapter_config, adapter_seed) -> PretrainedEncoder:
+def load_hf_dir(path, name) -> PretrainedEncoder:
   config = read_config(path, ("config.json",))
   vocab_file = vocab_file_for(path, config)
   tensors = read_hf_tensors(path)
-  encoder = build_encoder(config, adapter_config, adapter_seed)
+  encoder = build_encoder(config)
   heads = assign_hf_weights(encoder, config, tensors)
   return PretrainedEncoder(encoder, config, vocab_file, lower_case_of(path, vocab_file), default_pooling_of(path),
                            os.path.abspath(path), name, ignored_tensors=tuple(heads))

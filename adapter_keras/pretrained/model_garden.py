@@ -58,10 +58,10 @@ def load_model_garden_checkpoint(encoder: AdapterBertEncoder, config: BertConfig
     variable.assign(value)
 
 
-def load_model_garden_dir(path, name, adapter_config, adapter_seed) -> PretrainedEncoder:
+def load_model_garden_dir(path, name) -> PretrainedEncoder:
   config = read_config(path, ("bert_config.json", "config.json"))
   vocab_file = vocab_file_for(path, config)
-  encoder = build_encoder(config, adapter_config, adapter_seed)
+  encoder = build_encoder(config)
   load_model_garden_checkpoint(encoder, config, find_checkpoint(path))
   return PretrainedEncoder(encoder, config, vocab_file, lower_case_of(path, vocab_file), default_pooling_of(path),
                            os.path.abspath(path), name)

@@ -57,11 +57,11 @@ def tf1_bert_config(path: str) -> BertConfig:
   return config
 
 
-def load_tf1_checkpoint_dir(path, checkpoint, name, adapter_config, adapter_seed) -> PretrainedEncoder:
+def load_tf1_checkpoint_dir(path, checkpoint, name) -> PretrainedEncoder:
   config = tf1_bert_config(path)
   vocab_file = vocab_file_for(path, config)
   tensors, others = read_tf1_bert_tensors(checkpoint, config.num_attention_heads)
-  encoder = build_encoder(config, adapter_config, adapter_seed)
+  encoder = build_encoder(config)
   assign_strictly(model_garden_targets(encoder), tensors, f"TF1 BERT checkpoint {checkpoint}")
   return PretrainedEncoder(encoder, config, vocab_file, lower_case_of(path, vocab_file),
                            default_pooling_of(path), os.path.abspath(path), name,

@@ -153,9 +153,9 @@ def _difference(ours, theirs) -> float:
   return worst
 
 
-def _rebuilt(config: BertConfig, activation: str, tensors, path, adapter_config, adapter_seed):
+def _rebuilt(config: BertConfig, activation: str, tensors, path):
   config = BertConfig(**{**config.to_dict(), "hidden_act": activation})
-  encoder = build_encoder(config, adapter_config, adapter_seed)
+  encoder = build_encoder(config)
   assign_strictly(model_garden_targets(encoder), tensors, f"TF Hub SavedModel {path}")
   return encoder, config
 
@@ -170,31 +170,21 @@ def _run_savedmodel(path: str, loaded, inputs) -> Dict[str, np.ndarray]:
                        f"{reason}") from None
 
 
-def _difference_without_adapters(encoder, inputs, theirs) -> float:
-  if encoder.adapter_config is None:
-    return _difference(encoder(inputs, training=False), theirs)
-  encoder.set_adapters_enabled(False)
-  try:
-    return _difference(encoder(inputs, training=False), theirs)
-  finally:
-    encoder.set_adapters_enabled(True)
-
-
-def load_tfhub_dir(path: str, name: str, adapter_config, adapter_seed: Optional[int]) -> PretrainedEncoder:
+def load_tfhub_dir(path: str, name: str) -> PretrainedEncoder:
   loaded = _load_savedmodel(path)
   tensors = _encoder_tensors(path, loaded)
   config = config_from_shapes(tensors, path)
   vocab_file, lower_case = _vocabulary(path, loaded, config.vocab_size)
   # The strict name/shape check runs before the SavedModel does, so a broken export is named by tensor.
-  best = _rebuilt(config, _ACTIVATIONS[0], tensors, path, adapter_config, adapter_seed)
+  best = _rebuilt(config, _ACTIVATIONS[0], tensors, path)
   inputs = _probe_inputs(config)
   theirs = _run_savedmodel(path, loaded, inputs)
-  best_difference = _difference_without_adapters(best[0], inputs, theirs)
+  best_difference = _difference(best[0](inputs, training=False), theirs)
   for activation in _ACTIVATIONS[1:]:
     if best_difference <= _SAME:
       break
-    candidate = _rebuilt(config, activation, tensors, path, adapter_config, adapter_seed)
-    difference = _difference_without_adapters(candidate[0], inputs, theirs)
+    candidate = _rebuilt(config, activation, tensors, path)
+    difference = _difference(candidate[0](inputs, training=False), theirs)
     if difference < best_difference:
       best, best_difference = candidate, difference
   if best_difference > _CLOSE:

@@ -34,19 +34,22 @@ from adapter_keras.serving.signatures import (DEFAULT_SIGNATURE, EXPORT_MANIFEST
 class _TaskServer(tf.Module):
   """Raw strings -> label/probabilities/score for one task."""
 
-  def __init__(self, entry):
-    super().__init__(name=signature_name(entry.name))
+  def __init__(self, name: str, model):
+    super().__init__(name=signature_name(name))
+    if model.task_type not in ("classification", "regression"):
+      raise ValueError(f"task {name} is a {model.task_type} model; the serving SavedModel serves classification "
+                       "and regression heads")
     # The model's layers, not the Keras model itself: the model also tracks
     # its optimizer, whose slot variables have no place in a serving model.
-    self.encoder = entry.model.encoder
-    self.mean_pooling = entry.model.mean_pooling
-    self.head_dropout = entry.model.head_dropout
-    self.head = entry.model.head
-    self.pooling = entry.model.pooling
-    self.preprocessor = entry.preprocessor
-    self.is_pair = bool(entry.task.is_pair)
-    self.is_regression = entry.task.task_type == "regression"
-    names = entry.task.label_names or ()
+    self.encoder = model.encoder
+    self.mean_pooling = model.mean_pooling
+    self.head_dropout = model.head_dropout
+    self.head = model.head
+    self.pooling = model.pooling
+    self.preprocessor = model.preprocessor
+    self.is_pair = bool(model.task.is_pair)
+    self.is_regression = model.task.task_type == "regression"
+    names = model.task.label_names or ()
     self.label_names = tf.constant(list(names) if names else [""], tf.string)
 
   def outputs(self, text, text_b):
@@ -65,10 +68,10 @@ class _TaskServer(tf.Module):
 
 class _ServingModule(tf.Module):
 
-  def __init__(self, entries: Dict[str, object]):
+  def __init__(self, models: Dict[str, object]):
     super().__init__(name="adapter_keras_serving")
-    self.servers = [_TaskServer(e) for e in entries.values()]
-    self.task_names = [e.name for e in entries.values()]
+    self.servers = [_TaskServer(name, model) for name, model in models.items()]
+    self.task_names = list(models)
 
   def task_signature(self, server: _TaskServer):
     text_spec = tf.TensorSpec([None], tf.string, name="text")
@@ -115,7 +118,7 @@ class _ServingModule(tf.Module):
 
 
 def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool = False) -> str:
-  """Writes a SavedModel for the given task entries (see module docstring), atomically.
+  """Writes a SavedModel for the given {task name: task model} (see module docstring), atomically.
 
   `out_dir` must be new or empty, or (with `overwrite`) hold an earlier export
   and nothing else (signatures.check_export_destination).

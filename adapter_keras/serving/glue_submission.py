@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
-from adapter_keras.artifacts import load_artifact, task_from_manifest
+from adapter_keras.models import load_adapter
 from adapter_keras.io import atomic_directory, require_new_or_empty_directory, write_json_atomic
 from adapter_keras.tasks.data import GLUE_DIAGNOSTIC_SPLIT, load_glue_split, load_glue_test_split
 from adapter_keras.tasks.metrics import predictions_from_outputs
@@ -131,13 +131,13 @@ def write_glue_submission(artifacts: Mapping[str, str], encoder_spec: str, data_
       if not tests:
         raise FileNotFoundError(f"--artifact {task_name}: {data_dir} holds none of its test files "
                                 f"({', '.join(f.split for f in targets)}); download them with download_glue_data.py")
-      model, manifest, preprocessor = load_artifact(artifacts[task_name], encoder_spec)
-      trained = task_from_manifest(manifest)
+      model = load_adapter(artifacts[task_name], encoder_spec)
+      trained = model.task
       if trained.name != task_name:
         raise ValueError(f"--artifact {task_name}={artifacts[task_name]} holds a model of task "
                          f"{trained.name!r}, not {task_name!r}")
       for name, (indices, examples) in tests.items():
-        outputs = predict_encoded(model, encode_examples(preprocessor, examples), batch_size)
+        outputs = predict_encoded(model, encode_examples(model.preprocessor, examples), batch_size)
         # The artifact's own label order: its outputs are indexed by it.
         texts[name] = tsv_text(indices, prediction_strings(trained, outputs))
         files[name] = dict(task=task_name, source="model", artifact=artifacts[task_name], rows=len(indices))

@@ -92,14 +92,26 @@ def _parse_articles(articles: List, source: str, max_examples: Optional[int]) ->
         if qa.get("is_impossible"):
           raise ValueError(f"{source}: question {qa['id']} is unanswerable (SQuAD v2.0); "
                            "only SQuAD v1.1 is supported")
-        answers = tuple(SquadAnswer(a["text"], int(a["answer_start"])) for a in qa.get("answers", []))
-        for answer in answers:
-          if not 0 <= answer.answer_start <= answer.answer_start + len(answer.text) <= len(context):
-            raise ValueError(f"{source}: question {qa['id']}: answer {answer.text!r} at "
-                             f"{answer.answer_start} lies outside its {len(context)}-character context")
+        answers = tuple(checked_answer(context, a["text"], int(a["answer_start"]), f"{source}: question {qa['id']}")
+                        for a in qa.get("answers", []))
         examples.append(SquadExample(id=qa["id"], question=qa["question"], context=context,
                                      answers=answers, title=article.get("title", "")))
   return examples
+
+
+def checked_answer(context: str, text: str, answer_start: int, where: str) -> SquadAnswer:
+  """The answer, after checking that `text` is exactly the context's characters from `answer_start` (the one
+  rule for train-squad's files and AdapterSpanExtractor's answers); ValueError naming `where` otherwise."""
+  if not text:
+    raise ValueError(f"{where}: the answer text is empty")
+  if not 0 <= answer_start <= answer_start + len(text) <= len(context):
+    raise ValueError(f"{where}: answer {text!r} at {answer_start} lies outside its {len(context)}-character "
+                     "context")
+  if context[answer_start:answer_start + len(text)] != text:
+    raise ValueError(f"{where}: {text!r} is not at character {answer_start} of its context (which reads "
+                     f"{context[answer_start:answer_start + len(text)]!r} there); answer_start is the offset of the "
+                     "answer's first character in the context")
+  return SquadAnswer(text, answer_start)
 
 
 def load_squad_json(path: str, max_examples: Optional[int] = None) -> List[SquadExample]:

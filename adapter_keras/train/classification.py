@@ -1,4 +1,4 @@
-"""The classification and regression recipe (GLUE, CSV/TSV/JSONL tasks): `train_task` and `fit_task_model`.
+"""The classification and regression recipe (GLUE, CSV/TSV/JSONL tasks, a classifier's fit on raw strings).
 
 `ClassificationRecipe` tokenizes every example once, orders each epoch by
 (seed, epoch) with length grouping, evaluates every dev split after each
@@ -8,7 +8,7 @@ on the frozen prefix's cached outputs. With static shapes (config.static_shapes
 as train/recipe.py's `fit` resolves it; train/inputs.py) every training and
 dev batch holds `batch_size` examples padded to a fixed length, and each
 epoch leaves its last partial batch out. Everything else is the shared run
-(train/recipe.py): identity, resume, artifact, metrics.json.
+(train/recipe.py, train/run.py): identity, resume, artifact, metrics.json.
 """
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.methods import prefix_start_layer
-from adapter_keras.models import PrefixCachedModel, build_task_model
-from adapter_keras.models.prefix_cached import freeze_prefix
+from adapter_keras.networks import PrefixCachedModel
+from adapter_keras.networks.prefix_cached import freeze_prefix
 from adapter_keras.preprocessing import BertPreprocessor
-from adapter_keras.pretrained import PretrainedEncoder
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.train import recipe as recipes
 from adapter_keras.train.config import TrainConfig, TrainResult
@@ -66,7 +65,8 @@ class ClassificationRecipe:
 
   Args:
     task: the TaskSpec.
-    train: training examples; dev: {split: examples} for exactly the task's dev splits.
+    train: training examples; dev: {split: examples} for exactly the task's dev splits, or {} (a front-door
+      fit without validation data: every epoch trains, the last one is kept).
     prefix_cache_dir: where a prefix cache too large for memory goes.
   """
 
@@ -74,7 +74,7 @@ class ClassificationRecipe:
 
   def __init__(self, task, train: TextExamples, dev: Dict[str, TextExamples],
                prefix_cache_dir: Optional[str] = None):
-    if set(dev) != set(task.dev_splits):
+    if dev and set(dev) != set(task.dev_splits):
       raise ValueError(f"task {task.name} evaluates on {task.dev_splits}, got dev splits {sorted(dev)}")
     self.task, self.train, self.dev = task, train, dev
     self.prefix_cache_dir = prefix_cache_dir
@@ -85,9 +85,6 @@ class ClassificationRecipe:
 
   def data_sha256(self) -> str:
     return examples_sha256(self.train, self.dev)
-
-  def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig):
-    return build_task_model(pretrained, self.task, config.pooling, config.dropout_rate, config.seed)
 
   def prepare(self, preprocessor: BertPreprocessor, config: TrainConfig) -> None:
     self.config = config
@@ -107,8 +104,12 @@ class ClassificationRecipe:
 
   @property
   def static_lengths(self) -> Optional[Tuple[int, ...]]:
-    """The fixed batch lengths under static shapes (config.static_shapes, resolved by recipe.fit), else None."""
-    return static_batch_lengths(self.config.max_seq_length) if self.config.static_shapes else None
+    """The fixed batch lengths under static shapes (config.static_shapes, resolved by recipe.fit), else None:
+    config.static_lengths, or those with the least padding for the lengths of the train and dev examples."""
+    if not self.config.static_shapes:
+      return None
+    return self.config.static_lengths or static_batch_lengths(
+        self.config.max_seq_length, [self.train_encoded.lengths] + [e.lengths for e in self.dev_encoded.values()])
 
   @property
   def num_train_batches_per_epoch(self) -> int:
@@ -120,8 +121,8 @@ class ClassificationRecipe:
     config = self.config
     if not config.prefix_cache:
       return model
-    start = prefix_start_layer(config.method, len(model.encoder.transformer_layers), config.adapter,
-                               config.top_k)
+    start = prefix_start_layer(config.method, len(model.encoder.transformer_layers),
+                               config=config.method_settings())
     freeze_prefix(model, start)
     with strategy.scope():
       train_model = PrefixCachedModel(model, start)
@@ -146,7 +147,9 @@ class ClassificationRecipe:
                         pad_to_multiple=JIT_PAD_MULTIPLE if config.jit_compile and static is None else None,
                         prefix_cache=self._cache, static_lengths=static)
 
-  def evaluate(self, model) -> Tuple[float, Dict[str, float], None]:
+  def evaluate(self, model) -> Optional[Tuple[float, Dict[str, float], None]]:
+    if not self.dev_encoded:
+      return None
     per_split = evaluate_model(model, self.task, self.dev_encoded, static_lengths=self.static_lengths)
     return per_split[self.task.dev_splits[0]][self.task.primary_metric], flatten_metrics(per_split), None
 
@@ -154,9 +157,6 @@ class ClassificationRecipe:
     if self._cache is not None:
       self._cache.close()  # frees the memory, or deletes the disk file, now
       self._cache = None
-
-  def manifest_extras(self) -> Dict:
-    return {}
 
   def metrics_extras(self) -> Dict:
     return {}
@@ -191,19 +191,3 @@ def fit_task_model(model, preprocessor: BertPreprocessor, task, train: TextExamp
   result, _ = recipes.fit(recipe, model, config, strategy, verbose, log_dir, checkpoint_dir,
                           checkpoint_every_steps, fingerprint)
   return result, recipe.num_train_examples
-
-
-def train_task(task, train: TextExamples, dev: Dict[str, TextExamples], config: TrainConfig,
-               out_dir: Optional[str] = None, pretrained: Optional[PretrainedEncoder] = None,
-               verbose: bool = True, checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
-               save_model: bool = True, prefix_cache_dir: Optional[str] = None):
-  """Loads the encoder, builds and trains a TaskModel: (TrainResult, model, preprocessor).
-
-  The shared run of train/recipe.py: with `out_dir` it writes run.json,
-  metrics.json, TensorBoard logs under `logs/` and (unless not `save_model`)
-  the model under `artifact/`, keeps a step checkpoint while it trains and
-  resumes from it when called again after a crash. `prefix_cache_dir`: see
-  fit_task_model.
-  """
-  return recipes.run(ClassificationRecipe(task, train, dev, prefix_cache_dir), config, out_dir,
-                     pretrained, verbose, checkpoint_every_steps, save_model)

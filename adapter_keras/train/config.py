@@ -8,16 +8,18 @@ such as top-k against its depth, happen when it is loaded). Change one with
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import ClassVar, Dict, List, Optional, Tuple
 
-from adapter_keras.config import AdapterConfig
-from adapter_keras.methods import PREFIX_METHODS, validate_method
+from adapter_keras.methods.adapter.config import AdapterConfig
+from adapter_keras.methods import PREFIX_METHODS, get_method
 
 MIXED_PRECISION_CHOICES = ("bfloat16", "float16")
 # Adam's step is about the learning rate per step, whatever the gradient's scale: above 1 every weight
 # moves by more than its typical size each step, and training only diverges (inf/1e30 gave NaN at
 # step 2). The paper's rates are 1e-5..1e-3; full fine-tuning never goes near 1.
 MAX_LEARNING_RATE = 1.0
+# The most fixed lengths static shapes may use: each is one compilation of the train (and predict) step.
+MAX_STATIC_LENGTHS = 8
 # tf.distribute strategies by name (train/distribute.py builds them).
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 
@@ -28,8 +30,9 @@ class TrainConfig:
 
   Attributes:
     encoder: a name ("minilm-l6") or a directory (pretrained.load_encoder).
-    method: a tuning method of methods.METHODS; top_k goes with "top-k".
-    adapter: the adapters' architecture (used when the method has adapters).
+    method: a tuning method (methods.get_method); top_k goes with "top-k".
+    adapter: the adapters' architecture (used when the method is "adapter").
+    method_config: the settings of any other method with settings (a plugin's), as a dict.
     learning_rate, epochs, batch_size, warmup_fraction: the paper's recipe.
     max_seq_length: tokens per example, special tokens included.
     seed: data order, dropout, initialisers and the training subset.
@@ -44,6 +47,9 @@ class TrainConfig:
       function (fewer host round trips on accelerators).
     bucket_by_length: batches of similar lengths (train/inputs.py).
     jit_compile, mixed_precision, prefix_cache: speed options (docs/performance.md).
+    static_lengths: the fixed lengths under static shapes, ascending, at most
+      MAX_STATIC_LENGTHS and max_seq_length; None: chosen from the data's
+      lengths (train/inputs.py: static_batch_lengths).
   """
 
   encoder: str = "minilm-l6"
@@ -68,8 +74,18 @@ class TrainConfig:
   jit_compile: bool = False
   mixed_precision: Optional[str] = None  # None (float32), "bfloat16" or "float16"
   prefix_cache: bool = False
+  method_config: Optional[Dict] = None
+  static_lengths: Optional[Tuple[int, ...]] = None  # None: from the data's lengths
+
+  # The fields of adapter_keras 0.2.0: what every earlier run.json records (to_dict).
+  fields_of_0_2_0: ClassVar[frozenset] = frozenset({
+      "encoder", "method", "top_k", "adapter", "learning_rate", "epochs", "batch_size", "max_seq_length", "seed",
+      "max_train_examples", "pooling", "dropout_rate", "warmup_fraction", "strategy", "tpu", "static_shapes",
+      "steps_per_execution", "bucket_by_length", "jit_compile", "mixed_precision", "prefix_cache"})
 
   def __post_init__(self):
+    if self.static_lengths is not None and isinstance(self.static_lengths, (list, tuple)):
+      object.__setattr__(self, "static_lengths", tuple(self.static_lengths))  # flags and JSON give lists
     self.validate()
 
   def validate(self) -> None:
@@ -86,7 +102,9 @@ class TrainConfig:
       raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
     if not isinstance(self.adapter, AdapterConfig):
       raise ValueError(f"adapter must be an AdapterConfig, got {type(self.adapter).__name__}")
-    validate_method(self.method, self.top_k, num_layers=10**6)
+    if self.method_config is not None and not isinstance(self.method_config, dict):
+      raise ValueError(f"method_config must be a dict of the method's settings, got {self.method_config!r}")
+    self.method_settings()  # an unknown method, or settings it cannot take (k < 1), fail here
     if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
       raise ValueError(f"mixed_precision must be None or one of {sorted(MIXED_PRECISION_CHOICES)}, "
                        f"got {self.mixed_precision!r}")
@@ -94,13 +112,31 @@ class TrainConfig:
       raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if self.tpu is not None and self.strategy not in ("tpu", "auto"):
       raise ValueError(f"--tpu {self.tpu} goes with --strategy tpu (or auto), not {self.strategy!r}")
+    if self.static_lengths is not None:
+      lengths = self.static_lengths
+      if (not isinstance(lengths, tuple) or not lengths or len(lengths) > MAX_STATIC_LENGTHS
+          or any(isinstance(n, bool) or not isinstance(n, int) for n in lengths)
+          or list(lengths) != sorted(set(lengths)) or lengths[0] < 1 or lengths[-1] > self.max_seq_length):
+        raise ValueError(f"static_lengths must be 1 to {MAX_STATIC_LENGTHS} ascending integers in "
+                         f"[1, max_seq_length {self.max_seq_length}], got {lengths!r}")
+      if self.static_shapes is False:
+        raise ValueError("static_lengths apply under static shapes; they were turned off (--no-static-shapes)")
     if self.prefix_cache and self.method not in PREFIX_METHODS:
       raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, "
                        f"not {self.method!r}: it trains the bottom layer, so no frozen prefix is left to cache")
 
+  def method_settings(self):
+    """The method's config object: `adapter` for "adapter", k = `top_k` for "top-k", `method_config` otherwise."""
+    return get_method(self.method).make_config(self.method_config, adapter=self.adapter, top_k=self.top_k)
+
   def to_dict(self) -> Dict:
+    """The config as JSON values. Fields added after 0.2.0 appear only when they differ from their
+    default, so that a run directory written by 0.2.0 is still recognised as the same run (run.json)."""
     d = dataclasses.asdict(self)
     d["adapter"] = self.adapter.to_dict()
+    for field in dataclasses.fields(self):
+      if field.name not in self.fields_of_0_2_0 and getattr(self, field.name) == _default_of(field):
+        del d[field.name]
     return d
 
   @classmethod
@@ -108,6 +144,10 @@ class TrainConfig:
     d = dict(d)
     d["adapter"] = AdapterConfig.from_dict(d["adapter"])
     return cls(**d)
+
+
+def _default_of(field: dataclasses.Field):
+  return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -154,7 +154,8 @@ class BestEpochTracker(tf_keras.callbacks.Callback):
   """Evaluates dev after each epoch through `evaluate(model)`; remembers the best epoch.
 
   `evaluate(model)` returns (primary score, flat dev metrics, outputs): the
-  recipe's evaluation (train/recipe.py). `outputs` (JSON-able, e.g. SQuAD's
+  recipe's evaluation (train/recipe.py), or None without dev data (then the
+  last epoch is kept). `outputs` (JSON-able, e.g. SQuAD's
   answers, or None) of the best epoch are kept with its weights and metrics.
   """
 
@@ -176,8 +177,15 @@ class BestEpochTracker(tf_keras.callbacks.Callback):
       # Stopped at a NaN/Inf loss: such weights can still score (argmax of NaN
       # logits is class 0) but must never become the best epoch.
       return
-    score, flat, outputs = self.evaluate(self.model)
+    outcome = self.evaluate(self.model)
+    if outcome is None:  # no dev data: the latest epoch is the one kept, no copy of its weights needed
+      self.history.append(dict(epoch=epoch + 1, loss=float((logs or {}).get("loss", np.nan))))
+      self.best_epoch = epoch + 1
+      return
+    score, flat, outputs = outcome
     self.history.append(dict(flat, epoch=epoch + 1, loss=float((logs or {}).get("loss", np.nan))))
+    if logs is not None:  # the callbacks after this one (a user's EarlyStopping, History) see the dev metrics
+      logs.update({f"val_{name}": value for name, value in flat.items()})
     if self._writer:
       with self._writer.as_default(step=epoch + 1):
         for name, value in flat.items():
@@ -304,7 +312,8 @@ def run_epochs(train_model: tf_keras.Model,
                checkpoint_dir: Optional[str] = None,
                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS,
                fingerprint: Optional[str] = None,
-               log_prefix: str = "[train] ") -> float:
+               log_prefix: str = "[train] ",
+               callbacks: Sequence[tf_keras.callbacks.Callback] = ()) -> float:
   """The epoch loop every trainer shares: fit, evaluate, keep the best epoch, checkpoint, resume.
 
   `train_model` is compiled, its optimizer built; `make_epoch_dataset(e)`
@@ -314,6 +323,7 @@ def run_epochs(train_model: tf_keras.Model,
   is written every `checkpoint_every_steps` steps (None or 0: only at epoch
   ends) and after every epoch, and the run resumes from the newest one there;
   `fingerprint` (of the frozen base) is recorded and checked on resume.
+  `callbacks` (a user's, given to a task model's fit) run after the library's.
 
   Returns the training seconds spent before a resume (0 otherwise); the model
   ends with its best epoch's weights. Raises NonFiniteLossError at a NaN/Inf
@@ -339,16 +349,16 @@ def run_epochs(train_model: tf_keras.Model,
       seconds_before = restored["seconds"]
       print(f"{log_prefix}resuming from step {progress.global_step} of {total_steps} "
             f"(epoch {min(progress.epoch + 1, config.epochs)}) in {checkpoint_dir}", flush=True)
-  callbacks = [progress, tracker]
+  run_callbacks = [progress, tracker]
   if checkpoint:
-    callbacks.append(_Checkpointer(checkpoint, progress, tracker, checkpoint_every_steps, epoch_batches,
+    run_callbacks.append(_Checkpointer(checkpoint, progress, tracker, checkpoint_every_steps, epoch_batches,
                                    seconds_before))
   if verbose:
-    callbacks.append(ProgressLogger(total_steps, config.batch_size, prefix=log_prefix,
+    run_callbacks.append(ProgressLogger(total_steps, config.batch_size, prefix=log_prefix,
                                              initial_step=progress.global_step))
   if log_dir:
-    callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
-  run = _OneRun(callbacks, train_model)
+    run_callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+  run = _OneRun(run_callbacks + list(callbacks), train_model)
   run.begin()
   for epoch in range(progress.epoch, config.epochs):
     dataset = make_epoch_dataset(epoch)
@@ -358,7 +368,7 @@ def run_epochs(train_model: tf_keras.Model,
     # data's end, a call that would still add 1 to the optimizer's iterations.
     train_model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
                     steps_per_epoch=epoch_batches - progress.step_in_epoch, verbose=0, callbacks=run)
-    if progress.bad_step is not None:
+    if progress.bad_step is not None or train_model.stop_training:  # NaN, or a user's callback said stop
       break
   run.end()
   if progress.bad_step is not None:

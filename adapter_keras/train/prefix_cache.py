@@ -21,7 +21,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from adapter_keras.models.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel
+from adapter_keras.networks.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel
 
 # Above this a cache goes to disk (cache_dir) or is refused. SST-2's 67k
 # training sentences take about 1.3 GB after 3 MiniLM layers in float32.

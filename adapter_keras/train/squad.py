@@ -1,8 +1,8 @@
-"""SQuAD v1.1 runs: `train-squad` (train, keep the best epoch, save) and `evaluate-squad`.
+"""SQuAD v1.1: the extractive-QA recipe of `train-squad` and of AdapterSpanExtractor.fit, and its scoring.
 
-`SquadRecipe` is the extractive-QA recipe of the shared run (train/recipe.py):
-`train_squad` loads the encoder, builds a SpanModel, applies the tuning
-method, trains on SquadFeaturizer windows (Adam, 10% warm-up, linear decay),
+`SquadRecipe` is the extractive-QA recipe of the shared run (train/recipe.py;
+train/run.py: train_squad loads the encoder, builds an AdapterSpanExtractor,
+applies the tuning method) and trains on SquadFeaturizer windows (Adam, 10% warm-up, linear decay),
 scores dev with the official exact match and F1 after every epoch, keeps the
 weights of the best epoch by F1 and, with an output directory, writes
 
@@ -15,7 +15,7 @@ weights of the best epoch by F1 and, with an output directory, writes
   artifact/         the trained variables and manifest (artifacts.py; for
                     method "adapter" only adapters, LayerNorms and the head),
                     whose "squad" entry holds the window settings that
-                    `load_squad_artifact` needs to rebuild the same features
+                    models.load_adapter needs to rebuild the same features
   logs/             TensorBoard
   checkpoint/       while training: the step checkpoint a re-run resumes from
                     (the best epoch's answers included), deleted at the end
@@ -37,24 +37,19 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras.artifacts import ArtifactError, is_span_manifest, load_artifact, read_manifest, resolve_artifact_dir
 from adapter_keras.io import write_json_atomic
-from adapter_keras.models import SpanModel, build_span_model
 from adapter_keras.preprocessing import BertPreprocessor
-from adapter_keras.pretrained import PretrainedEncoder
 from adapter_keras.tasks import squad
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, SquadFeaturizer
-from adapter_keras.train import recipe as recipes
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.evaluation import fill_last_batch
 from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
-from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
 
 PREDICTIONS_FILE = "predictions.json"
 EVAL_BATCH_SIZE = 64
@@ -74,6 +69,9 @@ class SquadTrainConfig(TrainConfig):
   max_query_length: int = 64
   max_answer_length: int = 30
   n_best_size: int = 20
+
+  fields_of_0_2_0: ClassVar[frozenset] = TrainConfig.fields_of_0_2_0 | {
+      "doc_stride", "max_query_length", "max_answer_length", "n_best_size"}
 
   def validate(self) -> None:
     super().validate()
@@ -197,9 +195,7 @@ class SquadRecipe:
   def __init__(self, train: Sequence[SquadExample], dev: Sequence[SquadExample]):
     if not train:
       raise ValueError("the training set holds no questions")
-    if not dev:
-      raise ValueError("the dev set holds no questions")
-    self.train, self.dev = list(train), list(dev)
+    self.train, self.dev = list(train), list(dev)  # dev may be empty: a front-door fit without validation data
     self.config: Optional[SquadTrainConfig] = None
     self.train_features: Optional[SquadFeatures] = None
     self.dev_features: Optional[SquadFeatures] = None
@@ -208,9 +204,6 @@ class SquadRecipe:
   def data_sha256(self) -> str:
     return squad_sha256(self.train, self.dev)
 
-  def build_model(self, pretrained: PretrainedEncoder, config: TrainConfig) -> SpanModel:
-    return build_span_model(pretrained, config.dropout_rate, config.seed)
-
   def prepare(self, preprocessor: BertPreprocessor, config: "SquadTrainConfig") -> None:
     self.config = config
     self.featurizer = SquadFeaturizer.from_preprocessor(preprocessor, config.doc_stride, config.max_query_length)
@@ -218,11 +211,11 @@ class SquadRecipe:
     self.train_features = self.featurizer.featurize(self.train)
     if uses_static_shapes(config):  # known without the strategy: refuse too few windows before a run writes
       steps_per_epoch(len(self.train_features), config.batch_size, drop_remainder=True)
-    self.dev_features = self.featurizer.featurize(self.dev)
+    self.dev_features = self.featurizer.featurize(self.dev) if self.dev else None
 
   def describe(self) -> str:
-    return (f"{len(set(self.train_features.example_index))} train questions ({len(self.train_features)} "
-            f"windows), {len(self.dev)} dev questions ({len(self.dev_features)} windows)")
+    dev = f"{len(self.dev)} dev questions ({len(self.dev_features)} windows)" if self.dev else "no dev"
+    return f"{len(set(self.train_features.example_index))} train questions ({len(self.train_features)} windows), {dev}"
 
   @property
   def num_train_examples(self) -> int:
@@ -247,7 +240,9 @@ class SquadRecipe:
     return make_span_dataset(self.train_features, self.config.batch_size, order=order,
                                    drop_remainder=bool(self.config.static_shapes))
 
-  def evaluate(self, model) -> Tuple[float, Dict[str, float], Dict[str, str]]:
+  def evaluate(self, model) -> Optional[Tuple[float, Dict[str, float], Dict[str, str]]]:
+    if not self.dev:
+      return None
     answers = predict_answers(model, self.dev, self.dev_features, self.config.max_answer_length,
                               self.config.n_best_size, static_shapes=bool(self.config.static_shapes))
     metrics = score_answers(self.dev, answers)
@@ -256,64 +251,12 @@ class SquadRecipe:
   def release(self) -> None:
     pass
 
-  def manifest_extras(self) -> Dict:
-    return dict(squad=self.config.squad_settings())
-
   def metrics_extras(self) -> Dict:
     return dict(train_questions=len(self.train), train_windows=len(self.train_features),
                 dev_questions=len(self.dev))
 
   def write_outputs(self, out_dir: str, best_outputs) -> None:
     write_json_atomic(os.path.join(out_dir, PREDICTIONS_FILE), best_outputs or {})
-
-
-def train_squad(train: Sequence[SquadExample], dev: Sequence[SquadExample], config: "SquadTrainConfig",
-                out_dir: Optional[str] = None, pretrained: Optional[PretrainedEncoder] = None,
-                verbose: bool = True,
-                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS):
-  """Loads the encoder, builds and trains a SpanModel: (TrainResult, model, featurizer).
-
-  With `out_dir`, writes the files listed in the module docstring and, while
-  training, a step checkpoint under `checkpoint/`: the same call after a
-  crash resumes from it. When `out_dir` already holds this finished run,
-  returns its metrics and (None, None) without training.
-  """
-  recipe = SquadRecipe(train, dev)
-  result, model, _ = recipes.run(recipe, config, out_dir, pretrained, verbose, checkpoint_every_steps)
-  return result, model, recipe.featurizer if model is not None else None
-
-
-# ------------------------------------------------------------------ evaluation
-
-
-def load_squad_artifact(artifact_dir: str, encoder_spec: Optional[str] = None):
-  """(SpanModel, manifest, SquadFeaturizer) of a train-squad artifact or run directory.
-
-  `encoder_spec` defaults to the encoder the artifact was trained with; the
-  base fingerprint check refuses any other base either way.
-  """
-  artifact_dir = resolve_artifact_dir(artifact_dir)
-  manifest = read_manifest(artifact_dir)
-  if not is_span_manifest(manifest):
-    raise ArtifactError(f"artifact {artifact_dir} holds a model for task {manifest['task'].get('name')!r}, "
-                        "not a SQuAD span model; use `adapter-keras evaluate`")
-  model, manifest, preprocessor = load_artifact(artifact_dir, encoder_spec or manifest["encoder"]["spec"])
-  settings = manifest["squad"]
-  featurizer = SquadFeaturizer.from_preprocessor(preprocessor, settings["doc_stride"],
-                                                 settings["max_query_length"])
-  return model, manifest, featurizer
-
-
-def evaluate_squad_artifact(artifact_dir: str, dev: Sequence[SquadExample],
-                            encoder_spec: Optional[str] = None) -> Tuple[Dict[str, float], Dict[str, str]]:
-  """(EM/F1 as fractions, {question id: answer}) of a saved SQuAD model on `dev`."""
-  if not dev:
-    raise ValueError("the dev set holds no questions")
-  model, manifest, featurizer = load_squad_artifact(artifact_dir, encoder_spec)
-  settings = manifest["squad"]
-  answers = predict_answers(model, dev, featurizer.featurize(dev), settings["max_answer_length"],
-                            settings["n_best_size"])
-  return score_answers(dev, answers), answers
 
 
 def write_predictions(path: str, answers: Dict[str, str]) -> str:

@@ -2,7 +2,7 @@
 
 The grid is learning rate x epochs x adapter size (or, for method top-k, the
 number of top layers) x seed. Each trial trains
-one model with `train.classification.train_task` in its own run directory
+one model with `train.run.train_task` in its own run directory
 `OUT/trials/<setting>` (metrics.json, TensorBoard logs and, while it runs, a
 step checkpoint; with `save_artifacts` also the best epoch's model under
 `artifact/`, which GLUE submissions and multi-seed ablations read) and reports
@@ -31,7 +31,7 @@ import numpy as np
 from adapter_keras.io import write_json_atomic, write_text_atomic
 from adapter_keras.methods import get_method
 from adapter_keras.tasks.metrics import SELECTION_RULES, select_setting, standard_error
-from adapter_keras.train.classification import train_task
+from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
 
@@ -118,7 +118,7 @@ def _hyperparameters(grid: SweepGrid, method: str):
   hp.Choice("epochs", [int(v) for v in grid.epochs])
   hp.Choice("adapter_size", [int(v) for v in grid.adapter_sizes] if get_method(method).uses_adapters else [0])
   if grid.top_ks is not None:
-    if not get_method(method).needs_top_k:
+    if get_method(method).name != "top-k":
       raise ValueError(f"a grid over numbers of top layers needs method top-k, not {method}")
     hp.Choice("top_k", [int(v) for v in grid.top_ks])
   hp.Choice("seed", [int(v) for v in grid.seeds])
@@ -185,7 +185,7 @@ def _make_tuner_class():
       print(f"[sweep] trial {trial.trial_id}: " + ", ".join(f"{k}={v}" for k, v in hp.values.items()),
             flush=True)
       run_dir = os.path.join(self.trials_dir, trial_dir_name(hp.values))
-      result, _, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
+      result, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
                                 save_model=self.save_artifacts, prefix_cache_dir=self.prefix_cache_dir,
                                 checkpoint_every_steps=self.checkpoint_every_steps)
       print(f"[sweep] trial {trial.trial_id}: {self.task.primary_metric} {result.score:.4f} "

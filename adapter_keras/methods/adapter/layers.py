@@ -63,6 +63,8 @@ class BottleneckAdapter(tf_keras.layers.Layer):
     interaction: "additive" or "multiplicative".
   """
 
+  added_by_method = "adapter"  # methods.base.added_by: a layer the adapter method adds to the encoder
+
   def __init__(self,
                bottleneck_size: int,
                activation: str = "gelu",

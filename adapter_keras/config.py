@@ -1,0 +1,12 @@
+"""The public import path of the tuning methods' configs: `from adapter_keras.config import AdapterConfig`.
+
+Each config is defined in its method's folder (methods/<method>/); this module only gathers the
+built-in ones under the name users and notebooks have imported since 0.1.0.
+"""
+from adapter_keras.methods.adapter.config import (ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS,
+                                                  AdapterConfig)
+from adapter_keras.methods.base import NoConfig
+from adapter_keras.methods.top_k import TopKConfig
+
+__all__ = ["AdapterConfig", "TopKConfig", "NoConfig", "ACTIVATIONS", "INTERACTIONS", "NORMS", "PLACEMENTS",
+           "POSITIONS"]

@@ -1,0 +1,59 @@
+"""Tuning methods as plugins: one folder per method, a registry, and how a method is applied to a model.
+
+  methods/base.py       TuningMethod (config, inject, trains per variable, trained_params, frozen bottom,
+                        merge), WeightSite, ModelShape, NoConfig
+  methods/registry.py   the built-in methods, run-time and entry-point plugins, get_method
+  methods/apply.py      apply_method, inject_method, parameter_report, the base/added variables
+  methods/adapter/      Houlsby adapters: config.py (AdapterConfig), layers.py (BottleneckAdapter)
+  methods/full/, top_k/, layer_norm/   the paper's baselines
+
+  name        adds               trains (besides the head)                       frozen bottom ends at
+  adapter     2 adapters/block   adapters + every LayerNorm (embedding's too)    the first adapted layer
+  full        -                  everything (the pooler only if the head reads)  - (layer 0 trains)
+  top-k       -                  the top k Transformer layers (+ pooler if read) layer L - k
+  layer-norm  -                  every LayerNorm                                 - (the embedding LayerNorm trains)
+
+To add a method: a folder with its config and a TuningMethod subclass, registered in registry.py (built
+in) or through the `adapter_keras.methods` entry point group (a plugin package). The CLI's `--method`,
+the trainer, the sweep, artifacts, the front door, the multi-task bank and export read it from here.
+This package imports no TensorFlow.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from adapter_keras.methods.apply import (ParameterReport, apply_method, base_variables, count_parameters,
+                                         find_encoder, inject_method, mark_only_adapters_trainable, model_shape,
+                                         parameter_report)
+from adapter_keras.methods.base import ModelShape, NoConfig, TuningMethod, WeightSite, added_by, mark_added
+from adapter_keras.methods.registry import (BUILTIN_METHODS, ENTRY_POINT_GROUP, get_method, method_label,
+                                            method_names, register, unregister, validate_method)
+
+METHOD_NAMES = method_names()  # at import: the built-in methods and installed plugins
+PREFIX_METHODS = tuple(m.name for m in BUILTIN_METHODS
+                       if type(m).frozen_bottom_start is not TuningMethod.frozen_bottom_start)
+
+__all__ = ["TuningMethod", "WeightSite", "ModelShape", "NoConfig", "ParameterReport", "get_method", "register",
+           "unregister", "method_names", "method_label", "validate_method", "apply_method", "inject_method",
+           "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "find_encoder",
+           "count_parameters", "added_by", "mark_added", "prefix_start_layer", "METHOD_NAMES", "PREFIX_METHODS",
+           "ENTRY_POINT_GROUP"]
+
+
+def prefix_start_layer(method: str, num_layers: int, adapter_config=None, top_k: Optional[int] = None,
+                       config=None) -> int:
+  """k, the first Transformer layer that trains under `method`; layers < k form the frozen bottom
+  (train/prefix_cache.py caches it). "adapter" needs adapters in exactly the layers k..L-1; "top-k"
+  gives k = L - top_k; methods that train the embeddings or layer 0 leave nothing to cache."""
+  spec = get_method(method)
+  start = spec.frozen_bottom_start(num_layers, spec.make_config(config, adapter=adapter_config, top_k=top_k))
+  if start is None:
+    raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, not {method!r} "
+                     "(it trains the bottom layer, so there is no frozen prefix)")
+  if start < 1:
+    top_half = tuple(range(num_layers // 2, num_layers))
+    raise ValueError(
+        "every Transformer layer trains, so there is no frozen prefix to cache; put the adapters in a top "
+        f"range of layers only, e.g. AdapterConfig(layers={top_half}) (train: --adapter-layers "
+        f"{' '.join(map(str, top_half))})")
+  return start

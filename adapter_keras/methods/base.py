@@ -1,0 +1,195 @@
+"""What a tuning method is: the `TuningMethod` base class every method folder subclasses.
+
+A method (PEFT's `tuners/<method>/` is the model) is one folder under methods/ holding
+
+  config   a small frozen dataclass, validated on construction, with to_dict/from_dict
+           (`NoConfig` for methods without settings)
+  inject   how it changes a plain, built encoder: add or wrap sublayers (nothing for
+           methods that only choose what trains); layers it adds are marked with
+           `mark_added`, so that the base fingerprint and `params` can tell them apart
+  trains   which *variables* train, decided per variable from its `WeightSite` (so a
+           Dense's bias can train while its kernel stays frozen)
+  trained_params  its exact trained-parameter formula, checked against the counted one
+  frozen_bottom_start  where the frozen bottom ends (the frozen-bottom cache), if anywhere
+  merge / unmerge  optionally, folding its update into the base weights
+
+This module imports no TensorFlow: the command line reads the registry for `--method`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+# The attribute that marks a layer some method added to the encoder (its value: the method's name).
+ADDED_BY_ATTRIBUTE = "added_by_method"
+
+
+def mark_added(layer, method_name: str):
+  """Marks `layer` (and so every variable it and its sublayers hold) as added by `method_name`."""
+  setattr(layer, ADDED_BY_ATTRIBUTE, method_name)
+  return layer
+
+
+def added_by(layer) -> Optional[str]:
+  """The name of the method that added `layer`, or None for the pre-trained model's own layers."""
+  return getattr(layer, ADDED_BY_ATTRIBUTE, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+  """The config of a method without settings."""
+
+  def to_dict(self) -> dict:
+    return {}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "NoConfig":
+    if d:
+      raise ValueError(f"this method takes no settings, got {sorted(d)}")
+    return cls()
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSite:
+  """Where one trainable variable sits in a model: everything a method decides on.
+
+  Attributes:
+    name: the variable's name in its layer ("kernel", "bias", "gamma", "beta", "embeddings", ...).
+    added_by: the method that added the layer holding it (None: the pre-trained encoder's, or the head's).
+    is_layer_norm: it belongs to a LayerNormalization.
+    is_head: it lies outside the encoder (the task head, or any layer of a user's model around it).
+    is_pooler: it belongs to the encoder's pooler.
+    head_reads_pooler: the head reads the pooler's output (pooling "cls").
+    block: the index of the Transformer block holding it; None outside blocks (embeddings, pooler, head).
+    num_layers: Transformer blocks in the encoder.
+  """
+
+  name: str
+  added_by: Optional[str]
+  is_layer_norm: bool
+  is_head: bool
+  is_pooler: bool
+  head_reads_pooler: bool
+  block: Optional[int]
+  num_layers: int
+
+  @property
+  def in_adapter(self) -> bool:
+    return self.added_by == "adapter"
+
+  @property
+  def is_bias(self) -> bool:
+    return self.name in ("bias", "beta")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+  """What a trained-parameter formula needs of a task model: the encoder's sizes and the head's."""
+
+  hidden_size: int
+  num_layers: int
+  intermediate_size: int
+  vocab_size: int
+  max_position_embeddings: int
+  type_vocab_size: int
+  head_params: int
+  head_reads_pooler: bool
+
+  @classmethod
+  def of(cls, bert_config, head_params: int, head_reads_pooler: bool) -> "ModelShape":
+    return cls(bert_config.hidden_size, bert_config.num_hidden_layers, bert_config.intermediate_size,
+               bert_config.vocab_size, bert_config.max_position_embeddings, bert_config.type_vocab_size,
+               head_params, head_reads_pooler)
+
+  @property
+  def layer_norm_params(self) -> int:
+    """Every LayerNorm of a BERT: the embeddings' and two per block."""
+    return (2 * self.num_layers + 1) * 2 * self.hidden_size
+
+  @property
+  def block_params(self) -> int:
+    d, i = self.hidden_size, self.intermediate_size
+    return 4 * (d * d + d) + 2 * d * i + i + d + 2 * 2 * d
+
+  @property
+  def pooler_params(self) -> int:
+    return self.hidden_size * self.hidden_size + self.hidden_size
+
+  @property
+  def base_params(self) -> int:
+    """The pre-trained encoder's parameters, pooler included."""
+    d = self.hidden_size
+    embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * d + 2 * d
+    return embeddings + self.num_layers * self.block_params + self.pooler_params
+
+
+class TuningMethod:
+  """One way of training a pre-trained encoder for a task (see the module docstring).
+
+  Subclass it in a folder of its own and register an instance (methods/registry.py: built in, or a
+  plugin through the `adapter_keras.methods` entry point group, or `register()` at run time).
+
+  Class attributes:
+    name: what `--method`, manifests and tables call it.
+    config_class: its config dataclass.
+    fine_tunes_base: pre-trained weights train (analyses give such runs a fine-tuning learning rate;
+      the multi-task bank refuses them, since its tasks share the base).
+    uses_adapters: its added layers are Houlsby adapters (the ablation switches them off).
+  """
+
+  name: str = ""
+  config_class: type = NoConfig
+  fine_tunes_base: bool = False
+  uses_adapters: bool = False
+
+  # ------------------------------------------------------------- configs
+
+  def make_config(self, config=None, *, adapter=None, top_k=None):
+    """This method's config from what a caller holds: its config object or dict, or (for the built-in
+    methods) the `adapter` / `top_k` arguments the command line and 0.2.0 artifacts use."""
+    del adapter, top_k  # only the adapter and top-k methods read these
+    if config is None:
+      return self.config_class()
+    if isinstance(config, Mapping):
+      return self.config_class.from_dict(dict(config))
+    if not isinstance(config, self.config_class):
+      raise TypeError(f"method {self.name} takes a {self.config_class.__name__}, got {type(config).__name__}")
+    return config
+
+  def label(self, config) -> str:
+    """The method's name in tables."""
+    del config
+    return self.name
+
+  def validate(self, config, num_layers: int) -> None:
+    """Raises ValueError if `config` cannot apply to an encoder of `num_layers` Transformer layers."""
+
+  # ------------------------------------------------------------- the model
+
+  def inject(self, encoder, config, seed: Optional[int] = None) -> None:
+    """Adds or wraps sublayers of a built, plain encoder (AdapterBertEncoder); mark each added layer with
+    `mark_added(layer, self.name)`. The encoder is called once afterwards, so layers created unbuilt
+    get their variables under the encoder's name scopes. Default: nothing (the method only chooses)."""
+    del encoder, config, seed
+
+  def trains(self, site: WeightSite, config) -> bool:
+    """Whether the variable at `site` trains."""
+    raise NotImplementedError
+
+  def trained_params(self, shape: ModelShape, config) -> int:
+    """The exact number of parameters that train on a model of `shape` (tests check it against the count)."""
+    raise NotImplementedError
+
+  def frozen_bottom_start(self, num_layers: int, config) -> Optional[int]:
+    """k, the first Transformer layer with anything that trains, when layers < k and the embeddings are
+    entirely frozen (the frozen-bottom cache then runs them once); None when the method trains something
+    in the embeddings or layer 0."""
+    del num_layers, config
+    return None
+
+  def merge(self, model, config) -> None:
+    """Folds the method's update into the base weights (methods whose update is linear)."""
+    raise NotImplementedError(f"method {self.name} has no merge")
+
+  def __repr__(self) -> str:
+    return f"<tuning method {self.name}>"
