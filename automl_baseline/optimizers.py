@@ -2,11 +2,12 @@
 
 `LazyAdam` is Adam that, on sparse gradients (`tf.IndexedSlices`, e.g. from
 an embedding lookup), updates the moments and weights of the touched rows only,
-as TF Addons' LazyAdam did for Keras 2. No maintained package ships one for
-tf_keras, so it is written here against tf_keras's optimizer API. On dense
-gradients it is exactly tf_keras's Adam.
+as TF Addons' LazyAdam did for Keras 2. It is written here against tf_keras's optimizer API because
+TF 2.20 has none: tf_keras ships no LazyAdam, tensorflow_addons (its last release, 0.23, needs TF < 2.16) is
+not installable, and tf_keras's Adam on IndexedSlices still decays and applies every row's moments.
+On dense gradients it is exactly tf_keras's Adam.
 
-The deep tower trains with Adagrad or LazyAdam (Table 5); the wide (linear)
+The deep tower trains with Adagrad or LazyAdam (Table 5 rows 14-15); the wide (linear)
 tower with FTRL, the classic wide & deep choice, whose L2 strength is the wide
 tower's regularisation weight. The legacy FTRL is used because its sparse
 kernel also only touches the rows that occur in the batch, which matters for

@@ -1,18 +1,18 @@
 """The AutoML baseline's search space: Table 5 of Houlsby et al. (2019), row by row.
 
-Table 5 of the paper's supplementary material (arXiv:1902.00751v2) lists 21
-parameters; `define_search_space(hp, space)` declares each of them as one
-keras-tuner hyperparameter, with the paper's value sets: `{...}` rows are
-`hp.Choice`/`hp.Boolean`, the `[a, b]` intervals (rows 9-11) are
-`hp.Float`/`hp.Int` over that interval. Rows 6-11 are active only when
-`use_convolution` is on, rows 13-16 only when `hidden_layers > 0`, and row 2
-(fine-tuning) only for modules that can be fine-tuned from TF2 (a TF1
-hub.Module such as Table 6's universal-sentence-encoder/2 is searched frozen).
-Inactive parameters are None in the `TrialConfig`.
+Table 5 of the paper's supplementary material lists 20 parameters, each with a
+set of values; `define_search_space(hp, space)` declares each of them as one
+keras-tuner hyperparameter (`hp.Choice`, `hp.Boolean` for {True, False}) with
+exactly the paper's set. Rows 4-8 are active only when `use_convolution` is on,
+rows 10-13 only when `hidden_layers > 0`, row 15 (the batch size) only when the
+deep optimizer (row 14) is lazy adam, and row 2 (fine-tuning) only for modules
+that can be fine-tuned from TF2 (a TF1 hub.Module such as Table 6's
+universal-sentence-encoder/2 is searched frozen). Inactive parameters are None
+in the `TrialConfig`.
 
-Table 5 names no optimizer and no batch size; a trial still needs both. They
-are `SearchSpace.deep_optimizers` and `SearchSpace.batch_sizes`, one fixed
-value each by default (Adagrad, 128), searched only when given several.
+Adagrad trials train with batch `ADAGRAD_BATCH_SIZE` = 128: Table 5 gives a batch
+size for lazy adam only, 128 is the smaller of its two sizes, and it is the batch
+every Adagrad trial of the earlier (21-row) transcription used, so their trials compare.
 
 `SearchSpaceHyperModel` wraps that for keras-tuner, which builds the
 hypermodel repeatedly up front to discover the conditional parameters. Its
@@ -30,29 +30,28 @@ import keras_tuner
 from automl_baseline.modules import TABLE6_MODULES, is_frozen_only
 from automl_baseline.optimizers import DEEP_OPTIMIZERS
 
-# Table 5, by row number. {..} sets are tuples, [a, b] intervals are (min, max) pairs.
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "swish", "sigmoid", "tanh")      # rows 6 and 14
-CONV_MAX_NGRAM = (2, 3)                                                         # row 8
-CONV_DROPOUT_INTERVAL = (0.0, 0.4)                                              # row 9
-CONV_FILTERS_INTERVAL = (50, 200)                                               # row 10
-CONV_EMBEDDING_DROPOUT_INTERVAL = (0.0, 0.4)                                    # row 11
-HIDDEN_LAYERS = (0, 1, 2, 3, 5)                                                 # row 12
-HIDDEN_SIZE = (64, 128, 256)                                                    # row 13
-HIDDEN_NORMALIZATION = ("none", "batch", "layer")                               # row 15
-HIDDEN_DROPOUT = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)                           # row 16
-LEARNING_RATES = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5)                           # rows 17 and 19
-REGULARIZATION_WEIGHTS = (0.0, 0.0001, 0.001, 0.01)                             # rows 18 and 20
-TRAINING_SAMPLES = (100_000, 200_000, 500_000, 1_000_000, 2_000_000)            # row 21
+# Table 5, by row number: each row's set of values.
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "swish", "sigmoid", "tanh")      # rows 4 and 11
+CONV_MAX_NGRAM = (2, 3)                                                         # row 6
+CONV_DROPOUT = (0.0, 0.1, 0.2, 0.3, 0.4)                                        # row 7
+CONV_FILTERS = (32, 64, 128)                                                    # row 8
+HIDDEN_LAYERS = (0, 1, 2, 3, 5)                                                 # row 9
+HIDDEN_SIZE = (64, 128, 256)                                                    # row 10
+HIDDEN_NORMALIZATION = ("none", "batch", "layer")                               # row 12
+HIDDEN_DROPOUT = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)                           # row 13
+# Row 14 is optimizers.DEEP_OPTIMIZERS ("adagrad", "lazy_adam").
+LAZY_ADAM_BATCH_SIZES = (128, 256)                                              # row 15
+LEARNING_RATES = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5)                           # rows 16 and 18
+REGULARIZATION_WEIGHTS = (0.0, 0.0001, 0.001, 0.01)                             # rows 17 and 19
+TRAINING_SAMPLES = (100_000, 200_000, 500_000, 1_000_000, 2_000_000)            # row 20
 
-# Not in Table 5. Adagrad is the deep-tower default of TensorFlow's wide & deep estimator
-# (DNNLinearCombinedClassifier), whose linear tower trains with FTRL as ours does.
-DEFAULT_DEEP_OPTIMIZERS = ("adagrad",)
-DEFAULT_BATCH_SIZES = (128,)
+# Not in Table 5, which sizes lazy adam's batches only (see the module docstring).
+ADAGRAD_BATCH_SIZE = 128
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-  """What a search may vary beyond Table 5's fixed value sets.
+  """Which modules a search uses, and how it may narrow Table 5's optimizer rows.
 
   Args:
     embedding_modules: TF Hub handles or module directories (Table 6 by default).
@@ -60,15 +59,15 @@ class SearchSpace:
     frozen_modules: modules searched without fine-tuning whatever
       `fine_tune_choices` says. TF1 hub.Modules (`modules.is_frozen_only`) are
       added automatically: TF2 cannot fine-tune them.
-    deep_optimizers: the deep tower's optimizers ("adagrad", "lazy_adam").
-    batch_sizes: training batch sizes.
+    deep_optimizers: row 14's optimizers to search ("adagrad", "lazy_adam"; both by default).
+    batch_sizes: row 15's lazy adam batch sizes to search ((128, 256) by default).
   """
 
   embedding_modules: Tuple[str, ...] = TABLE6_MODULES
   fine_tune_choices: Tuple[bool, ...] = (False, True)
   frozen_modules: Tuple[str, ...] = ()
-  deep_optimizers: Tuple[str, ...] = DEFAULT_DEEP_OPTIMIZERS
-  batch_sizes: Tuple[int, ...] = DEFAULT_BATCH_SIZES
+  deep_optimizers: Tuple[str, ...] = DEEP_OPTIMIZERS
+  batch_sizes: Tuple[int, ...] = LAZY_ADAM_BATCH_SIZES
 
   def __post_init__(self):
     object.__setattr__(self, "embedding_modules", tuple(self.embedding_modules))
@@ -92,13 +91,11 @@ class SearchSpace:
       raise ValueError(f"fine_tune_choices=(True,) but {list(self.frozen_modules)} cannot be "
                        "fine-tuned (TF1 hub.Module format)")
     for name, values, allowed in (("deep_optimizers", self.deep_optimizers, DEEP_OPTIMIZERS),
-                                  ("batch_sizes", self.batch_sizes, None)):
+                                  ("batch_sizes", self.batch_sizes, LAZY_ADAM_BATCH_SIZES)):
       if not values or len(set(values)) != len(values):
         raise ValueError(f"{name} must be distinct values, at least one, got {list(values)}")
-      if allowed is not None and not set(values) <= set(allowed):
-        raise ValueError(f"{name} must be among {list(allowed)}, got {list(values)}")
-    if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.batch_sizes):
-      raise ValueError(f"batch_sizes must be positive integers, got {list(self.batch_sizes)}")
+      if not all(v in allowed and type(v) is type(allowed[0]) for v in values):  # pylint: disable=unidiomatic-typecheck
+        raise ValueError(f"{name} must be among {list(allowed)} (Table 5), got {list(values)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,27 +104,29 @@ class TrialConfig:
 
   embedding_module: str
   fine_tune_module: bool
-  lowercase_text: bool
-  remove_non_alphanumeric: bool
   use_convolution: bool
   conv_activation: Optional[str]
   conv_batch_norm: Optional[bool]
   conv_max_ngram: Optional[int]
   conv_dropout: Optional[float]
   conv_filters: Optional[int]
-  conv_embedding_dropout: Optional[float]
   hidden_layers: int
   hidden_size: Optional[int]
   hidden_activation: Optional[str]
   hidden_normalization: Optional[str]
   hidden_dropout: Optional[float]
+  deep_optimizer: str
+  batch_size: Optional[int]
   deep_learning_rate: float
   deep_regularization: float
   wide_learning_rate: float
   wide_regularization: float
   training_samples: int
-  deep_optimizer: str
-  batch_size: int
+
+  @property
+  def train_batch_size(self) -> int:
+    """Row 15's batch size under lazy adam; Adagrad's fixed one otherwise."""
+    return ADAGRAD_BATCH_SIZE if self.batch_size is None else self.batch_size
 
   def active_hyperparameters(self) -> Dict[str, Any]:
     """The active parameters by name (what best.json records)."""
@@ -141,9 +140,7 @@ class TrialConfig:
         raise ValueError(f"hyperparameters lack {required!r}")
     space = SearchSpace(
         embedding_modules=(values["embedding_module"],),
-        fine_tune_choices=(bool(values["fine_tune_module"]),),
-        deep_optimizers=(values.get("deep_optimizer", DEFAULT_DEEP_OPTIMIZERS[0]),),
-        batch_sizes=(values.get("batch_size", DEFAULT_BATCH_SIZES[0]),))
+        fine_tune_choices=(bool(values["fine_tune_module"]),))
     return _config_with_values(space, values)
 
 
@@ -167,21 +164,17 @@ def define_search_space(hp: keras_tuner.HyperParameters,
     fine_tune_module = bool(fine_tune_module) if embedding_module in tunable else False
   else:
     fine_tune_module = hp.Boolean("fine_tune_module", default=False)
-  # Rows 3-4.
-  lowercase_text = hp.Boolean("lowercase_text", default=False)
-  remove_non_alphanumeric = hp.Boolean("remove_non_alphanumeric", default=False)
-  # Rows 5-11.
+  # Rows 3-8.
   use_convolution = hp.Boolean("use_convolution", default=False)
   with hp.conditional_scope("use_convolution", [True]):
     conv_values = dict(
         conv_activation=hp.Choice("conv_activation", list(ACTIVATIONS)),
         conv_batch_norm=hp.Boolean("conv_batch_norm", default=False),
         conv_max_ngram=hp.Choice("conv_max_ngram", list(CONV_MAX_NGRAM)),
-        conv_dropout=hp.Float("conv_dropout", *CONV_DROPOUT_INTERVAL),
-        conv_filters=hp.Int("conv_filters", *CONV_FILTERS_INTERVAL),
-        conv_embedding_dropout=hp.Float("conv_embedding_dropout", *CONV_EMBEDDING_DROPOUT_INTERVAL))
+        conv_dropout=hp.Choice("conv_dropout", list(CONV_DROPOUT)),
+        conv_filters=hp.Choice("conv_filters", list(CONV_FILTERS)))
   conv = conv_values if use_convolution else {k: None for k in conv_values}
-  # Rows 12-16.
+  # Rows 9-13.
   hidden_layers = hp.Choice("hidden_layers", list(HIDDEN_LAYERS))
   with hp.conditional_scope("hidden_layers", [n for n in HIDDEN_LAYERS if n > 0]):
     hidden_values = dict(
@@ -190,21 +183,27 @@ def define_search_space(hp: keras_tuner.HyperParameters,
         hidden_normalization=hp.Choice("hidden_normalization", list(HIDDEN_NORMALIZATION)),
         hidden_dropout=hp.Choice("hidden_dropout", list(HIDDEN_DROPOUT)))
   hidden = hidden_values if hidden_layers > 0 else {k: None for k in hidden_values}
+  # Rows 14-15.
+  deep_optimizer = _choice_or_fixed(hp, "deep_optimizer", space.deep_optimizers)
+  batch_size = None
+  if "lazy_adam" in space.deep_optimizers:
+    with hp.conditional_scope("deep_optimizer", ["lazy_adam"]):
+      lazy_adam_batch_size = _choice_or_fixed(hp, "batch_size", space.batch_sizes)
+    if deep_optimizer == "lazy_adam":
+      batch_size = int(lazy_adam_batch_size)
   return TrialConfig(
       embedding_module=embedding_module,
       fine_tune_module=bool(fine_tune_module),
-      lowercase_text=bool(lowercase_text),
-      remove_non_alphanumeric=bool(remove_non_alphanumeric),
       use_convolution=bool(use_convolution),
       hidden_layers=int(hidden_layers),
-      # Rows 17-21.
+      deep_optimizer=deep_optimizer,
+      batch_size=batch_size,
+      # Rows 16-20.
       deep_learning_rate=hp.Choice("deep_learning_rate", list(LEARNING_RATES)),
       deep_regularization=hp.Choice("deep_regularization", list(REGULARIZATION_WEIGHTS)),
       wide_learning_rate=hp.Choice("wide_learning_rate", list(LEARNING_RATES)),
       wide_regularization=hp.Choice("wide_regularization", list(REGULARIZATION_WEIGHTS)),
       training_samples=hp.Choice("training_samples", list(TRAINING_SAMPLES)),
-      deep_optimizer=_choice_or_fixed(hp, "deep_optimizer", space.deep_optimizers),
-      batch_size=_choice_or_fixed(hp, "batch_size", space.batch_sizes),
       **conv, **hidden)
 
 
@@ -269,10 +268,6 @@ def _check_value(parameter, value: Any) -> None:
       ok = any(value == v and not isinstance(v, bool) for v in config["values"])
   elif "value" in config:  # Fixed
     ok = value == config["value"] and type(value) is type(config["value"])  # pylint: disable=unidiomatic-typecheck
-  elif "min_value" in config:  # Float / Int
-    ok = _is_number(value) and config["min_value"] <= value <= config["max_value"]
-    if isinstance(parameter, keras_tuner.engine.hyperparameters.Int):
-      ok = ok and float(value).is_integer()
   else:  # Boolean
     ok = isinstance(value, bool)
   if not ok:

@@ -1,13 +1,11 @@
 """The wide & deep classifier for one point of the search space: its two towers and their model.
 
-* Both towers read the text after the trial's preprocessing (`TextPreprocessing`:
-  Table 5's "lowercase text" and "remove non alphanumeric text").
 * Wide tower: a linear model over hashed word n-grams (punctuation split off),
   i.e. a [buckets, classes] table summed over the n-grams of the text; a pair's
   second text hashes with its own prefix.
 * Deep tower: the embedding module's sentence vector, or (with convolution)
-  its token vectors, after dropout, through Conv1D filters of widths 1..max
-  n-gram, masked max-pooled; then the hidden layers and a linear output. Pairs are encoded
+  its token vectors, through Conv1D filters of widths 1..max n-gram, masked
+  max-pooled, then dropout; then the hidden layers and a linear output. Pairs are encoded
   one text at a time and combined as [u, v, |u - v|, u * v].
 * Both are summed into logits by tf_keras's `WideDeepModel` (`build_model`),
   whose train step applies each tower's gradients with that tower's own
@@ -69,9 +67,8 @@ class ModelSettings:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def split_text_inputs(inputs: TextInputs, preprocessing: Optional["TextPreprocessing"] = None
-                      ) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
-  """(text [batch], text_b [batch] or None) from a string tensor or a dict, preprocessed."""
+def split_text_inputs(inputs: TextInputs) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+  """(text [batch], text_b [batch] or None) from a string tensor or a dict."""
   if isinstance(inputs, dict):
     text, text_b = inputs["text"], inputs.get("text_b")
   else:
@@ -79,9 +76,6 @@ def split_text_inputs(inputs: TextInputs, preprocessing: Optional["TextPreproces
   text = tf.reshape(tf.convert_to_tensor(text, tf.string), [-1])
   if text_b is not None:
     text_b = tf.reshape(tf.convert_to_tensor(text_b, tf.string), [-1])
-  if preprocessing is not None:
-    text = preprocessing(text)
-    text_b = None if text_b is None else preprocessing(text_b)
   return text, text_b
 
 
@@ -103,30 +97,6 @@ class NamedActivation(tf_keras.layers.Layer):
     return dict(super().get_config(), activation=self.activation)
 
 
-@dataclasses.dataclass(frozen=True)
-class TextPreprocessing:
-  """Table 5 rows 3 and 4, applied to every text before either tower sees it.
-
-  Removing non-alphanumeric text replaces each run of characters that are
-  neither letters, digits nor whitespace (any script) by one space, so that
-  "well-made" stays two words rather than becoming "wellmade".
-  """
-
-  lowercase: bool = False
-  remove_non_alphanumeric: bool = False
-
-  @classmethod
-  def of(cls, config: TrialConfig) -> "TextPreprocessing":
-    return cls(config.lowercase_text, config.remove_non_alphanumeric)
-
-  def __call__(self, texts: tf.Tensor) -> tf.Tensor:
-    if self.lowercase:
-      texts = tf.strings.lower(texts, encoding="utf-8")
-    if self.remove_non_alphanumeric:
-      texts = tf.strings.regex_replace(texts, r"[^\pL\pN\s]+", " ")
-    return texts
-
-
 def hashed_ngram_ids(texts: tf.Tensor, num_buckets: int, max_ngram: int,
                      prefix: str = "") -> tf.RaggedTensor:
   """[batch] strings -> [batch, (n-grams)] bucket ids of word n-grams of lengths 1..max_ngram."""
@@ -140,18 +110,16 @@ def hashed_ngram_ids(texts: tf.Tensor, num_buckets: int, max_ngram: int,
 class WideTower(tf_keras.Model):
   """Linear model over hashed n-grams: logits = bias + sum of the n-grams' weight rows."""
 
-  def __init__(self, settings: ModelSettings, preprocessing: TextPreprocessing = TextPreprocessing(),
-               **kwargs):
+  def __init__(self, settings: ModelSettings, **kwargs):
     super().__init__(name="wide_tower", **kwargs)
     self.settings = settings
-    self.preprocessing = preprocessing
     self.hashed_weights = self.add_weight(
         name="hashed_weights", shape=[settings.wide_buckets, settings.num_classes],
         initializer="zeros")
     self.bias = self.add_weight(name="bias", shape=[settings.num_classes], initializer="zeros")
 
   def call(self, inputs: TextInputs) -> tf.Tensor:
-    text, text_b = split_text_inputs(inputs, self.preprocessing)
+    text, text_b = split_text_inputs(inputs)
     ids = hashed_ngram_ids(text, self.settings.wide_buckets, self.settings.wide_ngram, "a:")
     values, row_ids = ids.flat_values, ids.value_rowids()
     if text_b is not None:
@@ -166,13 +134,11 @@ class WideTower(tf_keras.Model):
     return tf.math.unsorted_segment_sum(rows, row_ids, ids.nrows()) + self.bias
 
   def get_config(self):
-    return {"settings": dataclasses.asdict(self.settings),
-            "preprocessing": dataclasses.asdict(self.preprocessing)}
+    return {"settings": dataclasses.asdict(self.settings)}
 
   @classmethod
   def from_config(cls, config):
-    return cls(ModelSettings(**config["settings"]),
-               TextPreprocessing(**config.get("preprocessing", {})))
+    return cls(ModelSettings(**config["settings"]))
 
 
 class DeepTower(tf_keras.Model):
@@ -182,14 +148,11 @@ class DeepTower(tf_keras.Model):
     super().__init__(name="deep_tower", **kwargs)
     self.config = config
     self.settings = settings
-    self.preprocessing = TextPreprocessing.of(config)
     regularizer = tf_keras.regularizers.L2(config.deep_regularization)
     if config.use_convolution:
       self.token_embedding = modules.TokenEmbedding(
           config.embedding_module, trainable=config.fine_tune_module,
           max_tokens=settings.max_tokens)
-      self.embedding_dropout = tf_keras.layers.Dropout(config.conv_embedding_dropout,
-                                                       name="conv_embedding_dropout")
       widths = range(1, config.conv_max_ngram + 1)
       self.convolutions = [
           tf_keras.layers.Conv1D(config.conv_filters, width, padding="same",
@@ -220,7 +183,6 @@ class DeepTower(tf_keras.Model):
     if not self.config.use_convolution:
       return self.sentence_embedding(texts, training=training)
     embeddings, mask = self.token_embedding(texts, training=training)
-    embeddings = self.embedding_dropout(embeddings, training=training)
     pooled = []
     for i, convolution in enumerate(self.convolutions):
       h = convolution(embeddings)
@@ -235,7 +197,7 @@ class DeepTower(tf_keras.Model):
     return self.conv_dropout(features, training=training)
 
   def call(self, inputs: TextInputs, training=None) -> tf.Tensor:
-    text, text_b = split_text_inputs(inputs, self.preprocessing)
+    text, text_b = split_text_inputs(inputs)
     features = self._encode(text, training)
     if text_b is not None:
       features_b = self._encode(text_b, training)
@@ -255,8 +217,7 @@ class DeepTower(tf_keras.Model):
 
 def build_model(config: TrialConfig, settings: ModelSettings) -> tf_keras.Model:
   """The compiled wide & deep model: optimizer[0] trains the wide tower, [1] the deep one."""
-  model = tf_keras.experimental.WideDeepModel(WideTower(settings, TextPreprocessing.of(config)),
-                                              DeepTower(config, settings))
+  model = tf_keras.experimental.WideDeepModel(WideTower(settings), DeepTower(config, settings))
   model.compile(
       optimizer=[wide_optimizer(config.wide_learning_rate, config.wide_regularization),
                  deep_optimizer(config.deep_optimizer, config.deep_learning_rate)],

@@ -91,10 +91,10 @@ def train_and_evaluate(config: TrialConfig, settings: ModelSettings, train, dev,
   tf_keras.backend.clear_session()
   tf_keras.utils.set_random_seed(seed)
   model = build_model(config, settings)
-  steps = budget.train_steps(config.training_samples, config.batch_size, len(train),
+  steps = budget.train_steps(config.training_samples, config.train_batch_size, len(train),
                              budget_fraction)
   start = time.time()
-  model.fit(make_dataset(train, settings.num_classes, config.batch_size, shuffle_seed=seed),
+  model.fit(make_dataset(train, settings.num_classes, config.train_batch_size, shuffle_seed=seed),
             steps_per_epoch=steps, epochs=1, verbose=0)
   seconds = time.time() - start
   metrics = model.evaluate(make_dataset(dev, settings.num_classes, 256, what="validation"),

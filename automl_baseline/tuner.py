@@ -111,14 +111,11 @@ def format_duration(seconds: float) -> str:
 
 def describe(config: TrialConfig) -> str:
   """One line naming a trial's architecture and optimisation settings."""
-  text = "+".join(name for name, on in (("lower", config.lowercase_text),
-                                        ("alnum", config.remove_non_alphanumeric)) if on)
-  parts = [modules.short_name(config.embedding_module) + (" fine-tuned" if config.fine_tune_module else ""),
-           f"text {text or 'as is'}"]
+  parts = [modules.short_name(config.embedding_module) + (" fine-tuned" if config.fine_tune_module else "")]
   if config.use_convolution:
     parts.append(f"conv 1..{config.conv_max_ngram}-gram x{config.conv_filters} "
                  f"{config.conv_activation}{' bn' if config.conv_batch_norm else ''} "
-                 f"drop {config.conv_embedding_dropout:.2f}/{config.conv_dropout:.2f}")
+                 f"drop {config.conv_dropout:g}")
   if config.hidden_layers:
     parts.append(f"hidden {config.hidden_layers}x{config.hidden_size} {config.hidden_activation} "
                  f"{config.hidden_normalization}-norm drop {config.hidden_dropout:g}")
@@ -126,7 +123,7 @@ def describe(config: TrialConfig) -> str:
     parts.append("no hidden")
   parts.append(f"{config.deep_optimizer} lr {config.deep_learning_rate:g} "
                f"l2 {config.deep_regularization:g} | wide lr {config.wide_learning_rate:g} "
-               f"l2 {config.wide_regularization:g} | batch {config.batch_size} "
+               f"l2 {config.wide_regularization:g} | batch {config.train_batch_size} "
                f"samples {config.training_samples:,}")
   return ", ".join(parts)
 

@@ -69,7 +69,8 @@ def test_search_command(tmp_path, capsys, monkeypatch):
   lines = out.strip().splitlines()
   assert any(l.startswith("trial 1/1: val_accuracy") for l in lines)
   best = json.loads(lines[-1])
-  assert set(best["hyperparameters"]) >= {"embedding_module", "hidden_layers", "batch_size"}
+  assert set(best["hyperparameters"]) >= {"embedding_module", "hidden_layers", "deep_optimizer"}
+  assert ("batch_size" in best["hyperparameters"]) == (best["hyperparameters"]["deep_optimizer"] == "lazy_adam")
   assert 0.0 <= best["val_accuracy"] <= 1.0
   for name in ("trials.csv", "best.json", os.path.join("best_model", "saved_model.pb")):
     assert os.path.exists(os.path.join(out_dir, name)), name

@@ -45,9 +45,8 @@ def test_each_tower_trains_with_its_own_optimizer(word_module_dir, sentiment_exa
   space = SearchSpace(embedding_modules=(word_module_dir,), deep_optimizers=("adagrad", "lazy_adam"))
   config = sample_config(space, 0, use_convolution=use_convolution, hidden_layers=1,
                          fine_tune_module=True, deep_optimizer="lazy_adam", hidden_dropout=0.0,
-                         conv_dropout=0.0, conv_embedding_dropout=0.0, deep_learning_rate=0.01,
-                         wide_learning_rate=0.1, batch_size=128, training_samples=100_000,
-                         lowercase_text=False, remove_non_alphanumeric=False)
+                         conv_dropout=0.0, deep_learning_rate=0.01, wide_learning_rate=0.1,
+                         batch_size=128, training_samples=100_000)
   model = towers.build_model(config, towers.ModelSettings(num_classes=2, wide_buckets=512))
   model(tf.constant(["warm up"]))
   wide_vars = model.linear_model.trainable_variables
@@ -95,53 +94,11 @@ def test_deep_regularization_adds_l2_losses(word_module_dir):
   assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def case_sensitive_module(tmp_path_factory):
-  """A word module without normalisation: "Great," and "great" are different rows."""
-  from automl_baseline import modules  # pylint: disable=import-outside-toplevel
-  work = tmp_path_factory.mktemp("case_sensitive")
-  words = ["Great,", "Great", "great", "FUN", "fun", "movie!", "movie"]
-  (work / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
-  np.save(work / "matrix.npy", np.random.default_rng(0).standard_normal([len(words), 4]).astype(np.float32))
-  return modules.make_word_table_module(str(work / "vocab.txt"), str(work / "matrix.npy"),
-                                        str(work / "module"))["path"]
-
-
-@pytest.mark.parametrize("lowercase,remove", [(False, False), (True, False), (False, True), (True, True)])
-def test_table5_text_preprocessing_reaches_both_towers(case_sensitive_module, lowercase, remove):
-  config = sample_config(SearchSpace(embedding_modules=(case_sensitive_module,)), 0,
-                         use_convolution=False, hidden_layers=0, lowercase_text=lowercase,
-                         remove_non_alphanumeric=remove)
-  preprocess = towers.TextPreprocessing.of(config)
-  got = [t.decode() for t in preprocess(tf.constant(["Great, FUN movie!", "Ça-va 42"])).numpy()]
-  expected = {(False, False): ["Great, FUN movie!", "Ça-va 42"],
-              (True, False): ["great, fun movie!", "ça-va 42"],
-              (False, True): ["Great  FUN movie ", "Ça va 42"],
-              (True, True): ["great  fun movie ", "ça va 42"]}[(lowercase, remove)]
-  assert got == expected
-  model = towers.build_model(config, SETTINGS)
-  raw, cleaned = tf.constant(["Great, FUN movie!"]), tf.constant(expected[:1])
-  for tower in (model.linear_model, model.dnn_model):
-    tower(raw)
-  model.linear_model.hashed_weights.assign(tf.random.stateless_normal([512, 3], [0, 1]))
-  # Each tower gives the raw text what it gives the preprocessed text.
-  for tower in (model.linear_model, model.dnn_model):
-    np.testing.assert_allclose(tower(raw).numpy(), tower(cleaned).numpy(), rtol=1e-6)
-  unprocessed = towers.WideTower(SETTINGS)
-  unprocessed(raw)
-  unprocessed.hashed_weights.assign(model.linear_model.hashed_weights)
-  deep = model.dnn_model
-  deep_unprocessed = deep.logits(deep.sentence_embedding(raw))
-  changed = (lowercase, remove) != (False, False)
-  assert np.allclose(unprocessed(raw).numpy(), model.linear_model(raw).numpy()) != changed
-  assert np.allclose(deep_unprocessed.numpy(), deep(raw).numpy()) != changed
-
-
-def test_convolution_embedding_dropout_drops_token_vectors_in_training_only(word_module_dir):
+def test_convolution_dropout_drops_pooled_features_in_training_only(word_module_dir):
   config = sample_config(SearchSpace(embedding_modules=(word_module_dir,)), 0, use_convolution=True,
-                         hidden_layers=0, conv_embedding_dropout=0.4, conv_dropout=0.0)
+                         hidden_layers=0, conv_dropout=0.4)
   deep = towers.build_model(config, SETTINGS).dnn_model
   texts = tf.constant(["good movie and fun plot"] * 8)
-  assert deep.embedding_dropout.rate == pytest.approx(0.4)
+  assert deep.conv_dropout.rate == pytest.approx(0.4)
   np.testing.assert_allclose(deep(texts, training=False).numpy(), deep(texts, training=False).numpy())
   assert not np.allclose(deep(texts, training=True).numpy(), deep(texts, training=False).numpy())
