@@ -57,6 +57,13 @@ def test_train_config_kwargs_reads_back_non_default_values():
               "enc", "top-k", 2, 1e-3, 5, 7, 8, 64, 100, "mean", "mirrored", True, "bfloat16", 16)
 
 
+def test_static_lengths_flag():
+  args = _training_parser().parse_args(["--static-shapes", "--static-lengths", "16", "32", "128"])
+  assert TrainConfig(**flags.train_config_kwargs(args)).static_lengths == (16, 32, 128)
+  with pytest.raises(ValueError, match="static_lengths must be 1 to 8 ascending integers"):
+    TrainConfig(**flags.train_config_kwargs(_training_parser().parse_args(["--static-lengths", "64", "32"])))
+
+
 def test_data_flags_describe_a_data_source():
   parser = argparse.ArgumentParser()
   flags.add_data_arguments(parser, label_names=True)

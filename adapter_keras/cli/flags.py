@@ -27,7 +27,8 @@ from typing import Any, Dict, Optional
 
 from adapter_keras.config import ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS, AdapterConfig
 from adapter_keras.methods import METHOD_NAMES
-from adapter_keras.train.config import MAX_LEARNING_RATE, MIXED_PRECISION_CHOICES, STRATEGIES, TrainConfig
+from adapter_keras.train.config import (MAX_LEARNING_RATE, MAX_STATIC_LENGTHS, MIXED_PRECISION_CHOICES, STRATEGIES,
+                                        TrainConfig)
 
 # Copies of TensorFlow-importing modules' constants (tested equal).
 POOLINGS = ("cls", "mean")  # layers.pooling.POOLINGS
@@ -40,7 +41,7 @@ ENCODER_HELP = ("a name (minilm-l6), a TF Hub / Kaggle Models handle (https://..
 # TrainConfig fields that are plain flags of the same name (dashes for underscores).
 _PLAIN_TRAIN_FIELDS = ("encoder", "method", "top_k", "learning_rate", "epochs", "seed", "batch_size",
                        "max_seq_length", "max_train_examples", "pooling", "strategy", "tpu", "static_shapes",
-                       "steps_per_execution", "jit_compile", "mixed_precision", "prefix_cache")
+                       "steps_per_execution", "jit_compile", "mixed_precision", "prefix_cache", "static_lengths")
 
 
 # ---------------------------------------------------------------- value types
@@ -192,6 +193,9 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
   g.add_argument("--static-shapes", action=argparse.BooleanOptionalAction, default=defaults.static_shapes,
                  help="pad batches to a few fixed lengths with a fixed batch size (default: on under a TPU "
                       "or with --jit-compile)")
+  g.add_argument("--static-lengths", type=positive_int, nargs="+", metavar="L", default=defaults.static_lengths,
+                 help=f"the fixed lengths under static shapes, ascending, at most {MAX_STATIC_LENGTHS}, the longest "
+                      "holding every example (default: the ones with the least padding for the data's lengths)")
   g.add_argument("--steps-per-execution", type=positive_int, default=defaults.steps_per_execution,
                  metavar="N", help="training steps per call of the compiled train function")
   g.add_argument("--jit-compile", action="store_true",

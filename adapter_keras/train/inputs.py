@@ -10,9 +10,10 @@
   frozen-prefix cache's hidden states (train/prefix_cache.py).
 * Static shapes (`uses_static_shapes`: decided once per run from the config
   and the strategy): every batch holds exactly `batch_size` examples and is
-  padded to one of a few fixed lengths (`static_batch_lengths`), so that XLA
-  and TPUs compile the train step once per length instead of once per
-  distinct batch length. Training leaves each epoch's last partial batch out
+  padded to one of a few fixed lengths (`static_batch_lengths`: at most
+  MAX_STATIC_LENGTHS, chosen from the lengths of the examples the run pads),
+  so that XLA and TPUs compile the train step once per length instead of once
+  per distinct batch length. Training leaves each epoch's last partial batch out
   (`epoch_order(..., drop_remainder=True)`, `steps_per_epoch(...,
   drop_remainder=True)`); prediction fills it instead (train/evaluation.py).
 """
@@ -27,7 +28,7 @@ import tensorflow as tf
 
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.tasks.data import TextExamples
-from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.config import MAX_STATIC_LENGTHS, TrainConfig
 from adapter_keras.train.distribute import is_tpu
 
 
@@ -73,6 +74,11 @@ def encode_examples(preprocessor: BertPreprocessor, examples: TextExamples,
 # 31% for fixed length buckets (16, 24, 32, 48, ...; docs/performance.md);
 # batch composition stays random up to the window.
 LENGTH_GROUP_BATCHES = 50
+# The window under static shapes (epoch_order's drop_remainder). A sorted window has at most one batch
+# that straddles each fixed length, and that batch is padded to the longer one; a longer window makes
+# such batches rarer (SST-2, batch 32, 8 lengths from its data: 17.2% padding with 50 batches, 14.7%
+# with 200; benchmarks/padding_modes.py).
+STATIC_LENGTH_GROUP_BATCHES = 200
 
 
 def length_grouped_order(order: Sequence[int], lengths: np.ndarray, batch_size: int,
@@ -105,28 +111,76 @@ def length_grouped_order(order: Sequence[int], lengths: np.ndarray, batch_size: 
 JIT_PAD_MULTIPLE = 16
 
 
-# The shortest fixed length of static-shape batches. Shorter ones would save
-# padding on tasks of short sentences (SST-2: docs/performance.md) at the
-# cost of more compilations.
+# The shortest fixed length of static-shape batches when no data lengths are given.
 STATIC_MIN_LENGTH = 32
 
 
-def static_batch_lengths(max_seq_length: int) -> Tuple[int, ...]:
-  """The fixed padded lengths of static-shape batches: powers of two from
-  STATIC_MIN_LENGTH below `max_seq_length`, then `max_seq_length` itself.
+def static_batch_lengths(max_seq_length: int, lengths=None, max_lengths: int = MAX_STATIC_LENGTHS,
+                         multiple: int = 1) -> Tuple[int, ...]:
+  """The fixed padded lengths of static-shape batches.
 
-  (32, 64, 128) for 128, (32, 64, 128, 256, 384) for 384, (16,) for 16.
-  Doubling pads a batch to less than twice its longest example while the
-  number of lengths, hence of compilations, grows only with log2(max_seq_length).
+  With `lengths` (the token counts of every example the run pads, as one array
+  or a list of arrays: its training and each dev split's): at most
+  `max_lengths` lengths, multiples of `multiple` but the last, which is the
+  longest example (never beyond `max_seq_length`). They are the ones that
+  minimise the positions computed when each example is padded to the smallest
+  fixed length that holds it: an exact dynamic programme over the distinct
+  (rounded) lengths, so short-sentence tasks get short lengths (SST-2 train and
+  dev: (6, 9, 13, 18, 24, 32, 44, 66), 14.7% padding against 60.7% for 32, 64,
+  128; docs/performance.md).
+
+  Without `lengths`: powers of two from STATIC_MIN_LENGTH below
+  `max_seq_length`, then `max_seq_length` itself ((32, 64, 128) for 128,
+  (16,) for 16): what a run uses when its training lengths are not in memory
+  (training records).
   """
   if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
     raise ValueError(f"max_seq_length must be an integer >= 1, got {max_seq_length!r}")
-  lengths = []
-  length = STATIC_MIN_LENGTH
-  while length < max_seq_length:
-    lengths.append(length)
-    length *= 2
-  return tuple(lengths) + (max_seq_length,)
+  for name, value in (("max_lengths", max_lengths), ("multiple", multiple)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  if lengths is None:
+    fixed = []
+    length = STATIC_MIN_LENGTH
+    while length < max_seq_length:
+      fixed.append(length)
+      length *= 2
+    return tuple(fixed) + (max_seq_length,)
+  if isinstance(lengths, (list, tuple)):
+    lengths = np.concatenate([np.asarray(part, np.int64).reshape(-1) for part in lengths] or [[]])
+  lengths = np.minimum(np.asarray(lengths, np.int64).reshape(-1), max_seq_length)
+  if not lengths.size or lengths.min() < 1:
+    raise ValueError("static lengths from data need at least one example, each of >= 1 token")
+  longest = int(lengths.max())
+  # Candidate fixed lengths: each example's length rounded up to `multiple`, the longest as it is.
+  rounded = np.minimum(-(-lengths // multiple) * multiple, longest)
+  candidates, counts = np.unique(rounded, return_counts=True)
+  return tuple(int(n) for n in _fewest_padded_positions(candidates, counts, max_lengths))
+
+
+def _fewest_padded_positions(candidates: np.ndarray, counts: np.ndarray, max_lengths: int) -> np.ndarray:
+  """The subset of at most `max_lengths` ascending `candidates`, always holding the last, that minimises
+  sum(count * the smallest chosen candidate >= it). cost[b, j]: the best with b lengths, the largest
+  candidates[j], covering candidates 0..j; O(max_lengths * n^2) with n <= max_seq_length distinct values."""
+  n = len(candidates)
+  below = np.concatenate([[0], np.cumsum(counts)])  # below[j]: examples in candidates[:j]
+  size = candidates.astype(np.float64)
+  cost = np.full((max_lengths + 1, n), np.inf)
+  previous = np.zeros((max_lengths + 1, n), np.int64)
+  cost[1] = below[1:] * size
+  for b in range(2, max_lengths + 1):
+    for j in range(1, n):
+      # The lengths before candidates[j] end at candidates[i], i < j; candidates i+1..j pad to candidates[j].
+      options = cost[b - 1, :j] + (below[j + 1] - below[1:j + 1]) * size[j]
+      previous[b, j] = int(np.argmin(options))
+      cost[b, j] = options[previous[b, j]]
+  b, j = int(np.argmin(cost[:, n - 1])), n - 1
+  chosen = [j]
+  while b > 1:
+    j = previous[b, j]
+    chosen.append(j)
+    b -= 1
+  return candidates[chosen[::-1]]
 
 
 def uses_static_shapes(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None) -> bool:
@@ -311,7 +365,9 @@ def epoch_order(num_examples: int, seed: int, epoch: int, group_lengths: Optiona
   (the examples' lengths) it is grouped by length (length_grouped_order):
   every `batch_size` consecutive examples are one batch. With
   `drop_remainder` (static shapes) the order holds only whole batches: the
-  permutation's last num_examples % batch_size examples sit this epoch out.
+  permutation's last num_examples % batch_size examples sit this epoch out,
+  and it is grouped in windows of STATIC_LENGTH_GROUP_BATCHES batches (so are
+  the windows of training records read by several workers, which drop it too).
   """
   if drop_remainder and not batch_size:
     raise ValueError("drop_remainder needs the batch_size")
@@ -322,5 +378,6 @@ def epoch_order(num_examples: int, seed: int, epoch: int, group_lengths: Optiona
     # the longest of the last window, which grouping would leave over.
     order = order[:num_examples // batch_size * batch_size]
   if group_lengths is not None:
-    order = length_grouped_order(order, group_lengths, batch_size, rng)
+    order = length_grouped_order(order, group_lengths, batch_size, rng,
+                                 STATIC_LENGTH_GROUP_BATCHES if drop_remainder else LENGTH_GROUP_BATCHES)
   return order

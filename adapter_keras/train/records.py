@@ -486,6 +486,14 @@ class RecordsClassificationRecipe(ClassificationRecipe):
       records_batches_per_epoch(self.records, config.batch_size, drop_remainder=True)
     self.dev_encoded = {split: encode_examples(preprocessor, ex) for split, ex in self.dev.items()}
 
+  @property
+  def static_lengths(self) -> Optional[Tuple[int, ...]]:
+    """Under static shapes config.static_lengths, or the powers of two up to max_seq_length: the training
+    lengths are on disk, not in memory, to choose from (train/inputs.py: static_batch_lengths)."""
+    if not self.config.static_shapes:
+      return None
+    return self.config.static_lengths or static_batch_lengths(self.config.max_seq_length)
+
   def describe(self) -> str:
     dev = ", ".join(f"{s} {len(e)}" for s, e in self.dev_encoded.items())
     workers = f", worker {self.worker_index + 1} of {self.num_workers}" if self.num_workers > 1 else ""
