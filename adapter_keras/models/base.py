@@ -233,20 +233,13 @@ class TaskModelBase:
     if use_recipe_compile and compile_kwargs:
       config = dataclasses.replace(config, jit_compile=bool(compile_kwargs.get("jit_compile", False)),
                                    steps_per_execution=int(compile_kwargs.get("steps_per_execution", 1)))
+    history = tf_keras.callbacks.History()  # Keras's: the epoch logs, the library's "val_*" dev metrics included
     result, _ = recipes.fit(recipe, self, config, self.distribute_strategy, verbose=verbose != 0,
-                            callbacks=list(callbacks or ()), compile_model=use_recipe_compile)
+                            callbacks=list(callbacks or ()) + [history], compile_model=use_recipe_compile)
     if use_recipe_compile:
       self._recipe = (config.learning_rate, config.warmup_fraction, compile_kwargs)
     self.record_training(config, recipe.num_train_examples)
     self.train_result = result
-    history = tf_keras.callbacks.History()
-    history.set_model(self)
-    history.epoch = [entry["epoch"] - 1 for entry in result.history]
-    for entry in result.history:
-      for name, value in entry.items():
-        if name != "epoch":
-          history.history.setdefault(name if name == "loss" else f"val_{name}", []).append(value)
-    self.history = history
     return history
 
   # ---------------------------------------------------------------- reports and artifacts
