@@ -36,6 +36,8 @@ ATTENTION_OUTPUT_DROPOUT = "_attention_dropout"
 FFN_OUTPUT_DROPOUT = "_output_dropout"
 ATTENTION_LAYER = "_attention_layer"
 FFN_INTERMEDIATE_DENSE = "_intermediate_dense"
+# The block's last sublayer: its output is the block's output (post-LayerNorm blocks).
+BLOCK_OUTPUT_LAYER_NORM = "_output_layer_norm"
 # The keyword under which the block passes the attention layer its input.
 ATTENTION_INPUT_KEYWORD = "query"
 # Pre-trained, frozen sublayers a task block may share with a base block (serving/multitask.py).

@@ -124,8 +124,14 @@ def inject_method(encoder, method: str, config, seed: Optional[int] = None) -> N
   from adapter_keras.encoder import dummy_inputs  # pylint: disable=import-outside-toplevel
   spec = get_method(method)
   spec.validate(config, len(encoder.transformer_layers))
+  base_before = {id(v) for v in base_variables(encoder)}
   spec.inject(encoder, config, seed)
   encoder(dummy_inputs())  # builds what inject added, under the encoder's own name scopes
+  lost = [v.name for v in encoder.weights if id(v) in base_before and id(v) not in
+          {id(b) for b in base_variables(encoder)}]
+  if lost:
+    raise ValueError(f"method {method} marked pre-trained variables as its own ({lost[0]}, ...): mark only the "
+                     "layers that hold new variables (methods/sites.py)")
 
 
 def added_variables(encoder) -> List[object]:
