@@ -20,8 +20,11 @@ Names of the pinned versions:
 * tf1_bert_checkpoint_converter_lib: `_bert_name_replacement`, `_get_new_shape`,
   `_get_permutation`; squad_evaluate_v1_1: `_normalize_answer`, `_f1_score`,
   `_exact_match_score`.
-* tf_keras: `Layer._flatten_layers`, a dropout layer's
-  `_random_generator._generator` (and its `_maybe_init`).
+* tf_keras: `Layer._flatten_layers`, `Layer._trainable_weights` / `_non_trainable_weights` (one variable
+  frozen at a time), a dropout layer's `_random_generator._generator` (and its `_maybe_init`),
+  `CallbackList._check_timing`.
+* keras-tuner 1.4.8: GridSearchOracle's `_compare`, `_ordered_ids`, `_populate_next` and
+  `keras_tuner.src.tuners.gridsearch.LinkedList` (a reloaded grid's position), `keras_tuner.src.distribute.utils`.
 """
 # pylint: disable=protected-access
 from __future__ import annotations
@@ -244,3 +247,36 @@ def tf1_bert_to_model_garden(name: str, value, num_heads: int):
   if permutation:
     value = np.transpose(value, permutation)
   return new_name, value
+
+
+def disable_batch_hook_timing(callback_list) -> None:
+  """Turns off tf_keras's warning that batch-end callbacks are slow (a step checkpoint is slow by design)."""
+  callback_list._check_timing = False
+
+
+# ---------------------------------------------------------------- keras-tuner
+
+
+def restore_grid_position(oracle) -> None:
+  """Rebuilds a reloaded GridSearchOracle's place in its grid from the trials on disk.
+
+  keras-tuner 1.4.8 keeps it in memory only (the trials in grid order and those whose successor is still
+  to be tried); a reloaded oracle that has trials but no such list ends the search at once.
+  """
+  import functools  # pylint: disable=import-outside-toplevel
+  from keras_tuner.src.tuners.gridsearch import LinkedList  # pylint: disable=import-outside-toplevel
+  order = functools.cmp_to_key(
+      lambda a, b: oracle._compare(oracle.trials[a].hyperparameters.values, oracle.trials[b].hyperparameters.values))
+  started = sorted((trial_id for trial_id in dict.fromkeys(oracle.start_order) if trial_id in oracle.trials),
+                   key=order)
+  oracle._ordered_ids = LinkedList()
+  for trial_id in started:
+    oracle._ordered_ids.insert(trial_id)
+  oracle._populate_next = list(started)
+
+
+def keras_tuner_distribution():
+  """keras-tuner's module that says whether this process is its chief or a worker (`has_chief_oracle`,
+  `is_chief_oracle`): it has no public name."""
+  from keras_tuner.src.distribute import utils  # pylint: disable=import-outside-toplevel
+  return utils

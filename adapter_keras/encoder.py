@@ -21,11 +21,11 @@ from adapter_keras import _model_garden
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.io import read_json_object
 from adapter_keras.layers.block import AdapterTransformerEncoderBlock
+from adapter_keras.values import KERAS_PACKAGE, is_integer, is_number
 
-_PACKAGE = "AdapterKeras"
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 def approximate_gelu(x):
   """tanh-approximated GELU, as in Google's original BERT."""
   return tf_keras.activations.gelu(x, approximate=True)
@@ -65,11 +65,11 @@ class BertConfig:
                   "intermediate_size", "max_position_embeddings", "type_vocab_size"):
       value = getattr(self, field)
       # bool is an int subclass, and 2.0 or "32" would fail deep inside Keras.
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      if not is_integer(value) or value < 1:
         raise ValueError(f"BERT config: {field} must be a positive integer, got {value!r}")
     for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
       value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+      if not is_number(value) or not 0 <= value < 1:
         raise ValueError(f"BERT config: {field} must be a number in [0, 1), got {value!r}")
     if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool):
       raise ValueError(f"BERT config: layer_norm_eps must be a number, got {self.layer_norm_eps!r}")
@@ -141,7 +141,7 @@ ARCHITECTURES = {
 }
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class AdapterBertEncoder(networks.BertEncoderV2):
   """BertEncoderV2 with Houlsby adapters in every (selected) Transformer block.
 

@@ -13,6 +13,9 @@ Every writer of the library and of automl_baseline goes through here:
   writers that need to decide between them (step checkpoints).
 * `require_new_or_empty_directory`: the one check that an output directory
   holds nothing of the user's before a command writes into it.
+* `lock_file` / `release_lock_file`: an exclusive flock on a lock file that
+  holds its owner's pid, for the whole life of a job (a training run's --out:
+  train/run_dir.py); a second taker fails at once, told the owner's pid.
 
 Modes follow the umask, as with any other tool: a new file gets
 0o666 & ~umask (0644 under umask 022, 0640 under 027), a directory
@@ -294,6 +297,66 @@ def atomic_directory(final_dir: str) -> Iterator[str]:
   except BaseException:
     discard_staging(tmp)
     raise
+
+
+# ---------------------------------------------------------------- lock files
+
+
+class LockHeldError(FileExistsError):
+  """Another process holds the lock file `path`; `pid` is the one it recorded (None if unreadable)."""
+
+  def __init__(self, path: str, pid: Optional[int]):
+    super().__init__(f"{path} is locked by process {pid if pid is not None else '(unknown)'}")
+    self.path, self.pid = path, pid
+
+
+def _recorded_pid(path: str) -> Optional[int]:
+  # The holder writes its pid right after taking the lock: wait a moment for it.
+  for _ in range(20):
+    try:
+      with open(path, encoding="ascii") as f:
+        text = f.read().strip()
+      if text:
+        return int(text)
+    except (OSError, ValueError):
+      pass
+    time.sleep(0.05)
+  return None
+
+
+def lock_file(path: str) -> Optional[int]:
+  """Takes the exclusive flock of `path` (created if need be) without waiting and records this process's pid
+  in it; the fd holding the lock (give it to release_lock_file), or None where the file system cannot lock.
+
+  Raises LockHeldError when another process holds it. The lock goes away with
+  the fd, so a killed holder never leaves it taken.
+  """
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, new_file_mode())
+    locked = _lock(fd, blocking=False)
+    if locked is False:
+      os.close(fd)
+      raise LockHeldError(path, _recorded_pid(path))
+    if locked is None:
+      os.close(fd)
+      return None
+    try:
+      current = os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+      current = False
+    if current:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+      return fd
+    os.close(fd)  # its holder deleted it as it released it, after we opened it: lock the new one
+
+
+def release_lock_file(path: str, fd: Optional[int]) -> None:
+  """Deletes the lock file, then releases its lock (a process that opened it meanwhile sees it deleted)."""
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(path)
+  if fd is not None:
+    os.close(fd)
 
 
 def require_new_or_empty_directory(path: str, flag: str = "--out") -> None:

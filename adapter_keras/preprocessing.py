@@ -17,8 +17,8 @@ from typing import Dict, Sequence, Union
 import tensorflow as tf
 import tensorflow_text as tf_text
 import tf_keras
+from adapter_keras.values import KERAS_PACKAGE, is_integer
 
-_PACKAGE = "AdapterKeras"
 TextInputs = Union[tf.Tensor, Sequence[tf.Tensor], Dict[str, tf.Tensor]]
 
 
@@ -27,7 +27,7 @@ def read_vocab(vocab_file: str) -> list:
     return [line.rstrip("\n") for line in f]
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class BertPreprocessor(tf_keras.layers.Layer):
   """Raw strings -> {input_word_ids, input_mask, input_type_ids} (int32).
 
@@ -47,7 +47,7 @@ class BertPreprocessor(tf_keras.layers.Layer):
                **kwargs):
     kwargs.setdefault("trainable", False)
     super().__init__(**kwargs)
-    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 5:
+    if not is_integer(max_seq_length) or max_seq_length < 5:
       raise ValueError(f"max_seq_length must be an integer >= 5, got {max_seq_length!r}")
     self.vocab_file = vocab_file
     self.lower_case = bool(lower_case)

@@ -217,7 +217,8 @@ def main(argv=None):
   os.makedirs(os.path.dirname(args.out_md) or ".", exist_ok=True)
   with open(args.out_md, "w", encoding="utf-8") as f:
     f.write(f"# GLUE on MiniLM-L6: adapters vs fine-tuning (measured)\n\nCommand: `{command}`\n\n"
-            f"Budget: {budget}. Training and evaluation time, summed over the runs: {seconds / 60:.0f} min on a 2-core CPU.\n\n{table}\n\n"
+            f"Budget: {budget}. Training and evaluation time, summed over the runs: {seconds / 60:.0f} min on "
+            f"a 2-core CPU.\n\n{table}\n\n"
             "Differences in points (mean over tasks):\n\n"
             + "\n".join(f"- {k}: {v:.2f}" for k, v in checks.items()) + "\n\n"
             "Targets (issue #3):\n\n"

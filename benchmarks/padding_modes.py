@@ -17,7 +17,6 @@ a run from training records uses). No model runs; it takes seconds.
       --out-json docs/results/padding_modes.json
 """
 import argparse
-import json
 import os
 import sys
 

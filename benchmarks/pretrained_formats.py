@@ -72,7 +72,8 @@ def main(argv=None):
   inputs = _inputs(len(vocab))
   loaded, seconds = _timed_load(hub)
   rows.append(dict(format="TF Hub SavedModel", load_seconds=seconds, reference="the exported Keras encoder",
-                   max_abs_difference=float(np.abs(_sequence(loaded.encoder, inputs) - _sequence(original, inputs)).max()),
+                   max_abs_difference=float(np.abs(_sequence(loaded.encoder, inputs)
+                                                   - _sequence(original, inputs)).max()),
                    base_params=loaded.encoder.count_params()))
   del loaded, original
 

@@ -2,8 +2,10 @@
 Model Garden's private names in one module, the CLI free of TensorFlow at import."""
 import ast
 import os
+import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -14,7 +16,7 @@ PACKAGES = ("adapter_keras", "automl_baseline")
 # top-level module or package of adapter_keras, or one of their modules (dotted); the longest entry
 # that names a module decides its layer.
 LAYERS = [
-    {"__init__", "_model_garden", "_tf_runtime", "io"},
+    {"__init__", "_model_garden", "_tf_runtime", "io", "values"},
     {"methods", "config", "layers", "encoder", "preprocessing", "tasks"},
     {"networks", "pretrained"},
     {"artifacts"},
@@ -154,6 +156,79 @@ def test_private_names_of_other_objects_are_touched_only_in_model_garden_module(
       if not is_dunder and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
         offenders.append(f"{module}:{node.lineno} .{node.attr}")
   assert not offenders, offenders
+
+
+def _src_imports(source: str) -> list:
+  """Lines importing a dependency's private `.src` modules (keras_tuner.src, tf_keras.src, keras.src)."""
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+             else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+    found += [f"{node.lineno} {n}" for n in names if ".src" in f".{n}." and not n.startswith("adapter_keras")]
+  return found
+
+
+def _foreign_private_attributes(cls) -> list:
+  """`self._x` names a class of ours uses that one of its foreign (non-adapter_keras) base classes also
+  uses: a private name of tf_keras, keras-tuner or Model Garden reached through inheritance."""
+  import inspect  # pylint: disable=import-outside-toplevel
+  import textwrap  # pylint: disable=import-outside-toplevel
+  tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+  used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+          and not node.attr.startswith("__") and isinstance(node.value, ast.Name) and node.value.id == "self"}
+  foreign = []
+  for base in cls.__mro__[1:]:
+    module = getattr(base, "__module__", "") or ""
+    if module.startswith(("adapter_keras", "automl_baseline", "builtins", "tests")):
+      continue
+    try:
+      source = inspect.getsource(base)
+    except (OSError, TypeError):
+      continue
+    foreign += [f"{cls.__name__}.{name} ({base.__module__}.{base.__name__})" for name in sorted(used)
+                if re.search(rf"\bself\.{name}\b", source)]
+  return sorted(set(foreign))
+
+
+def test_dependencies_private_modules_are_imported_only_in_model_garden_module():
+  offenders = [f"{module}:{line}" for module, path in MODULES.items() if module != "adapter_keras._model_garden"
+               for line in _src_imports(open(path, encoding="utf-8").read())]
+  assert not offenders, offenders
+  assert _src_imports("from keras_tuner.src.tuners.gridsearch import LinkedList\n")  # the check sees one
+
+
+def test_private_names_of_parent_classes_are_touched_only_in_model_garden_module():
+  import importlib  # pylint: disable=import-outside-toplevel
+  import inspect  # pylint: disable=import-outside-toplevel
+  offenders = []
+  for module in sorted(MODULES):
+    if not module.startswith("adapter_keras") or module in ("adapter_keras._model_garden", "adapter_keras.__main__"):
+      continue
+    loaded = importlib.import_module(module)
+    for _, cls in inspect.getmembers(loaded, inspect.isclass):
+      if cls.__module__ == module:
+        offenders += _foreign_private_attributes(cls)
+  assert not offenders, offenders
+
+
+def test_the_parent_class_check_sees_a_foreign_private_name():
+  import tf_keras  # pylint: disable=import-outside-toplevel
+  namespace = {}
+  exec(textwrap.dedent('''
+      class Quiet(tf_keras.callbacks.CallbackList):
+        def __init__(self, callbacks):
+          super().__init__(callbacks)
+          self._check_timing = False
+  '''), dict(tf_keras=tf_keras), namespace)  # pylint: disable=exec-used
+  quiet = namespace["Quiet"]
+  import inspect  # pylint: disable=import-outside-toplevel
+  source = "class Quiet(tf_keras.callbacks.CallbackList):\n  def __init__(self, callbacks):\n    self._check_timing = False\n"
+  quiet_source = inspect.getsource
+  try:
+    inspect.getsource = lambda obj: source if obj is quiet else quiet_source(obj)
+    assert _foreign_private_attributes(quiet) == ["Quiet._check_timing (tf_keras.src.callbacks.CallbackList)"]
+  finally:
+    inspect.getsource = quiet_source
 
 
 @pytest.mark.parametrize("command", ["adapter_keras.cli", "automl_baseline.cli"])

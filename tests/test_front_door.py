@@ -17,16 +17,12 @@ from adapter_keras.config import AdapterConfig
 from adapter_keras.models import AdapterClassifier, AdapterRegressor, AdapterSpanExtractor, load_adapter
 from adapter_keras.models.span_extractor import evaluate_squad_artifact
 from adapter_keras.pretrained.keras_encoder import add_adapters
-from adapter_keras.methods import apply_method
 from adapter_keras.networks import TaskModel, build_span_model
-from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks import squad
 from adapter_keras.train import squad as squad_training
-from adapter_keras.train.classification import compile_task_model
-from adapter_keras.train.inputs import encode_examples, make_dataset, steps_per_epoch
+from adapter_keras.train.inputs import steps_per_epoch
 from adapter_keras.train.loop import ProgressLogger
-from adapter_keras.train.optim import create_optimizer
 from tests.conftest import REPO_ROOT, minilm_dir
 from tests.helpers import run_cli
 

@@ -278,8 +278,7 @@ def test_a_kernel_stays_frozen_while_its_bias_trains():
 def test_apply_method_on_a_users_functional_model():
   tf_keras = __import__("tf_keras")
   encoder = build_encoder(TINY, AdapterConfig(size=4))
-  inputs = dict(input_word_ids=tf_keras.Input((None,), dtype="int32"), input_mask=tf_keras.Input((None,), dtype="int32"),
-                input_type_ids=tf_keras.Input((None,), dtype="int32"))
+  inputs = {name: tf_keras.Input((None,), dtype="int32") for name in ("input_word_ids", "input_mask", "input_type_ids")}
   hidden = tf_keras.layers.Dense(8, name="my_hidden")(encoder(inputs)["pooled_output"])
   model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="my_head")(hidden))
   methods.mark_only_adapters_trainable(model)

@@ -123,3 +123,30 @@ def test_tf1_converter_steps_map_original_bert_names_onto_the_encoder(name, shap
   encoder = build_encoder(BertConfig(**{**CONFIG.to_dict(), "num_hidden_layers": 4}))
   targets = model_garden_targets(encoder)
   assert tuple(targets[new_name][0].shape) == expected_shape
+
+
+def test_the_block_output_site_is_the_last_layer_norm(encoder):
+  block = encoder.transformer_layers[0]
+  assert getattr(block, _model_garden.BLOCK_OUTPUT_LAYER_NORM) is _model_garden.block_layer_norms(block)[1]
+
+
+def test_one_variable_of_a_layer_is_frozen_and_unfrozen():
+  dense = tf_keras.layers.Dense(2)
+  dense.build((None, 3))
+  _model_garden.freeze_variable(dense, dense.kernel)
+  assert [v.name for v in dense.trainable_weights] == [dense.bias.name]
+  assert any(v is dense.kernel for v in _model_garden.own_trainable_candidates(dense))
+  _model_garden.unfreeze_variables(dense)
+  assert {v.name for v in dense.trainable_weights} == {dense.kernel.name, dense.bias.name}
+
+
+def test_tf_keras_and_keras_tuner_private_names():
+  callbacks = tf_keras.callbacks.CallbackList([])
+  assert hasattr(callbacks, "_check_timing")  # the attribute tf_keras reads
+  _model_garden.disable_batch_hook_timing(callbacks)
+  assert callbacks._check_timing is False  # pylint: disable=protected-access
+  utils = _model_garden.keras_tuner_distribution()
+  assert callable(utils.has_chief_oracle) and callable(utils.is_chief_oracle)
+  import keras_tuner  # pylint: disable=import-outside-toplevel
+  oracle = keras_tuner.oracles.GridSearchOracle(objective=keras_tuner.Objective("score", "max"), max_trials=2)
+  assert callable(oracle._compare) and hasattr(oracle, "_ordered_ids") and hasattr(oracle, "_populate_next")  # pylint: disable=protected-access

@@ -75,7 +75,8 @@ def test_tfhub_handle_resolves_through_the_download_cache(tmp_path, monkeypatch,
   monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
   loaded = load_encoder(handle)
   assert loaded.name == handle and loaded.config.num_hidden_layers == 2
-  assert pretrained.base_fingerprint(loaded.encoder) == pretrained.base_fingerprint(load_encoder(formats["hub"]).encoder)
+  hub = load_encoder(formats["hub"])
+  assert pretrained.base_fingerprint(loaded.encoder) == pretrained.base_fingerprint(hub.encoder)
 
 
 def test_preprocessing_savedmodel_is_refused_naming_the_encoder_it_needs(tmp_path):
@@ -208,7 +209,8 @@ def _independent_count(formats, name):
 
 @pytest.mark.parametrize("name", ["hub", "tf1", "hf-sharded", "hf"])
 def test_params_reports_exact_counts_for_every_format(name, tmp_path, formats):
-  path = write_sharded_hf_copy(formats["hf"], str(tmp_path / "sharded")) if name == "hf-sharded" else formats[name.split("-")[0]]
+  path = (write_sharded_hf_copy(formats["hf"], str(tmp_path / "sharded")) if name == "hf-sharded"
+          else formats[name.split("-")[0]])
   status, out, err = run_cli(["params", "--encoder", path, "--adapter-size", "4", "--json"])
   assert status == 0, err
   report = json.loads(out.strip().splitlines()[-1])
@@ -219,7 +221,7 @@ def test_params_reports_exact_counts_for_every_format(name, tmp_path, formats):
 
 BAD_VARIANTS = ("hub missing tensor", "hub wrong shape", "hub vocab size", "tf1 missing tensor", "tf1 wrong shape",
                 "tf1 vocab size", "tf1 NaN weights", "hf shard lacks a tensor", "pytorch_model.bin only",
-                "hub handle offline", "config is a JSON list", "vocab with a token twice")
+                "hub handle offline", "config is a JSON list", "vocab with a token twice", "tf1 data file cut in half")
 # These run as a user runs them, in a fresh process; the others through the same CLI entry point
 # in-process (a fresh TensorFlow import costs ~8 s a case on 2 cores).
 IN_A_SUBPROCESS = ("hub missing tensor", "tf1 wrong shape", "hub handle offline")
@@ -254,6 +256,11 @@ def bad_variants(formats):
   variants["tf1 vocab size"] = (tf1_vocab, "has 68 tokens but the embedding has vocab_size=67")
   nan = _tf1_variant(root, "tf1_nan", lambda v: v["bert/encoder/layer_0/output/dense/bias"].__setitem__(3, np.nan))
   variants["tf1 NaN weights"] = (nan, "transformer/layer_0/output/bias holds non-finite values")
+  cut = _tf1_variant(root, "tf1_cut", lambda v: None)
+  data_file = os.path.join(cut, "bert_model.ckpt.data-00000-of-00001")
+  data = open(data_file, "rb").read()
+  open(data_file, "wb").write(data[:len(data) // 2])
+  variants["tf1 data file cut in half"] = (cut, f"cannot read checkpoint {os.path.join(cut, 'bert_model.ckpt')}")
   sharded = write_sharded_hf_copy(formats["hf"], str(root / "hf_shard_missing"))
   shard = os.path.join(sharded, "model-00002-of-00002.safetensors")
   tensors = load_file(shard)
@@ -271,7 +278,8 @@ def bad_variants(formats):
   listed_config = root / "list_config"
   shutil.copytree(formats["hf"], listed_config)
   (listed_config / "config.json").write_text("[1, 2]")
-  variants["config is a JSON list"] = (str(listed_config), "config.json holds a JSON list, not a JSON object of BERT settings")
+  variants["config is a JSON list"] = (str(listed_config),
+                                       "config.json holds a JSON list, not a JSON object of BERT settings")
   twice = root / "vocab_twice"
   shutil.copytree(formats["hf"], twice)
   tokens = (twice / "vocab.txt").read_text(encoding="utf-8").splitlines()

@@ -158,15 +158,53 @@ def _other_format_version(directory):
   open(path, "w", encoding="utf-8").write(json.dumps(spec))
 
 
+def _edit_spec(edit):
+  """A damage that edits records.json with `edit(spec)`."""
+  def damage(directory):
+    path = os.path.join(directory, records.SPEC_FILE)
+    spec = json.loads(open(path, encoding="utf-8").read())
+    edit(spec)
+    open(path, "w", encoding="utf-8").write(json.dumps(spec))
+  return damage
+
+
+def _rehashed(cut):
+  """Shard 1 rewritten by `cut(bytes)`, its sha256 in the spec updated to match (so only the counts tell)."""
+  def damage(directory):
+    path = os.path.join(directory, "train-00001-of-00004.tfrecord")
+    data = open(path, "rb").read()
+    open(path, "wb").write(cut(data))
+    _edit_spec(lambda spec: spec["shards"][1].update(sha256=_sha256(path)))(directory)
+  return damage
+
+
+def _first_record(data):
+  return data[:12 + int.from_bytes(data[:8], "little") + 4]
+
+
 @pytest.mark.parametrize("damage, extra, message", [
     (_corrupt_shard, [], "shard train-00001-of-00004.tfrecord of .* was changed or corrupted: its sha256 is"),
+    (_edit_spec(lambda spec: spec.update(shards=[s["file"] for s in spec["shards"]])), [],
+     "records.json: shard 0 is a JSON str, not an object"),
+    (_edit_spec(lambda spec: spec["shards"][2].pop("sha256")), [], "records.json: shard 2 lacks sha256"),
+    (_edit_spec(lambda spec: spec.update(tokenizer={})), [],
+     "records.json: tokenizer lacks vocab_size, vocab_sha256, lower_case, max_seq_length"),
+    (_edit_spec(lambda spec: spec["shards"][0].update(file="../sst2/train-00000-of-00004.tfrecord")), [],
+     r"records.json: shard '\.\./sst2/train-00000-of-00004.tfrecord' is outside the records' directory"),
+    (_edit_spec(lambda spec: spec["shards"][0].update(file=os.path.abspath("/etc/hostname"))), [],
+     "records.json: shard '/etc/hostname' is outside the records' directory"),
+    (_rehashed(_first_record), [], "shard train-00001-of-00004.tfrecord of .* holds 1 examples, records.json says 12"),
+    (_rehashed(lambda data: b""), [], "shard train-00001-of-00004.tfrecord of .* holds 0 examples, records.json says"),
+    (_rehashed(lambda data: data[:len(data) // 2]), [], "shard .*train-00001-of-00004.tfrecord ends inside its record"),
     (lambda d: os.remove(os.path.join(d, records.SPEC_FILE)), [], "has no records.json"),
     (_other_format_version, [], "has format version 99; this adapter_keras reads version 1"),
     (None, ["--encoder", "OTHER_VOCAB"], "were tokenized with another vocabulary"),
     (None, ["--max-seq-length", "64"], "were cut to max_seq_length 128, this run has --max-seq-length 64"),
     (None, ["--train", "train.tsv"], "--train-records DIR replaces --train FILE"),
     (None, ["--prefix-cache", "--adapter-layers", "1"], "--prefix-cache needs every training example in memory"),
-], ids=["corrupted-shard", "missing-spec", "format-version", "other-vocab", "max-seq-length", "with-train",
+], ids=["corrupted-shard", "shards-of-strings", "shard-without-sha256", "empty-tokenizer", "shard-climbs-out",
+        "absolute-shard", "rehashed-shard-of-one-example", "rehashed-empty-shard", "rehashed-shard-cut-in-half",
+        "missing-spec", "format-version", "other-vocab", "max-seq-length", "with-train",
         "prefix-cache"])
 def test_bad_records_or_flags_are_one_line_errors(records_dir, tmp_path, glue_dir, encoder_dir, damage, extra,
                                                   message):

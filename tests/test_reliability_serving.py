@@ -41,7 +41,8 @@ def env(tmp_path_factory, encoder_dir):
            "similarity": regression_task("similarity", is_pair=True),
            "foo-bar": classification_task("foo-bar", ("a", "b")),
            "foo_bar": classification_task("foo_bar", ("a", "b")),
-           "mixed": classification_task("mixed", ("a", "b"))}
+           "mixed": classification_task("mixed", ("a", "b")),
+           "serving_default": classification_task("serving_default", ("a", "b"))}
   paths = dict(root=root, enc=encoder_dir, run=run)
   for i, (name, task) in enumerate(tasks.items()):
     multitask.add_task(name, task, AdapterConfig(size=2), seed=i)
@@ -126,6 +127,15 @@ def test_export_refuses_colliding_and_reserved_signature_names(env, tmp_path):
   line = assert_one_error_line(result, "tasks 'foo-bar' and 'foo_bar' would all be signature 'foo_bar'")
   assert "task 'mixed' would be signature 'mixed', which is reserved" in line
   assert not out.exists() and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("task", ["serving_default", "mixed"])
+def test_a_single_task_export_refuses_a_reserved_task_name_too(env, tmp_path, task):
+  """README: names that take a reserved signature are refused; alone as with other tasks."""
+  out = tmp_path / "serving"
+  result = run_cli_subprocess(["export", "--artifact", env[task], "--encoder", env["enc"], "--out", out])
+  assert_one_error_line(result, f"task {task!r} would be signature {task!r}, which is reserved")
+  assert result.returncode == 2 and not out.exists() and os.listdir(tmp_path) == []
 
 
 def test_signature_names_refuse_duplicates_and_serving_default():

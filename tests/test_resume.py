@@ -18,7 +18,7 @@ from adapter_keras.config import AdapterConfig
 from adapter_keras.tasks import classification_task
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_glue_dir, write_tiny_hf_bert
-from adapter_keras.train import checkpoints, loop
+from adapter_keras.train import checkpoints, classification, loop
 from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 from tests.conftest import REPO_ROOT

@@ -114,7 +114,8 @@ def test_adapter_flags_cover_every_field():
       **{field.name: NON_DEFAULT_FLAG_VALUES[field.name][1] for field in fields})
   args = parser.parse_args(["--adapter-size", "8", "--adapter-init-std", "1e-3",
                             "--adapter-activation", "relu", "--adapter-positions", "ffn",
-                            "--adapter-norm", "batch", "--adapter-hidden-layers", "2", "--adapter-placement", "parallel",
+                            "--adapter-norm", "batch", "--adapter-hidden-layers", "2",
+                            "--adapter-placement", "parallel",
                             "--adapter-interaction", "multiplicative"])
   assert adapter_config_from_args(args) == AdapterConfig(
       size=8, init_std=1e-3, activation="relu", positions="ffn", norm="batch", hidden_layers=2,

@@ -21,12 +21,13 @@ tests/test_cli_flags.py checks that each equals the library's.
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import math
 from typing import Any, Dict, Optional
 
-from adapter_keras.config import ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS, AdapterConfig
-from adapter_keras.methods import METHOD_NAMES
+from adapter_keras.methods.adapter.config import ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS, AdapterConfig
+from adapter_keras.methods import method_names
 from adapter_keras.train.config import (MAX_LEARNING_RATE, MAX_STATIC_LENGTHS, MIXED_PRECISION_CHOICES, STRATEGIES,
                                         TrainConfig)
 
@@ -41,7 +42,8 @@ ENCODER_HELP = ("a name (minilm-l6), a TF Hub / Kaggle Models handle (https://..
 # TrainConfig fields that are plain flags of the same name (dashes for underscores).
 _PLAIN_TRAIN_FIELDS = ("encoder", "method", "top_k", "learning_rate", "epochs", "seed", "batch_size",
                        "max_seq_length", "max_train_examples", "pooling", "strategy", "tpu", "static_shapes",
-                       "steps_per_execution", "jit_compile", "mixed_precision", "prefix_cache", "static_lengths")
+                       "steps_per_execution", "jit_compile", "mixed_precision", "prefix_cache", "method_config",
+                       "static_lengths", "worker_timeout")
 
 
 # ---------------------------------------------------------------- value types
@@ -155,8 +157,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
   g = parser.add_argument_group("model and training")
   g.add_argument("--encoder", default=defaults.encoder, help="the pre-trained encoder: " + ENCODER_HELP)
   if methods:
-    g.add_argument("--method", default=defaults.method, choices=METHOD_NAMES)
+    g.add_argument("--method", default=defaults.method, choices=method_names(),
+                   help="the tuning method: built in, or a plugin installed in the adapter_keras.methods entry "
+                        "point group (methods/registry.py)")
     g.add_argument("--top-k", type=positive_int, help="layers to fine-tune with --method top-k")
+    add_method_config_argument(g)
   add_adapter_arguments(g, with_size=adapter_size)
   if pooling:
     g.add_argument("--pooling", choices=POOLINGS, help="default: the encoder's")
@@ -190,6 +195,9 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
                       "else default; multi-worker reads TF_CONFIG)")
   g.add_argument("--tpu", metavar="NAME|grpc://HOST:PORT|local",
                  help="the TPU for --strategy tpu or auto: its name, its address, or local on a TPU VM")
+  g.add_argument("--worker-timeout", type=positive_float, default=defaults.worker_timeout, metavar="SECONDS",
+                 help="how long to wait for the other workers of TF_CONFIG (multi-worker) or for the TPU at "
+                      "--tpu grpc://HOST:PORT to answer, then fail (default %(default)g)")
   g.add_argument("--static-shapes", action=argparse.BooleanOptionalAction, default=defaults.static_shapes,
                  help="pad batches to a few fixed lengths with a fixed batch size (default: on under a TPU "
                       "or with --jit-compile)")
@@ -202,6 +210,23 @@ def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
                  help="XLA-compile the train and predict steps (for accelerators; slower on CPU)")
   g.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES,
                  help="compute in bfloat16 or float16, variables in float32 (for accelerators)")
+
+
+def method_config(value: str) -> dict:
+  """--method-config: a JSON object of the method's settings."""
+  try:
+    parsed = json.loads(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a JSON object, e.g. '{{\"rank\": 8}}', got {value!r}") from None
+  if not isinstance(parsed, dict):
+    raise argparse.ArgumentTypeError(f"must be a JSON object of the method's settings, got {value!r}")
+  return parsed
+
+
+def add_method_config_argument(parser) -> None:
+  """--method-config JSON: the settings of a method other than adapter (--adapter-*) and top-k (--top-k)."""
+  parser.add_argument("--method-config", type=method_config, metavar="JSON",
+                      help="the settings of a method that has no flags of its own (a plugin's), as a JSON object")
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:

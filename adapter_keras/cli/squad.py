@@ -71,8 +71,9 @@ def add_parsers(subparsers) -> None:
   p = subparsers.add_parser("evaluate-squad", help="EM/F1 of a train-squad model on a SQuAD v1.1 file")
   p.add_argument("--artifact", required=True,
                  help="the artifact directory train-squad wrote, or its run directory")
-  p.add_argument("--encoder", help="the base encoder it was trained on (default: the one its manifest names, if a named offline "
-                      "encoder such as minilm-l6: an artifact's own files never choose what is loaded)")
+  p.add_argument("--encoder", help="the base encoder it was trained on (default: the one its manifest names, if "
+                                    "a named offline encoder such as minilm-l6: an artifact's own files never choose "
+                                    "what is loaded)")
   p.add_argument("--dev", required=True, help="dev-v1.1.json")
   p.add_argument("--predictions-out", metavar="FILE",
                  help="write {question id: answer} here, the input of the official evaluate-v1.1.py")

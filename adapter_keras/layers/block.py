@@ -39,11 +39,11 @@ from adapter_keras import _model_garden
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.methods.adapter.layers import (BottleneckAdapter, SublayerInputTap, SublayerWithAdapter,
                                           SublayerWithParallelAdapter)
+from adapter_keras.values import KERAS_PACKAGE
 
-_PACKAGE = "AdapterKeras"
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
   """TransformerEncoderBlock plus adapters after attention and after the FFN.
 

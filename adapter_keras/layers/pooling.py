@@ -14,12 +14,12 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 import tf_keras
+from adapter_keras.values import KERAS_PACKAGE
 
-_PACKAGE = "AdapterKeras"
 POOLINGS = ("cls", "mean")
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class MeanPooling(tf_keras.layers.Layer):
   """Mean of the token vectors where the mask is 1 (a sequence without tokens gives zeros)."""
 

@@ -42,7 +42,6 @@ from adapter_keras.train.optim import MIXED_PRECISION_POLICIES, create_optimizer
 from adapter_keras.models.inputs import is_text_input
 from adapter_keras.models.keras3 import refuse_keras3_objects
 
-PACKAGE = "AdapterKeras"  # the package name every serializable class of adapter_keras registers under
 # What TensorFlow accepts as a name scope, hence as a Keras model's name.
 KERAS_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-]*")
 

@@ -25,7 +25,7 @@ import tf_keras
 
 from adapter_keras.artifacts import ArtifactError, task_from_manifest
 from adapter_keras.methods.adapter.config import AdapterConfig
-from adapter_keras.models.base import (PACKAGE, TaskModelBase, constructing, keras_name, loaded_encoder,
+from adapter_keras.models.base import (TaskModelBase, constructing, keras_name, loaded_encoder,
                                        method_and_config)
 from adapter_keras.models.inputs import dataset_columns, is_text_input, split_texts, strings
 from adapter_keras.models.keras3 import refuse_keras3_objects
@@ -33,6 +33,7 @@ from adapter_keras.networks import TaskModel
 from adapter_keras.serving.export import export_saved_model
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.tasks.registry import TaskSpec, classification_task, regression_task
+from adapter_keras.values import KERAS_PACKAGE
 from adapter_keras.train.classification import ClassificationRecipe, compile_task_model
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.evaluation import predict_encoded
@@ -222,7 +223,7 @@ class SequenceTaskModel(TaskModelBase, TaskModel):
     return export_saved_model({self.name: self}, out_dir, overwrite=overwrite)
 
 
-@tf_keras.utils.register_keras_serializable(package=PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class AdapterClassifier(SequenceTaskModel):
   """A classifier on a pre-trained BERT with a tuning method (Houlsby adapters by default); raw strings in.
 
@@ -293,7 +294,7 @@ class AdapterClassifier(SequenceTaskModel):
     return dict(num_classes=task.num_outputs, labels=list(task.label_names), is_pair=bool(task.is_pair))
 
 
-@tf_keras.utils.register_keras_serializable(package=PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class AdapterRegressor(SequenceTaskModel):
   """A regressor (one score per input, like STS-B) on a pre-trained BERT with a tuning method; raw strings in.
   Arguments as AdapterClassifier's, without num_classes and labels."""

@@ -15,23 +15,24 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional, Union
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from adapter_keras.artifacts import ArtifactError
 from adapter_keras.methods.adapter.config import AdapterConfig
-from adapter_keras.models.base import PACKAGE, TaskModelBase, constructing, keras_name, loaded_encoder, method_and_config
+from adapter_keras.models.base import (TaskModelBase, constructing, keras_name, loaded_encoder,
+                                       method_and_config)
 from adapter_keras.models.inputs import is_pair_input, is_text_input, span_dataset_columns, squad_answers, strings
 from adapter_keras.networks import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeaturizer
+from adapter_keras.values import KERAS_PACKAGE
 from adapter_keras.train.squad import (EVAL_BATCH_SIZE, SquadRecipe, SquadTrainConfig, compile_span_model,
                                        predict_answers, predict_spans, score_answers)
 
 _SQUAD_RECIPE = SquadTrainConfig()  # train-squad's window, decoding and training defaults
 
 
-@tf_keras.utils.register_keras_serializable(package=PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class AdapterSpanExtractor(TaskModelBase, SpanModel):
   """Extractive question answering (SQuAD v1.1) on a pre-trained BERT with adapters; raw strings in,
   answer strings out.
@@ -229,15 +230,6 @@ class AdapterSpanExtractor(TaskModelBase, SpanModel):
                      "it cannot cut contexts into windows or decode spans. Save the span extractor with "
                      "save_adapter(dir) and serve it with AdapterSpanExtractor.load_adapter(dir).predict, or "
                      "score it with `adapter-keras evaluate-squad --artifact dir`")
-
-
-def evaluate_squad_artifact(artifact_dir: str, dev: List[SquadExample], encoder=None):
-  """(EM/F1 as fractions, {question id: answer}) of a saved span model on `dev` (`adapter-keras evaluate-squad`)."""
-  if not dev:
-    raise ValueError("the dev set holds no questions")
-  model = AdapterSpanExtractor.load_adapter(artifact_dir, encoder)
-  answers = model.answer_examples(dev)
-  return score_answers(dev, answers), answers
 
 
 def evaluate_squad_artifact(artifact_dir: str, dev: List[SquadExample], encoder=None):

@@ -32,6 +32,7 @@ import tf_keras
 
 from adapter_keras import _model_garden
 from adapter_keras.layers.pooling import head_outputs, pool
+from adapter_keras.values import is_integer
 
 # The feature under which cached batches carry the prefix output, [batch, seq, hidden].
 PREFIX_OUTPUT = "prefix_output"
@@ -60,7 +61,7 @@ def trainable_prefix_variables(model, start_layer: int) -> List[str]:
 
 def _check_start_layer(encoder, start_layer: int) -> None:
   num_layers = len(encoder.transformer_layers)
-  if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not 1 <= start_layer < num_layers:
+  if not is_integer(start_layer) or not 1 <= start_layer < num_layers:
     raise ValueError(f"start_layer must be in [1, {num_layers - 1}] for a {num_layers}-layer encoder, "
                      f"got {start_layer!r}")
 

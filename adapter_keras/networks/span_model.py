@@ -12,8 +12,8 @@ import tf_keras
 
 from adapter_keras.layers.pooling import head_outputs
 from adapter_keras.networks.base import EncoderHeadModel
+from adapter_keras.values import KERAS_PACKAGE
 
-_PACKAGE = "AdapterKeras"
 SPAN_TASK_TYPE = "span"
 
 # Logit given to padding positions: far below any real logit, yet finite so
@@ -21,7 +21,7 @@ SPAN_TASK_TYPE = "span"
 MASKED_LOGIT = -1e9
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class SpanModel(EncoderHeadModel):
   """A BERT encoder plus a span head (extractive QA, e.g. SQuAD).
 

@@ -14,12 +14,12 @@ import tf_keras
 
 from adapter_keras.layers.pooling import POOLINGS, MeanPooling, head_outputs, pool
 from adapter_keras.networks.base import EncoderHeadModel
+from adapter_keras.tasks.registry import TASK_TYPES
+from adapter_keras.values import KERAS_PACKAGE
 
-_PACKAGE = "AdapterKeras"
-TASK_TYPES = ("classification", "regression")
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class TaskModel(EncoderHeadModel):
   """A BERT encoder (with or without adapters) plus a task head.
 

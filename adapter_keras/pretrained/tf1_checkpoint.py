@@ -44,7 +44,14 @@ def read_tf1_bert_tensors(checkpoint: str, num_heads: int) -> Tuple[Dict[str, np
     if not name.startswith(_ENCODER_SCOPE) or name.endswith(_OPTIMIZER_SLOTS):
       others.append(name)
       continue
-    new_name, value = _model_garden.tf1_bert_to_model_garden(name, reader.get_tensor(name), num_heads)
+    try:
+      stored = reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as e:
+      # A data file cut short fails here, not when the index is opened (IndexError "Read less bytes than requested").
+      reason = e.message if hasattr(e, "message") else str(e) or type(e).__name__
+      raise WeightsError(f"cannot read checkpoint {checkpoint}: variable {name}: {reason.splitlines()[0]} "
+                         "(a data file cut short or damaged?)") from None
+    new_name, value = _model_garden.tf1_bert_to_model_garden(name, stored, num_heads)
     tensors[new_name] = value
   return tensors, others
 

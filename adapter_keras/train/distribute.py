@@ -14,6 +14,20 @@ the TPU's memory, so a second call would lose the first strategy's
 variables); strategies for the same TPU share it. When a TPU does not
 resolve, the error is one line naming what was tried.
 
+Waiting for peers is bounded (`TrainConfig.worker_timeout`, `--worker-timeout`)
+and interruptible. TensorFlow's own wait, in MultiWorkerMirroredStrategy()
+(every task of TF_CONFIG must register) or for `--tpu grpc://HOST:PORT`, has
+no limit, holds the GIL and, for multi-worker, installs a SIGTERM handler that
+only records the signal: a worker that never came meant a process that hung
+for ever and ignored SIGTERM. So before TensorFlow is asked, this module waits
+in Python, printing what it waits for, until every peer accepts a TCP
+connection (`_wait_for_addresses`): a multi-worker task listens on its own
+TF_CONFIG port meanwhile (it accepts and drops connections, so that its peers
+see it up), then frees the port for TensorFlow's server. SIGTERM and SIGINT
+act as usual while it waits, and the SIGTERM handler is put back once the
+strategy exists. TF_CONFIG itself is checked first (`tf_config`): malformed,
+it is one error line naming TF_CONFIG.
+
 Multi-worker writes follow tf.distribute's rule: every worker runs the same
 saves (reading sync-on-read variables, such as BatchNorm statistics, is a
 collective op that needs every worker), the chief into the real place and
@@ -27,14 +41,22 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import shutil
+import signal
+import socket
 import tempfile
-from typing import Dict, Iterator, Optional
+import threading
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
 
-from adapter_keras.train.config import STRATEGIES
+from adapter_keras.train.config import DEFAULT_WORKER_TIMEOUT, STRATEGIES
+
+# The jobs whose tasks a MultiWorkerMirroredStrategy coordinates (as tf.distribute counts workers).
+_COORDINATED_JOBS = ("chief", "worker")
 
 # TPU cluster resolvers whose system this process has initialised, by the --tpu they came from.
 _INITIALISED_TPUS: Dict[str, tf.distribute.cluster_resolver.TPUClusterResolver] = {}
@@ -48,14 +70,174 @@ def _tpu_description(tpu: Optional[str]) -> str:
   return "the environment (no --tpu given: TPU_NAME, or a Cloud TPU VM's metadata)"
 
 
-def resolve_tpu(tpu: Optional[str]) -> tf.distribute.cluster_resolver.TPUClusterResolver:
+# ---------------------------------------------------------------- waiting for peers, bounded
+
+
+def _host_port(address: str) -> Tuple[str, int]:
+  """("host", port) of "host:port" or "[v6]:port"; ValueError when it is not one."""
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"{address!r} is not HOST:PORT")
+  return host.strip("[]"), int(port)
+
+
+def _answers(address: str, timeout: float) -> bool:
+  try:
+    with socket.create_connection(_host_port(address), timeout=max(0.05, timeout)):
+      return True
+  except OSError:
+    return False
+
+
+def _wait_for_addresses(peers: Dict[str, str], timeout: float, what: str) -> None:
+  """Returns once every peer (description -> HOST:PORT) accepts a TCP connection; ValueError naming those that
+  did not within `timeout` seconds. Plain Python, so that signals act while it waits."""
+  print(f"[distribute] waiting up to {timeout:g} s (--worker-timeout) for {what}: "
+        + ", ".join(f"{name} at {address}" for name, address in peers.items()), flush=True)
+  deadline = time.monotonic() + timeout
+  pending = dict(peers)
+  while True:
+    for name, address in list(pending.items()):
+      if _answers(address, min(1.0, deadline - time.monotonic())):
+        del pending[name]
+    if not pending:
+      return
+    if time.monotonic() >= deadline:
+      missing = ", ".join(f"{name} at {address}" for name, address in pending.items())
+      raise TimeoutError(missing)
+    time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _listening(port: int, task: str, address: str) -> Iterator[None]:
+  """Accepts (and at once drops) connections on `port` for the block, so that peers waiting for this task see it
+  up before TensorFlow's server takes the port."""
+  try:
+    if socket.has_dualstack_ipv6():
+      server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
+    else:
+      server = socket.create_server(("", port))
+  except OSError as e:
+    raise ValueError(f"TF_CONFIG gives this process ({task}) the address {address}, but port {port} cannot be "
+                     f"listened on here ({e.strerror or e}): another process holds it, or it is another "
+                     "machine's address") from None
+  server.settimeout(0.2)
+  stop = threading.Event()
+
+  def accept():
+    while not stop.is_set():
+      try:
+        connection, _ = server.accept()
+      except OSError:  # the timeout, or the server closed
+        continue
+      # Reset rather than closed: no TIME_WAIT left on the port TensorFlow's server binds next.
+      connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+      connection.close()
+
+  thread = threading.Thread(target=accept, name="adapter_keras-worker-listener", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+    server.close()
+
+
+# ---------------------------------------------------------------- TF_CONFIG
+
+
+def tf_config() -> Optional[Dict]:
+  """TF_CONFIG's {"cluster": {job: [HOST:PORT, ...]}, "task": {"type", "index"}}, checked; None when it is unset
+  or names no cluster. Raises ValueError, one line naming TF_CONFIG, when it is malformed."""
+  text = os.environ.get("TF_CONFIG", "").strip()
+  if not text:
+    return None
+  try:
+    config = json.loads(text)
+  except ValueError as e:
+    raise ValueError(f"TF_CONFIG is not valid JSON ({e}); it must be an object with \"cluster\" and \"task\"") from None
+  if not isinstance(config, dict):
+    raise ValueError(f"TF_CONFIG holds a JSON {type(config).__name__}, not an object with \"cluster\" and \"task\"")
+  cluster, task = config.get("cluster") or {}, config.get("task")
+  if not isinstance(cluster, dict):
+    raise ValueError(f"TF_CONFIG's cluster must be an object of job name -> list of HOST:PORT, got {cluster!r}")
+  jobs = {}
+  for job, addresses in cluster.items():
+    if isinstance(addresses, dict):  # tf.train.ClusterSpec's sparse form: {index: address}
+      addresses = [addresses[k] for k in sorted(addresses, key=int)] if all(
+          str(k).isdigit() for k in addresses) else None
+    if not isinstance(addresses, list) or not addresses:
+      raise ValueError(f"TF_CONFIG's cluster job {job!r} must be a non-empty list of HOST:PORT, got {addresses!r}")
+    for address in addresses:
+      try:
+        _host_port(address if isinstance(address, str) else "")
+      except ValueError:
+        raise ValueError(f"TF_CONFIG's cluster job {job!r} lists {address!r}, which is not HOST:PORT") from None
+    jobs[job] = addresses
+  if not jobs:
+    return None
+  if not isinstance(task, dict) or not isinstance(task.get("type"), str) or isinstance(task.get("index"), bool) \
+      or not isinstance(task.get("index", 0), int):
+    raise ValueError(f"TF_CONFIG names a cluster but its task is {task!r}: it needs this process's task, "
+                     "{\"type\": JOB, \"index\": N}")
+  task_type, index = task["type"], task.get("index", 0)
+  if task_type not in jobs or not 0 <= index < len(jobs[task_type]):
+    raise ValueError(f"TF_CONFIG's task {task_type} {index} is not in its cluster ("
+                     + ", ".join(f"{job}: {len(a)} task(s)" for job, a in jobs.items()) + ")")
+  return dict(cluster=jobs, task=dict(type=task_type, index=index))
+
+
+def _coordinated_peers(config: Dict) -> List[Tuple[str, str]]:
+  """(task, HOST:PORT) of every other task the strategy waits for."""
+  own = (config["task"]["type"], config["task"]["index"])
+  cluster = config["cluster"]
+  return [(f"{job} {i}", address) for job in _COORDINATED_JOBS for i, address in enumerate(cluster.get(job, ()))
+          if (job, i) != own]
+
+
+def _multi_worker_strategy(timeout: float) -> tf.distribute.Strategy:
+  """MultiWorkerMirroredStrategy over TF_CONFIG's cluster, once every peer answers (module docstring)."""
+  config = tf_config()
+  if config is not None and config["task"]["type"] in _COORDINATED_JOBS and _coordinated_peers(config):
+    task_type, index = config["task"]["type"], config["task"]["index"]
+    address = config["cluster"][task_type][index]
+    with _listening(_host_port(address)[1], f"{task_type} {index}", address):
+      try:
+        _wait_for_addresses(dict(_coordinated_peers(config)), timeout, f"the other tasks of TF_CONFIG ({task_type} "
+                                                                       f"{index} is this one)")
+      except TimeoutError as e:
+        raise ValueError(f"--strategy multi-worker: {e} of TF_CONFIG did not answer within {timeout:g} s "
+                         "(--worker-timeout); start every task TF_CONFIG lists, each with its own task index") from None
+  main = threading.current_thread() is threading.main_thread()
+  handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+  strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads the cluster from TF_CONFIG
+  for sig, handler in handlers.items():  # TensorFlow's coordination service replaced SIGTERM's with one that records it
+    if handler is not None:
+      signal.signal(sig, handler)
+  return strategy
+
+
+def resolve_tpu(tpu: Optional[str],
+                timeout: float = DEFAULT_WORKER_TIMEOUT) -> tf.distribute.cluster_resolver.TPUClusterResolver:
   """The TPU's cluster resolver, its system initialised (once per process).
 
-  Raises ValueError, one line naming what was tried, when no TPU answers.
+  Raises ValueError, one line naming what was tried, when no TPU answers; a
+  `grpc://HOST:PORT` TPU is given `timeout` seconds to accept a connection.
   """
   key = tpu or ""
   if key in _INITIALISED_TPUS:
     return _INITIALISED_TPUS[key]
+  if key.startswith("grpc://"):
+    address = key[len("grpc://"):].rstrip("/")
+    try:
+      _host_port(address)
+      _wait_for_addresses({"the TPU": address}, timeout, f"--tpu {tpu}")
+    except (ValueError, TimeoutError) as e:
+      reason = (f"nothing answered at {address} within {timeout:g} s (--worker-timeout)"
+                if isinstance(e, TimeoutError) else str(e))
+      raise ValueError(f"no TPU found from {_tpu_description(tpu)}: {reason}; on a TPU VM use --tpu local, "
+                       "elsewhere --tpu NAME or --tpu grpc://HOST:8470") from None
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=key)
     if key != "local":
@@ -78,13 +260,15 @@ def _tpu_resolves_from_environment() -> bool:
   return True
 
 
-def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute.Strategy:
-  """The tf.distribute strategy called `name` (see the module docstring)."""
+def get_strategy(name: str = "auto", tpu: Optional[str] = None,
+                 worker_timeout: float = DEFAULT_WORKER_TIMEOUT) -> tf.distribute.Strategy:
+  """The tf.distribute strategy called `name` (see the module docstring); `worker_timeout`: seconds to wait for
+  the other workers (multi-worker) or a grpc:// TPU."""
   if name not in STRATEGIES:
     raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
   if name == "auto":
     if tpu is not None or _tpu_resolves_from_environment():
-      return tf.distribute.TPUStrategy(resolve_tpu(tpu))
+      return tf.distribute.TPUStrategy(resolve_tpu(tpu, worker_timeout))
     if len(tf.config.list_logical_devices("GPU")) > 1:
       return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -93,9 +277,8 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None) -> tf.distribute
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
   if name == "multi-worker":
-    # Reads the cluster from TF_CONFIG, as every tf.distribute multi-worker job.
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  return tf.distribute.TPUStrategy(resolve_tpu(tpu))
+    return _multi_worker_strategy(worker_timeout)
+  return tf.distribute.TPUStrategy(resolve_tpu(tpu, worker_timeout))
 
 
 def is_tpu(strategy: tf.distribute.Strategy) -> bool:
@@ -132,10 +315,10 @@ def will_be_chief(strategy_name: str) -> bool:
   """
   if strategy_name != "multi-worker":
     return True
-  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-  if not resolver.task_type:
+  config = tf_config()  # checked here: the first place a run reads it
+  if config is None:
     return True
-  return _is_chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+  return _is_chief_task(config["task"]["type"], config["task"]["index"], config["cluster"])
 
 
 @contextlib.contextmanager

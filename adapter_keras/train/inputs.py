@@ -30,6 +30,7 @@ from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.train.config import MAX_STATIC_LENGTHS, TrainConfig
 from adapter_keras.train.distribute import is_tpu
+from adapter_keras.values import is_integer
 
 
 @dataclasses.dataclass
@@ -134,10 +135,10 @@ def static_batch_lengths(max_seq_length: int, lengths=None, max_lengths: int = M
   (16,) for 16): what a run uses when its training lengths are not in memory
   (training records).
   """
-  if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
+  if not is_integer(max_seq_length) or max_seq_length < 1:
     raise ValueError(f"max_seq_length must be an integer >= 1, got {max_seq_length!r}")
   for name, value in (("max_lengths", max_lengths), ("multiple", multiple)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_integer(value) or value < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
   if lengths is None:
     fixed = []

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from adapter_keras import _model_garden
 from adapter_keras.train import checkpoints
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.optim import create_optimizer
@@ -271,7 +272,7 @@ class _OneRun(tf_keras.callbacks.CallbackList):
 
   def __init__(self, callbacks, model):
     super().__init__(callbacks, model=model)
-    self._check_timing = False
+    _model_garden.disable_batch_hook_timing(self)
 
   def on_train_begin(self, logs=None):
     pass

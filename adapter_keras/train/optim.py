@@ -10,11 +10,11 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.train.config import MIXED_PRECISION_CHOICES
+from adapter_keras.values import KERAS_PACKAGE
 
-_PACKAGE = "AdapterKeras"
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
   """0 -> peak linearly over `warmup_steps`, then peak -> 0 linearly at `total_steps`.
 

@@ -15,8 +15,6 @@ recipes; the model a run builds is the task type's model class (models/).
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
 import tensorflow as tf

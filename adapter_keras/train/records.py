@@ -17,8 +17,9 @@ Model Garden's fine-tuning data tools, official/nlp/data/*):
 * `write_training_records`: tokenizes in chunks (inputs.encode_examples) and
   writes shard by shard into a temporary directory that becomes DIR only
   when complete (io.atomic_directory); a non-empty DIR is refused.
-* `open_training_records`: reads and checks the spec; every shard's sha256
-  is verified. `TrainingRecords.check_tokenizer` refuses records tokenized
+* `open_training_records`: reads and checks the spec (each entry's type, shards
+  that are file names of DIR); every shard's sha256 is verified and its
+  records counted against the spec. `TrainingRecords.check_tokenizer` refuses records tokenized
   differently from the encoder being trained (vocabulary, case,
   max_seq_length). Every error is one line naming the problem.
 * `records_dataset`: one epoch's batches, streamed (see below).
@@ -79,6 +80,7 @@ from adapter_keras.train.distribute import worker_identity
 from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, encode_examples, epoch_order,
                                         length_padded_to_multiple, length_padded_to_static, limit_examples,
                                         steps_per_epoch, uses_static_shapes)
+from adapter_keras.values import is_integer
 
 SPEC_FILE = "records.json"
 FORMAT = "adapter_keras.training_records"
@@ -142,7 +144,7 @@ def write_training_records(out_dir: str, task: TaskSpec, train: TextExamples, pr
   or be empty; it appears only once complete.
   """
   require_new_or_empty_directory(out_dir)
-  if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+  if not is_integer(num_shards) or num_shards < 1:
     raise ValueError(f"the number of shards must be an integer >= 1, got {num_shards!r}")
   if len(train) == 0:
     raise ValueError("no training examples to write (the data set is empty)")
@@ -254,6 +256,7 @@ class TrainingRecords:
 
 
 _SPEC_KEYS = ("format", "format_version", "task", "tokenizer", "num_examples", "longest_example", "shards")
+_TOKENIZER_KEYS = ("vocab_size", "vocab_sha256", "lower_case", "max_seq_length")
 
 
 def open_training_records(directory: str, verify: bool = True) -> TrainingRecords:
@@ -277,9 +280,10 @@ def open_training_records(directory: str, verify: bool = True) -> TrainingRecord
   missing = [k for k in _SPEC_KEYS if k not in spec]
   if missing:
     raise ValueError(f"{spec_path} lacks {', '.join(missing)}")
+  _check_spec_fields(spec, spec_path)
   records = TrainingRecords(directory, spec)
-  counted = sum(int(s["num_examples"]) for s in spec["shards"])
-  if not spec["shards"] or counted != records.num_examples:
+  counted = sum(s["num_examples"] for s in spec["shards"])
+  if counted != records.num_examples:
     raise ValueError(f"{spec_path} counts {records.num_examples} examples but its shards hold {counted}")
   try:
     TaskSpec.from_dict(spec["task"])
@@ -295,7 +299,69 @@ def open_training_records(directory: str, verify: bool = True) -> TrainingRecord
         raise ValueError(f"shard {shard['file']} of {directory} was changed or corrupted: its sha256 is "
                          f"{actual[:12]}..., {SPEC_FILE} says {shard['sha256'][:12]}...; re-run adapter-keras "
                          "preprocess")
+    # The sha256 only says the file is the one the spec names: a shard cut short (or emptied) whose spec was
+    # re-hashed would otherwise train on fewer examples than recorded, with no error.
+    held = count_records(path)
+    if held != shard["num_examples"]:
+      raise ValueError(f"shard {shard['file']} of {directory} holds {held} examples, {SPEC_FILE} says "
+                       f"{shard['num_examples']}; re-run adapter-keras preprocess")
   return records
+
+
+def _is_count(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_spec_fields(spec: Dict, spec_path: str) -> None:
+  """Raises ValueError naming the first entry of the spec of the wrong type (a hand-edited records.json), so that
+  nothing later fails on it with a TypeError or a KeyError."""
+  for key in ("num_examples", "longest_example"):
+    if not _is_count(spec[key]):
+      raise ValueError(f"{spec_path}: {key} must be an integer >= 0, got {spec[key]!r}")
+  tokenizer = spec["tokenizer"]
+  if not isinstance(tokenizer, dict):
+    raise ValueError(f"{spec_path}: tokenizer must be an object, got {tokenizer!r}")
+  lacking = [k for k in _TOKENIZER_KEYS if k not in tokenizer]
+  if lacking:
+    raise ValueError(f"{spec_path}: tokenizer lacks {', '.join(lacking)}")
+  if not isinstance(tokenizer["vocab_sha256"], str):
+    raise ValueError(f"{spec_path}: tokenizer's vocab_sha256 must be a string, got {tokenizer['vocab_sha256']!r}")
+  shards = spec["shards"]
+  if not isinstance(shards, list) or not shards:
+    raise ValueError(f"{spec_path}: shards must be a non-empty list of objects (file, num_examples, sha256)")
+  for i, shard in enumerate(shards):
+    if not isinstance(shard, dict):
+      raise ValueError(f"{spec_path}: shard {i} is a JSON {type(shard).__name__}, not an object (file, "
+                       "num_examples, sha256)")
+    lacking = [k for k in ("file", "num_examples", "sha256") if k not in shard]
+    if lacking:
+      raise ValueError(f"{spec_path}: shard {i} lacks {', '.join(lacking)}")
+    file, count, digest = shard["file"], shard["num_examples"], shard["sha256"]
+    if not isinstance(file, str) or not isinstance(digest, str) or not _is_count(count):
+      raise ValueError(f"{spec_path}: shard {i} needs a file name, an integer num_examples >= 0 and a sha256 "
+                       f"string, got {file!r}, {count!r}, {digest!r}")
+    # As the sharded Hugging Face index (pretrained/hf.py): a shard is a file of the records' own directory.
+    if os.path.basename(file) != file or file in ("", ".", ".."):
+      raise ValueError(f"{spec_path}: shard {file!r} is outside the records' directory; shards are file names")
+
+
+def count_records(path: str) -> int:
+  """The records of a TFRecord file, counted from their length headers (nothing is parsed).
+
+  Raises ValueError when the file ends inside a record (cut short).
+  """
+  size, count, offset = os.path.getsize(path), 0, 0
+  with open(path, "rb") as f:
+    while offset < size:
+      # A record: its length (uint64 LE), the length's CRC (4 bytes), the data, the data's CRC (4 bytes).
+      header = f.read(8)
+      end = offset + 12 + (int.from_bytes(header, "little") if len(header) == 8 else size) + 4
+      if end > size:
+        raise ValueError(f"shard {path} ends inside its record {count + 1} (cut short?); re-run adapter-keras "
+                         "preprocess")
+      f.seek(end)
+      offset, count = end, count + 1
+  return count
 
 
 # ----------------------------------------------------------------------------- reading the examples
@@ -461,7 +527,7 @@ class RecordsClassificationRecipe(ClassificationRecipe):
   def __init__(self, records: TrainingRecords, dev: Dict[str, TextExamples],
                shuffle_window: int = DEFAULT_SHUFFLE_WINDOW):
     super().__init__(records.task, None, dev)
-    if isinstance(shuffle_window, bool) or not isinstance(shuffle_window, int) or shuffle_window < 1:
+    if not is_integer(shuffle_window) or shuffle_window < 1:
       raise ValueError(f"shuffle_window must be an integer >= 1, got {shuffle_window!r}")
     self.records = records
     self.shuffle_window = shuffle_window

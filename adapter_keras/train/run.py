@@ -81,38 +81,40 @@ def run(recipe: TaskRecipe, config: TrainConfig, out_dir: Optional[str] = None,
   delete, and all of them resume from the chief's checkpoint.
   """
   start = time.perf_counter()
-  if out_dir:
-    identity = run_dir.identity(recipe.task.to_dict(), config, recipe.data_sha256())
-    # Before the strategy: a multi-worker strategy waits for every worker, and
-    # all of them see the finished run in the chief's directory and return.
-    finished = run_dir.finished_run(out_dir, identity, verbose, log_prefix=recipe.log_prefix,
-                                    chief=will_be_chief(config.strategy), with_artifact=save_model)
-    if finished is not None:
-      return finished, None
-  strategy = get_strategy(config.strategy, config.tpu)
-  model = build_trainable_model(config, recipe.task, strategy, pretrained)
-  recipe.prepare(model.preprocessor, config)
-  # `write_dir`: out_dir on the chief (and in any single-process run), a temporary directory elsewhere.
-  with worker_scratch(out_dir, strategy) as write_dir:
-    if write_dir:
-      run_dir.write_run_file(write_dir, identity)
-    result, best_outputs = fit(
-        recipe, model, config, strategy, verbose,
-        log_dir=os.path.join(write_dir, run_dir.LOGS_DIR) if write_dir else None,
-        # The run's own directory on every worker: the StepCheckpoint restores
-        # the chief's checkpoint from it and writes a non-chief's saves elsewhere.
-        checkpoint_dir=os.path.join(out_dir, run_dir.CHECKPOINT_DIR) if out_dir else None,
-        checkpoint_every_steps=checkpoint_every_steps, fingerprint=model.base_fingerprint)
-    result.seconds += time.perf_counter() - start  # plus the time before a resume
-    model.record_training(config, recipe.num_train_examples)
-    if write_dir:
-      if save_model:
-        model.save_adapter(os.path.join(write_dir, run_dir.ARTIFACT_DIR))
-      recipe.write_outputs(write_dir, best_outputs)
-      run_dir.finish(write_dir, dict(result.to_dict(), base_params=parameter_report(model).base_params,
-                                     config=config.to_dict(), **recipe.metrics_extras()))
-  wait_for_all_workers(strategy)
-  return result, model
+  # The chief holds --out's lock for the whole run: a second run on it fails at once (run_dir.locked).
+  with run_dir.locked(out_dir, chief=will_be_chief(config.strategy)):
+    if out_dir:
+      identity = run_dir.identity(recipe.task.to_dict(), config, recipe.data_sha256())
+      # Before the strategy: a multi-worker strategy waits for every worker, and
+      # all of them see the finished run in the chief's directory and return.
+      finished = run_dir.finished_run(out_dir, identity, verbose, log_prefix=recipe.log_prefix,
+                                      chief=will_be_chief(config.strategy), with_artifact=save_model)
+      if finished is not None:
+        return finished, None
+    strategy = get_strategy(config.strategy, config.tpu, config.worker_timeout)
+    model = build_trainable_model(config, recipe.task, strategy, pretrained)
+    recipe.prepare(model.preprocessor, config)
+    # `write_dir`: out_dir on the chief (and in any single-process run), a temporary directory elsewhere.
+    with worker_scratch(out_dir, strategy) as write_dir:
+      if write_dir:
+        run_dir.write_run_file(write_dir, identity)
+      result, best_outputs = fit(
+          recipe, model, config, strategy, verbose,
+          log_dir=os.path.join(write_dir, run_dir.LOGS_DIR) if write_dir else None,
+          # The run's own directory on every worker: the StepCheckpoint restores
+          # the chief's checkpoint from it and writes a non-chief's saves elsewhere.
+          checkpoint_dir=os.path.join(out_dir, run_dir.CHECKPOINT_DIR) if out_dir else None,
+          checkpoint_every_steps=checkpoint_every_steps, fingerprint=model.base_fingerprint)
+      result.seconds += time.perf_counter() - start  # plus the time before a resume
+      model.record_training(config, recipe.num_train_examples)
+      if write_dir:
+        if save_model:
+          model.save_adapter(os.path.join(write_dir, run_dir.ARTIFACT_DIR))
+        recipe.write_outputs(write_dir, best_outputs)
+        run_dir.finish(write_dir, dict(result.to_dict(), base_params=parameter_report(model).base_params,
+                                       config=config.to_dict(), **recipe.metrics_extras()))
+    wait_for_all_workers(strategy)
+    return result, model
 
 
 def train_task(task, train: TextExamples, dev, config: TrainConfig, out_dir: Optional[str] = None,

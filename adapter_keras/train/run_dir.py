@@ -6,6 +6,9 @@
   logs/            TensorBoard
   artifact/        the trained model (artifacts.py)
   metrics.json     written last: it marks the run finished
+  .lock            while a run is in progress: its exclusive flock (io.lock_file),
+                   which a second run on the same directory fails on at once,
+                   naming the first one's pid; deleted when the run ends
 
 A directory holding another run (or unrelated files) is refused; the same
 finished run asked for again only reports its metrics; an unfinished one
@@ -16,19 +19,20 @@ and not silently trained again: that could take hours, and the user decides
 (delete metrics.json to train it again).
 
 In a multi-worker run (`--strategy multi-worker`) only the chief writes
-here; every other worker reads this directory (to find the finished run, or
+here (and holds the lock); every other worker reads this directory (to find the finished run, or
 the chief's checkpoint to resume from) and writes its copies of these files
 into a temporary directory it deletes (train/distribute.py: worker_scratch).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 from adapter_keras.artifacts import MANIFEST_FILE, WEIGHTS_FILE
-from adapter_keras.io import write_json_atomic
+from adapter_keras.io import LockHeldError, lock_file, release_lock_file, write_json_atomic
 from adapter_keras.train import checkpoints
 from adapter_keras.train.config import TrainResult
 
@@ -37,11 +41,62 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
 LOGS_DIR = "logs"
 ARTIFACT_DIR = "artifact"
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def locked(out_dir: Optional[str], chief: bool = True) -> Iterator[None]:
+  """Holds `out_dir`'s lock for the block (nothing without `out_dir`, or on a worker that is not the chief).
+
+  Raises FileExistsError, naming the holder's pid, when another run holds it.
+  Creates `out_dir` to hold its lock file; a directory this call created and
+  the run left empty (it failed before writing anything) is removed again,
+  so that refused input leaves no --out behind.
+  """
+  if not out_dir or not chief:
+    yield
+    return
+  if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f"--out {out_dir} is a file; choose a directory")
+  created = []  # the directories made here, deepest first
+  path = os.path.abspath(out_dir)
+  while not os.path.isdir(path):
+    created.append(path)
+    path = os.path.dirname(path)
+  os.makedirs(out_dir, exist_ok=True)
+  lock = os.path.join(out_dir, LOCK_FILE)
+  try:
+    fd = lock_file(lock)
+  except LockHeldError as e:
+    holder = f"pid {e.pid}" if e.pid is not None else "a process whose pid it did not record"
+    raise FileExistsError(f"--out {out_dir} is in use by another training run ({holder}); wait for it to end, "
+                          "or choose another --out") from None
+  except BaseException:
+    _remove_empty(created)
+    raise
+  try:
+    yield
+  finally:
+    release_lock_file(lock, fd)
+    _remove_empty(created)
+
+
+def _remove_empty(directories) -> None:
+  for path in directories:
+    try:
+      os.rmdir(path)  # only if empty: never what the run (or anyone) wrote
+    except OSError:
+      return
+
+
+# TrainConfig fields that do not change what a run computes: a run resumed with another value is the same run.
+NOT_IDENTITY = ("worker_timeout",)
 
 
 def identity(task: Dict, config, data_sha256: str) -> Dict:
-  """run.json's content: the task (as a dict), the TrainConfig and the digest of the data."""
-  return dict(task=task, config=config.to_dict(), data_sha256=data_sha256)
+  """run.json's content: the task (as a dict), the TrainConfig (less NOT_IDENTITY) and the digest of the data."""
+  config = {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY}
+  return dict(task=task, config=config, data_sha256=data_sha256)
 
 
 def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
@@ -55,7 +110,7 @@ def check_run_directory(out_dir: str, identity: Dict) -> Optional[Dict]:
     raise FileExistsError(f"--out {out_dir} is a file; choose a directory")
   run_file = os.path.join(out_dir, RUN_FILE)
   if not os.path.exists(run_file):
-    if os.listdir(out_dir):
+    if [name for name in os.listdir(out_dir) if name != LOCK_FILE]:  # the lock: of this run, or of one starting
       raise FileExistsError(f"--out {out_dir} exists and holds other files; choose an empty or new directory")
     return None
   with open(run_file, encoding="utf-8") as f:

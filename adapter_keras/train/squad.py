@@ -25,7 +25,8 @@ its speed options but the prefix cache, TrainResult, the encoder loading and
 method, the epoch loop with its best-epoch tracker, NaN stop, step
 checkpoints and resume, the run identity check, the manifest); this module
 owns what differs: windowed features, span decoding, and the EM/F1
-evaluation (tasks/squad.py). Like every metric in metrics.json, EM and F1 are fractions in [0, 1] (`report` shows them x 100, the official script's
+evaluation (tasks/squad.py). Like every metric in metrics.json, EM and F1 are
+fractions in [0, 1] (`report` shows them x 100, the official script's
 percent). Under static shapes (train/inputs.py; config.static_shapes as
 train/recipe.py's `fit` resolves it) training and dev batches hold exactly
 `batch_size` windows (each epoch leaves its last partial batch out; dev fills
@@ -50,6 +51,7 @@ from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, S
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.evaluation import fill_last_batch
 from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
+from adapter_keras.values import is_integer
 
 PREDICTIONS_FILE = "predictions.json"
 EVAL_BATCH_SIZE = 64
@@ -79,7 +81,7 @@ class SquadTrainConfig(TrainConfig):
       raise ValueError("the prefix cache is for classification and regression models, not SQuAD span models")
     for name in ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
   def squad_settings(self) -> Dict:

@@ -29,11 +29,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from adapter_keras.io import write_json_atomic, write_text_atomic
+from adapter_keras import _model_garden
 from adapter_keras.methods import get_method
 from adapter_keras.tasks.metrics import SELECTION_RULES, select_setting, standard_error
 from adapter_keras.train.run import train_task
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
+from adapter_keras.values import is_integer
 
 # §3.3's variable fine-tuning: the numbers of top layers tuned on BERT-base's 12.
 PAPER_TOP_LAYERS = (1, 2, 3, 5, 7, 9, 11, 12)
@@ -59,7 +61,7 @@ def top_layers_for_depth(num_layers: int, paper_layers: Sequence[int] = PAPER_TO
   values; 6: every depth 1..6; 2: 1 and 2). Half up rather than Python's
   round-half-even, which would skip depths 3 and 5 of a 6-layer encoder.
   """
-  if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+  if not is_integer(num_layers) or num_layers < 1:
     raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
   return sorted({min(max((2 * n * num_layers + PAPER_DEPTH) // (2 * PAPER_DEPTH), 1), num_layers)
                  for n in paper_layers})
@@ -134,22 +136,13 @@ def _grid_oracle(grid: SweepGrid, method: str):
   trials would end without running the rest (keras-tuner 1.4.8). Reloading
   here rebuilds both from the trials on disk.
   """
-  import functools  # pylint: disable=import-outside-toplevel
   import keras_tuner  # pylint: disable=import-outside-toplevel
-  from keras_tuner.src.tuners.gridsearch import LinkedList  # pylint: disable=import-outside-toplevel
 
   class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
 
     def set_state(self, state):
       super().set_state(state)
-      order = functools.cmp_to_key(
-          lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values))
-      started = sorted((trial_id for trial_id in dict.fromkeys(self.start_order) if trial_id in self.trials),
-                       key=order)
-      self._ordered_ids = LinkedList()
-      for trial_id in started:
-        self._ordered_ids.insert(trial_id)
-      self._populate_next = list(started)
+      _model_garden.restore_grid_position(self)
 
   return ResumableGridSearchOracle(objective=keras_tuner.Objective("score", "max"), max_trials=grid.size,
                                    hyperparameters=_hyperparameters(grid, method), tune_new_entries=False)
@@ -280,7 +273,7 @@ def run_sweep(task, train, dev, base_config: TrainConfig, grid: SweepGrid, out_d
   trial's step-checkpoint interval (train_task). `save_artifacts`: each trial
   also writes its best epoch's model under its run directory's `artifact/`.
   """
-  from keras_tuner.src.distribute import utils as dist_utils  # pylint: disable=import-outside-toplevel
+  dist_utils = _model_garden.keras_tuner_distribution()
   oracle = _grid_oracle(grid, base_config.method)
   tuner = _make_tuner_class()(oracle, task, train, dev, base_config, os.path.join(out_dir, "trials"),
                               prefix_cache_dir, checkpoint_every_steps, save_artifacts, directory=out_dir,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from adapter_keras.values import is_integer
 
 POSITIONS = ("attention", "ffn", "both")
 ACTIVATIONS = ("gelu", "relu", "tanh", "swish", "sigmoid", "linear", "leaky_relu", "elu")
@@ -70,7 +71,7 @@ class AdapterConfig:
     if self.layers is not None:
       object.__setattr__(self, "layers", tuple(self.layers))
       for i in self.layers:
-        if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+        if not is_integer(i) or i < 0:
           raise ValueError(f"AdapterConfig.layers must hold layer indices >= 0, got {i!r}")
     if not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
       raise ValueError(f"AdapterConfig.init_std must be > 0, got {self.init_std!r}")
@@ -82,7 +83,7 @@ class AdapterConfig:
           f"AdapterConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
     if self.norm not in NORMS:
       raise ValueError(f"AdapterConfig.norm must be one of {NORMS}, got {self.norm!r}")
-    if (isinstance(self.hidden_layers, bool) or not isinstance(self.hidden_layers, int)
+    if (not is_integer(self.hidden_layers)
         or self.hidden_layers < 1):
       raise ValueError(f"AdapterConfig.hidden_layers must be an integer >= 1, got {self.hidden_layers!r}")
     if self.placement not in PLACEMENTS:
@@ -138,6 +139,6 @@ class AdapterConfig:
 
 def _check_size(size: Any, allow_zero: bool) -> None:
   lower = 0 if allow_zero else 1
-  if isinstance(size, bool) or not isinstance(size, int) or size < lower:
+  if not is_integer(size) or size < lower:
     raise ValueError(
         f"Adapter size must be an integer >= {lower}, got {size!r}")

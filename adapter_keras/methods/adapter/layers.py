@@ -24,8 +24,8 @@ from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras
+from adapter_keras.values import KERAS_PACKAGE, is_integer
 
-_PACKAGE = "AdapterKeras"
 # Hidden layer i (i >= 1) of a deep adapter gets seed `seed * 2 + i * _HIDDEN_SEED_STRIDE`: far
 # from every down/up seed (`seed * 2`, `seed * 2 + 1`) of the adapters of one encoder.
 _HIDDEN_SEED_STRIDE = 1_000_003
@@ -40,7 +40,7 @@ def truncated_normal(stddev: float, seed: Optional[int]) -> tf_keras.initializer
   return tf_keras.initializers.TruncatedNormal(mean=0.0, stddev=stddev, seed=seed)
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class BottleneckAdapter(tf_keras.layers.Layer):
   """h + f(x) (or h * (1 + f(x))) with f a small bottleneck MLP; near-identity at init.
 
@@ -75,11 +75,11 @@ class BottleneckAdapter(tf_keras.layers.Layer):
                interaction: str = "additive",
                **kwargs):
     super().__init__(**kwargs)
-    if isinstance(bottleneck_size, bool) or not isinstance(bottleneck_size, int) or bottleneck_size < 1:
+    if not is_integer(bottleneck_size) or bottleneck_size < 1:
       raise ValueError(f"bottleneck_size must be an integer >= 1, got {bottleneck_size!r}")
     if norm not in (None, "layer", "batch"):
       raise ValueError(f"norm must be None, 'layer' or 'batch', got {norm!r}")
-    if isinstance(hidden_layers, bool) or not isinstance(hidden_layers, int) or hidden_layers < 1:
+    if not is_integer(hidden_layers) or hidden_layers < 1:
       raise ValueError(f"hidden_layers must be an integer >= 1, got {hidden_layers!r}")
     if interaction not in ("additive", "multiplicative"):
       raise ValueError(f"interaction must be 'additive' or 'multiplicative', got {interaction!r}")
@@ -226,7 +226,7 @@ def _is_moving_statistic(layer: tf_keras.layers.Layer, variable: tf.Variable) ->
           and any(variable is s for s in (layer.moving_mean, layer.moving_variance)))
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class SublayerWithAdapter(tf_keras.layers.Layer):
   """Runs `sublayer`, then `adapter` on its output.
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from adapter_keras.methods.base import ModelShape, TuningMethod, WeightSite
+from adapter_keras.values import is_integer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,7 +16,7 @@ class TopKConfig:
   k: int
 
   def __post_init__(self):
-    if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+    if not is_integer(self.k) or self.k < 1:
       raise ValueError(f"method top-k needs --top-k >= 1, got {self.k!r}")
 
   def to_dict(self) -> dict:
