@@ -18,6 +18,7 @@ from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, tiny_squad_document, write_tiny_hf_bert
 from adapter_keras.train import checkpoints, classification, evaluation, inputs, loop
 from adapter_keras.train import recipe as recipes
+from adapter_keras.train import run as runs
 from adapter_keras.train import squad as span_training
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.run import train_squad, train_task
@@ -53,9 +54,8 @@ def static_run(encoder_dir, task_data):
                        batch_size=BATCH, static_shapes=True)
   recipe = classification.ClassificationRecipe(task, train, dev)
   strategy = tf.distribute.get_strategy()
-  pretrained, model, _ = recipes.build_trainable_model(config, lambda loaded: recipe.build_model(loaded, config),
-                                                       strategy)
-  recipe.prepare(BertPreprocessor(pretrained.vocab_file, pretrained.lower_case, config.max_seq_length), config)
+  model = runs.build_trainable_model(config, task, strategy)
+  recipe.prepare(model.preprocessor, config)
   result, _ = recipes.fit(recipe, model, config, strategy, verbose=False)
   return recipe, model, result
 
@@ -179,7 +179,8 @@ def test_static_evaluation_scores_every_dev_example_once_like_the_dynamic_mode(s
                                           input_mask=tf.ones_like(dev.word_ids[i:i + 1].to_tensor()),
                                           input_type_ids=dev.type_ids[i:i + 1].to_tensor())).numpy()
                                for i in range(len(dev))])
-  np.testing.assert_allclose(static, one_by_one, atol=LOGIT_TOLERANCE, rtol=0)
+  # The model's predict gives probabilities, its call logits.
+  np.testing.assert_allclose(static, tf.nn.softmax(one_by_one).numpy(), atol=LOGIT_TOLERANCE, rtol=0)
   metrics = {mode: evaluation.evaluate_model(model, recipe.task, recipe.dev_encoded, BATCH, lengths)
              for mode, lengths in (("static", fixed), ("dynamic", None))}
   assert metrics["static"] == metrics["dynamic"]
@@ -226,7 +227,7 @@ def test_steps_per_execution_gives_the_same_run_and_checkpoints_resume_it(dropou
   assert saved == [6, 8, 14]
   progress = json.loads((out / "checkpoint" / "step-14" / checkpoints.PROGRESS_FILE).read_text())
   assert (progress["epoch"], progress["step_in_epoch"]) == (1, 6)
-  result, model, _ = _spe_run(dropout_encoder, task_data, out, 3, 4)  # resumes: the last 2 steps
+  result, model = _spe_run(dropout_encoder, task_data, out, 3, 4)  # resumes: the last 2 steps
   assert int(model.optimizer.iterations) == 16
   runs = [json.loads((d / "metrics.json").read_text()) for d in (out, reference)]
   for run in runs:
