@@ -2,7 +2,7 @@
 
 Model Garden's `BertEncoderV2` and `TransformerEncoderBlock` expose no public
 handles on their sublayers, and BertEncoderV2 has no block factory, so
-adapters, weight loaders, the multi-task bank and the frozen-prefix cache
+adapters, weight loaders, the multi-task bank and the frozen-bottom cache
 reach into private attributes. They do it only through this module:
 when tf-models-official is upgraded, this is the one file to check, and
 tests/test_model_garden.py fails first if a name moved.

@@ -5,8 +5,8 @@ stretch of a shared machine hits all of them alike, it measures:
 
 * training examples/s of full fine-tuning, adapters (size 64, every layer),
   LayerNorm-only, and adapters in the top half of the layers, trained without
-  and with the frozen-prefix cache (adapter_keras/models/prefix_cached.py and
-  adapter_keras/train/prefix_cache.py; the cache is built before timing, its
+  and with the frozen-bottom cache (adapter_keras/networks/frozen_bottom.py and
+  adapter_keras/train/frozen_bottom_cache.py; the cache is built before timing, its
   build time is reported apart);
 * useful FLOP/s: the FLOPs of the non-padding tokens each method has to
   compute per second, over the fp32 matmul FLOP/s measured here;
@@ -48,13 +48,13 @@ from adapter_keras.config import AdapterConfig  # noqa: E402
 from adapter_keras.encoder import ARCHITECTURES, BertConfig, build_encoder  # noqa: E402
 from adapter_keras.methods import apply_method  # noqa: E402
 from adapter_keras.networks import TaskModel  # noqa: E402
-from adapter_keras.networks.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel, freeze_prefix  # noqa: E402
+from adapter_keras.networks.frozen_bottom import BOTTOM_OUTPUT, FrozenBottomModel, freeze_bottom  # noqa: E402
 from adapter_keras.train.classification import compile_task_model  # noqa: E402
 from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, EncodedExamples, encode_examples,  # noqa: E402
                                         make_dataset)
 from adapter_keras.train.loop import seed_everything  # noqa: E402
 from adapter_keras.train.optim import MIXED_PRECISION_POLICIES, create_optimizer, precision_policy  # noqa: E402
-from adapter_keras.train.prefix_cache import PrefixCache  # noqa: E402
+from adapter_keras.train.frozen_bottom_cache import FrozenBottomCache  # noqa: E402
 
 ADAPTER_SIZE = 64
 LEARNING_RATES = {"full": 1e-4, "adapter": 1e-3, "layer-norm": 3e-3}
@@ -183,7 +183,7 @@ def build_model(workload: Workload, method: str, top_half: bool, seed: int = 0) 
   model = TaskModel(encoder, 2, pooling="mean", head_seed=seed, name="task_model").build_with_dummy_inputs()
   apply_method(model, method)
   if top_half:
-    freeze_prefix(model, num_layers // 2)
+    freeze_bottom(model, num_layers // 2)
   return model
 
 
@@ -248,7 +248,7 @@ def fit_step(model) -> Callable:
 
 
 def _strip_prefix(batches):
-  return [({k: v for k, v in x.items() if k != PREFIX_OUTPUT}, y) for x, y in batches]
+  return [({k: v for k, v in x.items() if k != BOTTOM_OUTPUT}, y) for x, y in batches]
 
 
 def _run_pass(step: Callable, batches) -> float:
@@ -305,9 +305,9 @@ def train_benchmark(workload: Workload, settings: Settings, jit_compile: bool, m
       model = build_model(workload, method, top_half)
     fit_model = model
     if cached:
-      fit_model = PrefixCachedModel(model, num_layers // 2)
+      fit_model = FrozenBottomModel(model, num_layers // 2)
       cache_start = time.perf_counter()
-      cache = PrefixCache.build(fit_model, workload.encoded)
+      cache = FrozenBottomCache.build(fit_model, workload.encoded)
       cache_seconds = time.perf_counter() - cache_start
       cache_info = dict(prefix_cache_build_s=cache_seconds,
                         prefix_cache_build_examples_per_s=len(workload.encoded) / cache_seconds,

@@ -183,7 +183,7 @@ def test_registry_facts():
   assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm")
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).uses_adapters] == ["adapter"]
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).fine_tunes_base] == ["full", "top-k"]
-  assert methods.PREFIX_METHODS == ("adapter", "top-k")
+  assert methods.FROZEN_BOTTOM_METHODS == ("adapter", "top-k")
   assert [methods.method_label(m, 3) for m in methods.METHOD_NAMES] == ["adapter", "full", "top-3", "layer-norm"]
   with pytest.raises(ValueError, match="Unknown method 'bitfit'; choose one of adapter, full, top-k, layer-norm"):
     methods.get_method("bitfit")
@@ -193,12 +193,12 @@ def test_registry_facts():
 
 
 def test_prefix_start_comes_from_the_method():
-  assert methods.prefix_start_layer("top-k", 4, top_k=1) == 3
-  assert methods.prefix_start_layer("adapter", 4, AdapterConfig(layers=(2, 3))) == 2
+  assert methods.frozen_bottom_start_layer("top-k", 4, top_k=1) == 3
+  assert methods.frozen_bottom_start_layer("adapter", 4, AdapterConfig(layers=(2, 3))) == 2
   with pytest.raises(ValueError, match="applies to methods adapter and top-k, not 'full'"):
-    methods.prefix_start_layer("full", 4)
+    methods.frozen_bottom_start_layer("full", 4)
   with pytest.raises(ValueError, match="top range of layers"):
-    methods.prefix_start_layer("adapter", 4, AdapterConfig(layers=(1, 3)))
+    methods.frozen_bottom_start_layer("adapter", 4, AdapterConfig(layers=(1, 3)))
 
 
 class LinearProbe(methods.TuningMethod):

@@ -1,4 +1,4 @@
-"""Speed options (docs/performance.md): prefix cache, frozen gradients, XLA padding, mixed precision."""
+"""Speed options (docs/performance.md): frozen-bottom cache, frozen gradients, XLA padding, mixed precision."""
 import os
 
 import numpy as np
@@ -8,8 +8,8 @@ import tf_keras
 
 from adapter_keras.config import AdapterConfig
 from adapter_keras.methods.adapter.layers import BottleneckAdapter
-from adapter_keras.methods import apply_method, parameter_report, prefix_start_layer
-from adapter_keras.networks import TaskModel, prefix_cached
+from adapter_keras.methods import apply_method, parameter_report, frozen_bottom_start_layer
+from adapter_keras.networks import TaskModel, frozen_bottom
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks.data import TextExamples
@@ -17,7 +17,7 @@ from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert
 from adapter_keras.train import evaluation, inputs, optim
 from adapter_keras.train.classification import compile_task_model
 from adapter_keras.train.loop import seed_everything
-from adapter_keras.train.prefix_cache import PrefixCache
+from adapter_keras.train.frozen_bottom_cache import FrozenBottomCache
 
 TOP_HALF = AdapterConfig(size=8, layers=(2, 3))
 
@@ -47,55 +47,55 @@ def _model(directory, adapter_config=TOP_HALF, pooling="mean", method="adapter",
   model.build_with_dummy_inputs()
   apply_method(model, method)
   if freeze:
-    prefix_cached.freeze_prefix(model, 2)
+    frozen_bottom.freeze_bottom(model, 2)
   return model
 
 
-def test_prefix_start_layer_accepts_only_a_top_range_or_top_k():
-  assert prefix_start_layer("adapter", 6, AdapterConfig(layers=(3, 4, 5))) == 3
-  assert prefix_start_layer("adapter", 4, AdapterConfig(size=(0, 0, 8, 8))) == 2
-  assert prefix_start_layer("top-k", 6, top_k=2) == 4
+def test_frozen_bottom_start_layer_accepts_only_a_top_range_or_top_k():
+  assert frozen_bottom_start_layer("adapter", 6, AdapterConfig(layers=(3, 4, 5))) == 3
+  assert frozen_bottom_start_layer("adapter", 4, AdapterConfig(size=(0, 0, 8, 8))) == 2
+  assert frozen_bottom_start_layer("top-k", 6, top_k=2) == 4
   for method, config, top_k, message in (
-      ("adapter", AdapterConfig(), None, "no frozen prefix"),
+      ("adapter", AdapterConfig(), None, "no frozen bottom"),
       ("adapter", AdapterConfig(layers=(3, 5)), None, "top range"),
       ("adapter", AdapterConfig(layers=(0, 1)), None, "top range"),
       ("adapter", AdapterConfig(layers=(4, 5), norm="batch"), None, "BatchNorm"),
-      ("top-k", None, 6, "no frozen prefix"),
+      ("top-k", None, 6, "no frozen bottom"),
       ("full", None, None, "applies to methods"),
       ("layer-norm", None, None, "applies to methods")):
     with pytest.raises(ValueError, match=message):
-      prefix_start_layer(method, 6, config, top_k)
+      frozen_bottom_start_layer(method, 6, config, top_k)
 
 
-def test_freeze_prefix_freezes_embedding_and_lower_layer_norms_and_the_split_model_insists(four_layer_dir):
+def test_freeze_bottom_freezes_embedding_and_lower_layer_norms_and_the_split_model_insists(four_layer_dir):
   model = _model(four_layer_dir, freeze=False)
   before = parameter_report(model).trained_params
-  with pytest.raises(ValueError, match="freeze_prefix"):
-    prefix_cached.PrefixCachedModel(model, 2)
-  assert any("embeddings/layer_norm" in n for n in prefix_cached.trainable_prefix_variables(model, 2))
-  prefix_cached.freeze_prefix(model, 2)
-  assert prefix_cached.trainable_prefix_variables(model, 2) == []
+  with pytest.raises(ValueError, match="freeze_bottom"):
+    frozen_bottom.FrozenBottomModel(model, 2)
+  assert any("embeddings/layer_norm" in n for n in frozen_bottom.trainable_bottom_variables(model, 2))
+  frozen_bottom.freeze_bottom(model, 2)
+  assert frozen_bottom.trainable_bottom_variables(model, 2) == []
   names = [v.name for v in model.trainable_variables]
   assert not any("layer_0/" in n or "layer_1/" in n or "embeddings" in n for n in names)
   assert any("layer_2/" in n and "layer_norm" in n for n in names)  # LayerNorms from layer k on still train
   # 2 LayerNorms x (scale, offset) x hidden 32 per frozen layer, plus the embedding LayerNorm.
   assert before - parameter_report(model).trained_params == (2 * 2 + 2) * 32 + 2 * 2 * 32
-  prefix_cached.PrefixCachedModel(model, 2)
+  frozen_bottom.FrozenBottomModel(model, 2)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_split_model_computes_what_the_task_model_computes(four_layer_dir, encoded, pooling):
   model = _model(four_layer_dir, pooling=pooling)
-  split = prefix_cached.PrefixCachedModel(model, 2)
-  cache = PrefixCache.build(split, encoded, batch_size=7)
+  split = frozen_bottom.FrozenBottomModel(model, 2)
+  cache = FrozenBottomCache.build(split, encoded, batch_size=7)
   assert len(cache) == len(encoded) and cache.nbytes == int(encoded.lengths.sum()) * 32 * 4
   for features, _ in inputs.make_dataset(encoded, 16, prefix_cache=cache):
-    plain = {k: v for k, v in features.items() if k != prefix_cached.PREFIX_OUTPUT}
+    plain = {k: v for k, v in features.items() if k != frozen_bottom.BOTTOM_OUTPUT}
     expected = model(plain, training=False).numpy()
     np.testing.assert_allclose(split(plain, training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(split(features, training=False).numpy(), expected, rtol=1e-5, atol=1e-6)
     mask = features["input_mask"].numpy().astype(bool)
-    assert not features[prefix_cached.PREFIX_OUTPUT].numpy()[~mask].any()  # padding is zeros
+    assert not features[frozen_bottom.BOTTOM_OUTPUT].numpy()[~mask].any()  # padding is zeros
 
 
 class _BatchLosses(tf_keras.callbacks.Callback):
@@ -123,11 +123,11 @@ def test_cached_training_follows_the_uncached_loss_trajectory(four_layer_dir, en
       encoded, 16, shuffle=True, seed=3, bucket_by_length=True))
 
   model = _model(four_layer_dir)
-  split = prefix_cached.PrefixCachedModel(model, 2)
+  split = frozen_bottom.FrozenBottomModel(model, 2)
   if storage == "memory":
-    cache = PrefixCache.build(split, encoded)
+    cache = FrozenBottomCache.build(split, encoded)
   else:
-    cache = PrefixCache.build(split, encoded, cache_dir=str(tmp_path), max_memory_bytes=0)
+    cache = FrozenBottomCache.build(split, encoded, cache_dir=str(tmp_path), max_memory_bytes=0)
   assert cache.on_disk == (storage == "disk")
   cached_losses = _train(split, inputs.make_dataset(
       encoded, 16, shuffle=True, seed=3, bucket_by_length=True, prefix_cache=cache))
@@ -145,11 +145,11 @@ def test_cached_training_follows_the_uncached_loss_trajectory(four_layer_dir, en
 
 
 def test_cache_size_guard_refuses_or_spills_to_disk(four_layer_dir, encoded, tmp_path):
-  split = prefix_cached.PrefixCachedModel(_model(four_layer_dir), 2)
+  split = frozen_bottom.FrozenBottomModel(_model(four_layer_dir), 2)
   with pytest.raises(ValueError, match="memory limit"):
-    PrefixCache.build(split, encoded, max_memory_bytes=1000)
-  on_disk = PrefixCache.build(split, encoded, cache_dir=str(tmp_path / "c"), max_memory_bytes=1000)
-  in_memory = PrefixCache.build(split, encoded)
+    FrozenBottomCache.build(split, encoded, max_memory_bytes=1000)
+  on_disk = FrozenBottomCache.build(split, encoded, cache_dir=str(tmp_path / "c"), max_memory_bytes=1000)
+  in_memory = FrozenBottomCache.build(split, encoded)
   assert on_disk.on_disk and not in_memory.on_disk
   assert os.path.getsize(on_disk.path) == in_memory.nbytes
   np.testing.assert_array_equal(np.asarray(on_disk.values), in_memory.values)
@@ -187,9 +187,9 @@ def test_split_model_backpropagates_into_no_prefix_layer(four_layer_dir, encoded
   """Above layer k backprop passes through frozen layers (activation gradients);
   below it, nothing: the prefix output is a constant to the tape."""
   model = _model(four_layer_dir)
-  split = prefix_cached.PrefixCachedModel(model, 2)
+  split = frozen_bottom.FrozenBottomModel(model, 2)
   features, labels = next(iter(inputs.make_dataset(encoded, 16)))
-  prefix_variables = [v for layer in prefix_cached.prefix_layers(model.encoder, 2) for v in layer.weights]
+  prefix_variables = [v for layer in frozen_bottom.frozen_bottom_layers(model.encoder, 2) for v in layer.weights]
   frozen_above = list(model.encoder.transformer_layers[3]._intermediate_dense.weights)
   with tf.GradientTape(persistent=True) as tape:
     loss = tf.reduce_mean(tf_keras.losses.sparse_categorical_crossentropy(

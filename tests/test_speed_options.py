@@ -58,7 +58,7 @@ def test_prefix_cache_flag_trains_above_the_prefix_and_the_artifact_reloads(four
   assert _train_cli(glue_dir, four_layers, tmp_path / "cached", "--adapter-layers", "2", "3",
                     "--prefix-cache") == 0
   cached, captured = _last_json(capsys)
-  assert "[train] prefix cache: embeddings and layers 0-1 run once over 64 examples" in captured.out
+  assert "[train] frozen-bottom cache: embeddings and layers 0-1 run once over 64 examples" in captured.out
   # The same adapters, minus what the cache freezes: the embedding LayerNorm
   # (2 x 32) and the two LayerNorms of layers 0 and 1 (2 x 2 x 2 x 32).
   assert plain["trained_params"] - cached["trained_params"] == 64 + 256

@@ -64,7 +64,7 @@ def setting_train_config(config: TrainConfig, setting: TradeoffSetting,
     return dataclasses.replace(config, method=method.name, top_k=None,
                                adapter=dataclasses.replace(config.adapter, size=setting.value))
   learning_rate = fine_tune_learning_rate if method.fine_tunes_base else config.learning_rate
-  # Full and LayerNorm-only runs train the bottom layer: no frozen prefix to cache.
+  # Full and LayerNorm-only runs train the bottom layer: no frozen bottom to cache.
   return dataclasses.replace(config, method=method.name, top_k=setting.value, learning_rate=learning_rate,
                              prefix_cache=config.prefix_cache and method.prefix_start is not None)
 

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 from adapter_keras.cli.flags import (add_data_arguments, add_training_arguments, data_source_from_args,
                                      learning_rate, positive_float, positive_int, train_config_kwargs)
 from adapter_keras.cli.train import load_artifact_and_data
+from adapter_keras.train.config import TrainConfig
 from adapter_keras.tasks.sources import DataSource, load_task_data
 
 # The paper's Fig. 6 spans init stds from 1e-7 to 1.
@@ -35,7 +36,6 @@ def _add_training_arguments(parser: argparse.ArgumentParser, with_adapter_size: 
 
 
 def _train_config(args, seed: int = 0, adapter_size: int = 64, **overrides):
-  from adapter_keras.train.config import TrainConfig  # pylint: disable=import-outside-toplevel
   return TrainConfig(**train_config_kwargs(
       args, method="adapter", top_k=None, seed=seed,
       adapter_size=getattr(args, "adapter_size", adapter_size), **overrides))
@@ -229,7 +229,7 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
                           "setting with the best mean dev score over seeds; as --artifacts")
   p.add_argument("--adapter-size", type=positive_int,
                  help="with --artifacts-from-sweep: the size whose trials to ablate (default 64)")
-  p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifact was trained on")
+  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifact was trained on")
   add_data_arguments(p)
   p.add_argument("--split", help="dev split to evaluate (default: the task's first)")
   p.add_argument("--batch-size", type=positive_int, default=64)

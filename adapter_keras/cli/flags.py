@@ -151,7 +151,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
     adapter_size: --adapter-size (off for commands that loop over sizes).
     max_seq_length: the default of --max-seq-length; None leaves the flag to
       the command (train-squad documents it with its windows).
-    pooling, prefix_cache: --pooling; --prefix-cache and --prefix-cache-dir.
+    pooling, prefix_cache: --pooling; --frozen-bottom-cache and --frozen-bottom-cache-dir.
   """
   defaults = TrainConfig()
   g = parser.add_argument_group("model and training")
@@ -177,13 +177,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, methods: bool = T
   g.add_argument("--max-train-examples", type=positive_int, help="a seeded random subset of the training set")
   add_strategy_arguments(parser)
   if prefix_cache:
-    g = parser.add_argument_group("frozen-prefix cache (docs/performance.md)")
-    g.add_argument("--prefix-cache", action="store_true",
+    g = parser.add_argument_group("frozen-bottom cache (docs/performance.md)")
+    # Named --prefix-cache* until 0.2.0 (still accepted): "prefix" now means prefix tuning's learned vectors.
+    g.add_argument("--frozen-bottom-cache", "--prefix-cache", dest="prefix_cache", action="store_true",
                    help="run the frozen layers below the first trained one once per example and train on "
                         "their cached outputs (needs --adapter-layers with a top range of layers, or "
-                        "--method top-k; freezes the LayerNorms of the prefix too)")
-    g.add_argument("--prefix-cache-dir", metavar="DIR",
-                   help="where a prefix cache too large for memory goes (a temporary file, deleted after)")
+                        "--method top-k; freezes the LayerNorms of the frozen bottom too)")
+    g.add_argument("--frozen-bottom-cache-dir", "--prefix-cache-dir", dest="prefix_cache_dir", metavar="DIR",
+                   help="where a frozen-bottom cache too large for memory goes (a temporary file, deleted after)")
 
 
 def add_strategy_arguments(parser: argparse.ArgumentParser) -> None:

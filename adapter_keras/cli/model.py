@@ -6,6 +6,9 @@ import os
 from adapter_keras.cli.flags import ARCHITECTURES, ENCODER_HELP, POOLINGS, learning_rate, positive_int
 from adapter_keras.cli.flags import add_method_config_argument
 from adapter_keras.methods import method_names
+from adapter_keras.train.config import TrainConfig
+
+DEFAULTS = TrainConfig()  # the command line's defaults are the library's
 
 
 def _cmd_params(args) -> dict:
@@ -54,9 +57,9 @@ def add_parsers(subparsers) -> None:
   source.add_argument("--arch", choices=ARCHITECTURES,
                       help="count a randomly initialised architecture")
   source.add_argument("--encoder", help="count a pre-trained encoder: " + ENCODER_HELP)
-  p.add_argument("--adapter-size", type=positive_int, default=64)
+  p.add_argument("--adapter-size", type=positive_int, default=DEFAULTS.adapter.size)
   p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
-  p.add_argument("--method", default="adapter", choices=method_names())
+  p.add_argument("--method", default=DEFAULTS.method, choices=method_names())
   add_method_config_argument(p)
   p.add_argument("--top-k", type=positive_int)
   p.add_argument("--pooling", choices=POOLINGS,
@@ -66,11 +69,11 @@ def add_parsers(subparsers) -> None:
 
   p = subparsers.add_parser("demo", help="two adapter tasks on one frozen MiniLM, then export (offline)")
   p.add_argument("--out", default=os.path.join("runs", "demo"))
-  p.add_argument("--encoder", default="minilm-l6")
+  p.add_argument("--encoder", default=DEFAULTS.encoder)
   p.add_argument("--epochs", type=positive_int, default=2, help="epochs for Rotten Tomatoes")
   p.add_argument("--topic-epochs", type=positive_int, default=1, help="epochs for BBC News")
   p.add_argument("--learning-rate", type=learning_rate, default=1e-3)
-  p.add_argument("--adapter-size", type=positive_int, default=64)
+  p.add_argument("--adapter-size", type=positive_int, default=DEFAULTS.adapter.size)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max-train-examples", type=positive_int)
   p.add_argument("--json", action="store_true")

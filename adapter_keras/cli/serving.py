@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from adapter_keras.train.config import TrainConfig
 from adapter_keras.cli.flags import positive_int
 from adapter_keras.serving.predict import CHUNK_INPUTS, DEFAULT_BATCH_SIZE
 
@@ -93,7 +94,7 @@ def _cmd_predict(args) -> dict:
 def add_parsers(subparsers) -> None:
   p = subparsers.add_parser("export", help="SavedModel (raw strings in) from one or more artifacts")
   p.add_argument("--artifact", action="append", required=True, help="artifact dir; repeat for several")
-  p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifacts were trained on")
+  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifacts were trained on")
   p.add_argument("--out", required=True, help="a new or empty directory")
   p.add_argument("--overwrite", action="store_true",
                  help="let --out be an earlier export (and nothing else), which is replaced")

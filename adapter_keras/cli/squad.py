@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Dict
 
+from adapter_keras.train.config import SquadTrainConfig
 from adapter_keras.cli.flags import add_checkpoint_argument, add_training_arguments, positive_int, train_config_kwargs
 
 
 def _train_config(args):
-  from adapter_keras.train.squad import SquadTrainConfig  # pylint: disable=import-outside-toplevel
   return SquadTrainConfig(**train_config_kwargs(
       args, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
       max_answer_length=args.max_answer_length))
@@ -55,14 +55,17 @@ def add_parsers(subparsers) -> None:
   p.add_argument("--train", required=True, help="train-v1.1.json")
   p.add_argument("--dev", required=True, help="dev-v1.1.json")
   # No --pooling (the span head reads every token) and no prefix cache
-  # (PrefixCachedModel takes classification/regression models).
+  # (FrozenBottomModel takes classification/regression models).
   add_training_arguments(p, max_seq_length=None, pooling=False, prefix_cache=False)
   g = p.add_argument_group("windows and answers")
-  g.add_argument("--max-seq-length", type=positive_int, default=384,
+  defaults = SquadTrainConfig()
+  g.add_argument("--max-seq-length", type=positive_int, default=defaults.max_seq_length,
                  help="tokens per window, [CLS]/[SEP] included")
-  g.add_argument("--doc-stride", type=positive_int, default=128, help="tokens between window starts")
-  g.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
-  g.add_argument("--max-answer-length", type=positive_int, default=30, help="longest answer, in tokens")
+  g.add_argument("--doc-stride", type=positive_int, default=defaults.doc_stride, help="tokens between window starts")
+  g.add_argument("--max-query-length", type=positive_int, default=defaults.max_query_length,
+                 help="question tokens kept")
+  g.add_argument("--max-answer-length", type=positive_int, default=defaults.max_answer_length,
+                 help="longest answer, in tokens")
   p.add_argument("--out", required=True, help="output directory")
   add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")

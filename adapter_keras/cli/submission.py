@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from adapter_keras.train.config import TrainConfig
 from adapter_keras.cli.flags import ENCODER_HELP, positive_int
 from adapter_keras.io import require_new_or_empty_directory
 from adapter_keras.tasks.registry import GLUE_TASKS
@@ -42,7 +43,7 @@ def add_parsers(subparsers) -> None:
   p.add_argument("--artifact", type=_task_and_run, nargs="+", action="extend", required=True,
                  metavar="TASK=RUN", help="a trained model per task (run or artifact directory), e.g. "
                                           "rte=runs/rte mnli=runs/mnli; the MNLI model also predicts AX")
-  p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifacts were trained on: "
+  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifacts were trained on: "
                                                         + ENCODER_HELP)
   p.add_argument("--data-dir", required=True, help="the GLUE directory (download_glue_data.py's layout) "
                                                    "holding the test files, and diagnostic/ for AX")

@@ -10,9 +10,9 @@ from adapter_keras.cli.records import add_train_records_arguments, train_on_reco
 from adapter_keras.tasks.metrics import SELECTION_RULES
 
 
-def _train_config_from_args(args):
+def _train_config_from_args(args, **overrides):
   from adapter_keras.train.config import TrainConfig  # pylint: disable=import-outside-toplevel
-  return TrainConfig(**train_config_kwargs(args))
+  return TrainConfig(**train_config_kwargs(args, **overrides))
 
 
 def _cmd_train(args) -> dict:
@@ -94,8 +94,8 @@ def _cmd_sweep(args) -> dict:
   if grid.top_ks is not None:
     if args.top_k is not None:
       raise ValueError(f"--top-k: --preset {args.preset} sweeps the number of top layers itself")
-    args.top_k = grid.top_ks[0]  # a valid top-k config to start from; each trial sets its own
-  config = _train_config_from_args(args)
+  # With a grid over top layers, a valid top-k config to start from; each trial sets its own.
+  config = _train_config_from_args(args, **({} if grid.top_ks is None else dict(top_k=grid.top_ks[0])))
   task, train, dev = load_task_data(data_source_from_args(args))
   best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir,
                    checkpoint_every_steps=args.checkpoint_every, select=args.select,

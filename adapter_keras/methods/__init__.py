@@ -30,30 +30,30 @@ from adapter_keras.methods.registry import (BUILTIN_METHODS, ENTRY_POINT_GROUP, 
                                             method_names, register, unregister, validate_method)
 
 METHOD_NAMES = method_names()  # at import: the built-in methods and installed plugins
-PREFIX_METHODS = tuple(m.name for m in BUILTIN_METHODS
+FROZEN_BOTTOM_METHODS = tuple(m.name for m in BUILTIN_METHODS
                        if type(m).frozen_bottom_start is not TuningMethod.frozen_bottom_start)
 
 __all__ = ["TuningMethod", "WeightSite", "ModelShape", "NoConfig", "ParameterReport", "get_method", "register",
            "unregister", "method_names", "method_label", "validate_method", "apply_method", "inject_method",
            "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "find_encoder",
-           "count_parameters", "added_by", "mark_added", "prefix_start_layer", "METHOD_NAMES", "PREFIX_METHODS",
+           "count_parameters", "added_by", "mark_added", "frozen_bottom_start_layer", "METHOD_NAMES", "FROZEN_BOTTOM_METHODS",
            "ENTRY_POINT_GROUP"]
 
 
-def prefix_start_layer(method: str, num_layers: int, adapter_config=None, top_k: Optional[int] = None,
+def frozen_bottom_start_layer(method: str, num_layers: int, adapter_config=None, top_k: Optional[int] = None,
                        config=None) -> int:
   """k, the first Transformer layer that trains under `method`; layers < k form the frozen bottom
-  (train/prefix_cache.py caches it). "adapter" needs adapters in exactly the layers k..L-1; "top-k"
+  (train/frozen_bottom_cache.py caches it). "adapter" needs adapters in exactly the layers k..L-1; "top-k"
   gives k = L - top_k; methods that train the embeddings or layer 0 leave nothing to cache."""
   spec = get_method(method)
   start = spec.frozen_bottom_start(num_layers, spec.make_config(config, adapter=adapter_config, top_k=top_k))
   if start is None:
-    raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, not {method!r} "
-                     "(it trains the bottom layer, so there is no frozen prefix)")
+    raise ValueError(f"the frozen-bottom cache applies to methods {' and '.join(FROZEN_BOTTOM_METHODS)}, not {method!r} "
+                     "(it trains the bottom layer, so there is no frozen bottom)")
   if start < 1:
     top_half = tuple(range(num_layers // 2, num_layers))
     raise ValueError(
-        "every Transformer layer trains, so there is no frozen prefix to cache; put the adapters in a top "
+        "every Transformer layer trains, so there is no frozen bottom to cache; put the adapters in a top "
         f"range of layers only, e.g. AdapterConfig(layers={top_half}) (train: --adapter-layers "
         f"{' '.join(map(str, top_half))})")
   return start

@@ -3,8 +3,8 @@
 `ClassificationRecipe` tokenizes every example once, orders each epoch by
 (seed, epoch) with length grouping, evaluates every dev split after each
 epoch with the task's metrics (the primary metric of the first split picks
-the best epoch), and, with `config.prefix_cache`, trains a PrefixCachedModel
-on the frozen prefix's cached outputs. With static shapes (config.static_shapes
+the best epoch), and, with `config.prefix_cache`, trains a FrozenBottomModel
+on the frozen bottom's cached outputs. With static shapes (config.static_shapes
 as train/recipe.py's `fit` resolves it; train/inputs.py) every training and
 dev batch holds `batch_size` examples padded to a fixed length, and each
 epoch leaves its last partial batch out. Everything else is the shared run
@@ -19,9 +19,9 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 import tf_keras
 
-from adapter_keras.methods import prefix_start_layer
-from adapter_keras.networks import PrefixCachedModel
-from adapter_keras.networks.prefix_cached import freeze_prefix
+from adapter_keras.methods import frozen_bottom_start_layer
+from adapter_keras.networks import FrozenBottomModel
+from adapter_keras.networks.frozen_bottom import freeze_bottom
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.train import recipe as recipes
@@ -31,7 +31,7 @@ from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, EncodedExamples, encod
                                         limit_examples, make_dataset, static_batch_lengths, steps_per_epoch,
                                         uses_static_shapes)
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
-from adapter_keras.train.prefix_cache import PrefixCache
+from adapter_keras.train.frozen_bottom_cache import FrozenBottomCache
 
 
 def compile_task_model(model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
@@ -67,7 +67,7 @@ class ClassificationRecipe:
     task: the TaskSpec.
     train: training examples; dev: {split: examples} for exactly the task's dev splits, or {} (a front-door
       fit without validation data: every epoch trains, the last one is kept).
-    prefix_cache_dir: where a prefix cache too large for memory goes.
+    prefix_cache_dir: where a frozen-bottom cache too large for memory goes.
   """
 
   log_prefix = "[train] "
@@ -81,7 +81,7 @@ class ClassificationRecipe:
     self.config: Optional[TrainConfig] = None
     self.train_encoded: Optional[EncodedExamples] = None
     self.dev_encoded: Dict[str, EncodedExamples] = {}
-    self._cache: Optional[PrefixCache] = None
+    self._cache: Optional[FrozenBottomCache] = None
 
   def data_sha256(self) -> str:
     return examples_sha256(self.train, self.dev)
@@ -117,19 +117,19 @@ class ClassificationRecipe:
                            drop_remainder=self.static_lengths is not None)
 
   def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
-    """`model`, or with config.prefix_cache a PrefixCachedModel on its frozen prefix's cached outputs."""
+    """`model`, or with config.prefix_cache a FrozenBottomModel on its frozen bottom's cached outputs."""
     config = self.config
     if not config.prefix_cache:
       return model
-    start = prefix_start_layer(config.method, len(model.encoder.transformer_layers),
+    start = frozen_bottom_start_layer(config.method, len(model.encoder.transformer_layers),
                                config=config.method_settings())
-    freeze_prefix(model, start)
+    freeze_bottom(model, start)
     with strategy.scope():
-      train_model = PrefixCachedModel(model, start)
+      train_model = FrozenBottomModel(model, start)
     started = time.perf_counter()
-    self._cache = PrefixCache.build(train_model, self.train_encoded, cache_dir=self.prefix_cache_dir)
+    self._cache = FrozenBottomCache.build(train_model, self.train_encoded, cache_dir=self.prefix_cache_dir)
     if verbose:
-      print(f"{self.log_prefix}prefix cache: embeddings and layers 0-{start - 1} run once over "
+      print(f"{self.log_prefix}frozen-bottom cache: embeddings and layers 0-{start - 1} run once over "
             f"{len(self.train_encoded)} examples in {time.perf_counter() - started:.1f}s, "
             f"{self._cache.nbytes / 2**20:.1f} MiB {'on disk' if self._cache.on_disk else 'in memory'}",
             flush=True)
@@ -177,9 +177,9 @@ def fit_task_model(model, preprocessor: BertPreprocessor, task, train: TextExamp
   `config.jit_compile` XLA-compiles the train and predict steps; the
   optimizer follows `config.mixed_precision` (the model must have been built
   under train.optim.precision_policy, as train_task does). With
-  `config.prefix_cache` the frozen prefix is frozen here, its outputs are
+  `config.prefix_cache` the frozen bottom is frozen here, its outputs are
   computed once over the training set (in memory, or in a temporary file
-  under `prefix_cache_dir` when too large) and a PrefixCachedModel sharing
+  under `prefix_cache_dir` when too large) and a FrozenBottomModel sharing
   `model`'s variables is what trains. See loop.run_epochs for `log_dir`,
   `checkpoint_dir` and resuming.
 

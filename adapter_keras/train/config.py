@@ -3,7 +3,9 @@
 `TrainConfig` is frozen and validated on construction, like AdapterConfig:
 a config that exists is a config that can run (checks that need the encoder,
 such as top-k against its depth, happen when it is loaded). Change one with
-`dataclasses.replace`. Its `--flags` are cli/flags.py's.
+`dataclasses.replace`. Its `--flags` are cli/flags.py's. `SquadTrainConfig` adds
+train-squad's window and decoding settings (no TensorFlow here: the command
+line reads the defaults of both).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import dataclasses
 from typing import ClassVar, Dict, List, Optional, Tuple
 
 from adapter_keras.methods.adapter.config import AdapterConfig
-from adapter_keras.methods import PREFIX_METHODS, get_method
+from adapter_keras.methods import FROZEN_BOTTOM_METHODS, get_method
 from adapter_keras.values import is_integer
 
 MIXED_PRECISION_CHOICES = ("bfloat16", "float16")
@@ -131,9 +133,9 @@ class TrainConfig:
                          f"[1, max_seq_length {self.max_seq_length}], got {lengths!r}")
       if self.static_shapes is False:
         raise ValueError("static_lengths apply under static shapes; they were turned off (--no-static-shapes)")
-    if self.prefix_cache and self.method not in PREFIX_METHODS:
-      raise ValueError(f"the prefix cache applies to methods {' and '.join(PREFIX_METHODS)}, "
-                       f"not {self.method!r}: it trains the bottom layer, so no frozen prefix is left to cache")
+    if self.prefix_cache and self.method not in FROZEN_BOTTOM_METHODS:
+      raise ValueError(f"the frozen-bottom cache applies to methods {' and '.join(FROZEN_BOTTOM_METHODS)}, "
+                       f"not {self.method!r}: it trains the bottom layer, so no frozen bottom is left to cache")
 
   def method_settings(self):
     """The method's config object: `adapter` for "adapter", k = `top_k` for "top-k", `method_config` otherwise."""
@@ -158,6 +160,39 @@ class TrainConfig:
 
 def _default_of(field: dataclasses.Field):
   return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadTrainConfig(TrainConfig):
+  """TrainConfig plus the window and decoding settings (BERT's SQuAD defaults).
+
+  `pooling` and `bucket_by_length` do not apply: the span head reads every
+  token and every window is padded to max_seq_length.
+  """
+
+  max_seq_length: int = 384
+  bucket_by_length: bool = False
+  doc_stride: int = 128
+  max_query_length: int = 64
+  max_answer_length: int = 30
+  n_best_size: int = 20
+
+  fields_of_0_2_0: ClassVar[frozenset] = TrainConfig.fields_of_0_2_0 | {
+      "doc_stride", "max_query_length", "max_answer_length", "n_best_size"}
+
+  def validate(self) -> None:
+    super().validate()
+    if self.prefix_cache:
+      raise ValueError("the frozen-bottom cache is for classification and regression models, not SQuAD span models")
+    for name in ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
+      value = getattr(self, name)
+      if not is_integer(value) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+  def squad_settings(self) -> Dict:
+    """What evaluation needs besides the tokenizer to score like training did."""
+    return dict(doc_stride=self.doc_stride, max_query_length=self.max_query_length,
+                max_answer_length=self.max_answer_length, n_best_size=self.n_best_size)
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@
 * `make_dataset`: (features, labels) batches padded to their own longest
   example (under XLA without static shapes rounded up to JIT_PAD_MULTIPLE),
   or with static shapes to a fixed length; optionally carrying the
-  frozen-prefix cache's hidden states (train/prefix_cache.py).
+  frozen-bottom cache's hidden states (train/frozen_bottom_cache.py).
 * Static shapes (`uses_static_shapes`: decided once per run from the config
   and the strategy): every batch holds exactly `batch_size` examples and is
   padded to one of a few fixed lengths (`static_batch_lengths`: at most
@@ -217,10 +217,10 @@ def make_dataset(encoded: EncodedExamples,
     pad_to_multiple: rounds each batch's padded length up to a multiple of
       this, but never beyond the longest example of `encoded`; for XLA (see
       JIT_PAD_MULTIPLE). The extra positions are padding (mask 0).
-    prefix_cache: a train.prefix_cache.PrefixCache built on `encoded`. Each
-      example then also carries its frozen-prefix hidden states under
-      models.prefix_cached.PREFIX_OUTPUT, [length, hidden], padded with zeros like
-      the ids; a PrefixCachedModel trains on them.
+    prefix_cache: a train.frozen_bottom_cache.FrozenBottomCache built on `encoded`. Each
+      example then also carries its frozen-bottom hidden states under
+      models.prefix_cached.BOTTOM_OUTPUT, [length, hidden], padded with zeros like
+      the ids; a FrozenBottomModel trains on them.
     static_lengths: static shapes (see the module docstring): every batch
       holds exactly `batch_size` examples (a last partial batch is dropped;
       give an `order` of whole batches: epoch_order(drop_remainder=True), or
@@ -241,7 +241,7 @@ def make_dataset(encoded: EncodedExamples,
       raise ValueError(f"an example has {int(encoded.lengths.max())} tokens, more than the longest static "
                        f"length {static_lengths[-1]}")
   if prefix_cache is not None and len(prefix_cache) != len(encoded):
-    raise ValueError(f"the prefix cache holds {len(prefix_cache)} examples, the data set {len(encoded)}: "
+    raise ValueError(f"the frozen-bottom cache holds {len(prefix_cache)} examples, the data set {len(encoded)}: "
                      "build it on the same encoded examples")
   word_ids, type_ids = encoded.word_ids, encoded.type_ids
   label_dtype = tf.float32 if encoded.labels.dtype.kind == "f" else tf.int32

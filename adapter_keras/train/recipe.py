@@ -62,7 +62,7 @@ class TaskRecipe(Protocol):
 
   def training_model(self, model: tf_keras.Model, strategy: tf.distribute.Strategy,
                      verbose: bool) -> tf_keras.Model:
-    """The model `fit` trains: `model` itself, or one sharing its variables (the prefix cache)."""
+    """The model `fit` trains: `model` itself, or one sharing its variables (the frozen-bottom cache)."""
 
   def compile_model(self, model: tf_keras.Model, optimizer, jit_compile: bool = False,
                     steps_per_execution: int = 1) -> tf_keras.Model:
@@ -76,7 +76,7 @@ class TaskRecipe(Protocol):
     None when the recipe has no dev data (a front-door fit without validation_data): the last epoch is kept."""
 
   def release(self) -> None:
-    """Frees what `prepare`/`training_model` held (a prefix cache's memory or disk file)."""
+    """Frees what `prepare`/`training_model` held (a frozen-bottom cache's memory or disk file)."""
 
   def metrics_extras(self) -> Dict:
     """Entries metrics.json gets besides the result, base_params and config."""

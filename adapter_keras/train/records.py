@@ -520,7 +520,7 @@ class RecordsClassificationRecipe(ClassificationRecipe):
     shuffle_window: examples per shuffle window (module docstring); part
       of the run's identity, since it decides the order.
 
-  The prefix cache (which needs every training example in memory) and
+  The frozen-bottom cache (which needs every training example in memory) and
   max_train_examples (a subset is chosen when preprocessing) are refused.
   """
 
@@ -580,7 +580,7 @@ class RecordsClassificationRecipe(ClassificationRecipe):
     return batches * self.num_workers
 
   def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
-    """`model` itself (the prefix cache is refused); notes this process's worker for `epoch_dataset`."""
+    """`model` itself (the frozen-bottom cache is refused); notes this process's worker for `epoch_dataset`."""
     if self.config.prefix_cache:
       raise ValueError("--prefix-cache does not work with --train-records")
     self.worker_index, self.num_workers = worker_layout(strategy)

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from adapter_keras.methods import parameter_report, prefix_start_layer, validate_method
+from adapter_keras.methods import parameter_report, frozen_bottom_start_layer, validate_method
 from adapter_keras.models import build_for_task
 from adapter_keras.pretrained import PretrainedEncoder, check_max_seq_length, load_encoder
 from adapter_keras.tasks.data import TextExamples
@@ -54,7 +54,7 @@ def build_trainable_model(config: TrainConfig, task, strategy: tf.distribute.Str
     num_layers = pretrained.config.num_hidden_layers
     validate_method(config.method, config.top_k, num_layers, config.method_settings())
     if config.prefix_cache:
-      prefix_start_layer(config.method, num_layers, config=config.method_settings())
+      frozen_bottom_start_layer(config.method, num_layers, config=config.method_settings())
     check_max_seq_length(config.max_seq_length, pretrained.config)
     return build_for_task(task, pretrained, config)
 
@@ -126,7 +126,7 @@ def train_task(task, train: TextExamples, dev, config: TrainConfig, out_dir: Opt
   The shared run: with `out_dir` it writes run.json, metrics.json,
   TensorBoard logs under `logs/` and (unless not `save_model`) the model
   under `artifact/`, keeps a step checkpoint while it trains and resumes from
-  it when called again after a crash. `prefix_cache_dir`: where a frozen-prefix
+  it when called again after a crash. `prefix_cache_dir`: where a frozen-bottom
   cache too large for memory goes (train/classification.py).
   """
   return run(ClassificationRecipe(task, train, dev, prefix_cache_dir), config, out_dir, pretrained, verbose,

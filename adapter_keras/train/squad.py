@@ -21,7 +21,7 @@ weights of the best epoch by F1 and, with an output directory, writes
                     (the best epoch's answers included), deleted at the end
 
 What is the same as for GLUE tasks comes from the shared run (TrainConfig and
-its speed options but the prefix cache, TrainResult, the encoder loading and
+its speed options but the frozen-bottom cache, TrainResult, the encoder loading and
 method, the epoch loop with its best-epoch tracker, NaN stop, step
 checkpoints and resume, the run identity check, the manifest); this module
 owns what differs: windowed features, span decoding, and the EM/F1
@@ -34,11 +34,10 @@ it); windows already have a single length, max_seq_length.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -48,46 +47,12 @@ from adapter_keras.io import write_json_atomic
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.tasks import squad
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, SquadFeaturizer
-from adapter_keras.train.config import TrainConfig
+from adapter_keras.train.config import SquadTrainConfig
 from adapter_keras.train.evaluation import fill_last_batch
 from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
-from adapter_keras.values import is_integer
 
 PREDICTIONS_FILE = "predictions.json"
 EVAL_BATCH_SIZE = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class SquadTrainConfig(TrainConfig):
-  """TrainConfig plus the window and decoding settings (BERT's SQuAD defaults).
-
-  `pooling` and `bucket_by_length` do not apply: the span head reads every
-  token and every window is padded to max_seq_length.
-  """
-
-  max_seq_length: int = 384
-  bucket_by_length: bool = False
-  doc_stride: int = 128
-  max_query_length: int = 64
-  max_answer_length: int = 30
-  n_best_size: int = 20
-
-  fields_of_0_2_0: ClassVar[frozenset] = TrainConfig.fields_of_0_2_0 | {
-      "doc_stride", "max_query_length", "max_answer_length", "n_best_size"}
-
-  def validate(self) -> None:
-    super().validate()
-    if self.prefix_cache:
-      raise ValueError("the prefix cache is for classification and regression models, not SQuAD span models")
-    for name in ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
-      value = getattr(self, name)
-      if not is_integer(value) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-  def squad_settings(self) -> Dict:
-    """What evaluation needs besides the tokenizer to score like training did."""
-    return dict(doc_stride=self.doc_stride, max_query_length=self.max_query_length,
-                max_answer_length=self.max_answer_length, n_best_size=self.n_best_size)
 
 
 # ------------------------------------------------------------------- the span model's data, loss, outputs

@@ -44,10 +44,10 @@ class AdapterMethod(TuningMethod):
     start = adapted[0]
     if adapted != list(range(start, num_layers)):
       raise ValueError(
-          f"the prefix cache needs adapters in a top range of layers k..{num_layers - 1} "
+          f"the frozen-bottom cache needs adapters in a top range of layers k..{num_layers - 1} "
           f"(AdapterConfig.layers, --adapter-layers); they are in layers {adapted}")
     if config.norm == "batch":
-      raise ValueError("the prefix cache does not support adapters with BatchNorm (norm='batch'): their "
+      raise ValueError("the frozen-bottom cache does not support adapters with BatchNorm (norm='batch'): their "
                        "batch statistics include padding positions, which the cache does not keep")
     return start
 

@@ -1,12 +1,12 @@
-"""The frozen-prefix cache's data: the prefix output of every training example, computed once.
+"""The frozen-bottom cache's data: the prefix output of every training example, computed once.
 
-`PrefixCache.build` runs a PrefixCachedModel's frozen prefix
-(models/prefix_cached.py) once over the training set and keeps its output
+`FrozenBottomCache.build` runs a FrozenBottomModel's frozen bottom
+(networks/frozen_bottom.py) once over the training set and keeps its output
 per example, without padding, in memory or in a file on disk (the size
 guard decides); `features(index)` gives one example's hidden states inside
 a tf.data map (train/inputs.py: make_dataset(prefix_cache=...)).
 
-Adapters with BatchNorm inside are refused (methods.prefix_start_layer):
+Adapters with BatchNorm inside are refused (methods.frozen_bottom_start_layer):
 their batch statistics include padding positions, whose prefix outputs the
 cache does not keep.
 """
@@ -21,7 +21,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from adapter_keras.networks.prefix_cached import PREFIX_OUTPUT, PrefixCachedModel
+from adapter_keras.networks.frozen_bottom import BOTTOM_OUTPUT, FrozenBottomModel
 
 # Above this a cache goes to disk (cache_dir) or is refused. SST-2's 67k
 # training sentences take about 1.3 GB after 3 MiniLM layers in float32.
@@ -30,8 +30,8 @@ DEFAULT_MAX_MEMORY_BYTES = 2 << 30
 DISK_HEADROOM_BYTES = 1 << 30
 
 
-class PrefixCache:
-  """The frozen-prefix output of every example, unpadded and stored flat.
+class FrozenBottomCache:
+  """The frozen-bottom output of every example, unpadded and stored flat.
 
   Example i's hidden states, [length_i, hidden], are
   values[row_splits[i]:row_splits[i + 1]]. `values` is a numpy array in
@@ -73,9 +73,9 @@ class PrefixCache:
       self._remove_file()
 
   @classmethod
-  def build(cls, model: PrefixCachedModel, encoded, batch_size: int = 64,
+  def build(cls, model: FrozenBottomModel, encoded, batch_size: int = 64,
             cache_dir: Optional[str] = None,
-            max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> "PrefixCache":
+            max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> "FrozenBottomCache":
     """Runs `model`'s prefix once over `encoded` (train.inputs.EncodedExamples).
 
     Kept in memory up to `max_memory_bytes`; a larger cache goes to a
@@ -97,21 +97,21 @@ class PrefixCache:
       values = np.empty(shape, dtype.as_numpy_dtype)
     elif cache_dir is None:
       raise ValueError(
-          f"the prefix cache would take {nbytes / 2**30:.2f} GiB ({len(lengths)} examples, {shape[0]} "
+          f"the frozen-bottom cache would take {nbytes / 2**30:.2f} GiB ({len(lengths)} examples, {shape[0]} "
           f"tokens x {hidden_size} x {dtype.size} bytes), over the {max_memory_bytes / 2**30:.2f} GiB "
           "memory limit: give a cache directory on disk, or train on fewer examples")
     else:
       os.makedirs(cache_dir, exist_ok=True)
       free = shutil.disk_usage(cache_dir).free
       if nbytes + DISK_HEADROOM_BYTES > free:
-        raise ValueError(f"the prefix cache would take {nbytes / 2**30:.2f} GiB but {cache_dir} has only "
+        raise ValueError(f"the frozen-bottom cache would take {nbytes / 2**30:.2f} GiB but {cache_dir} has only "
                          f"{free / 2**30:.2f} GiB free (and {DISK_HEADROOM_BYTES / 2**30:.0f} GiB stay free)")
       fd, path = tempfile.mkstemp(prefix="prefix_cache_", suffix=".bin", dir=cache_dir)
       os.close(fd)
       values = np.memmap(path, dtype=dtype.as_numpy_dtype, mode="w+", shape=shape)
     cache = cls(values, row_splits, model.start_layer, path)
     id_dtype = encoded.word_ids.dtype
-    prefix = tf.function(model.prefix_output, input_signature=[dict(
+    prefix = tf.function(model.bottom_output, input_signature=[dict(
         input_word_ids=tf.TensorSpec([None, None], id_dtype),
         input_mask=tf.TensorSpec([None, None], id_dtype),
         input_type_ids=tf.TensorSpec([None, None], encoded.type_ids.dtype))])
@@ -134,10 +134,10 @@ class PrefixCache:
     return np.asarray(self.values[self.row_splits[index]:self.row_splits[index + 1]])
 
   def features(self, index: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """{PREFIX_OUTPUT: [length, hidden]} for a scalar example index, inside a tf.data map."""
+    """{BOTTOM_OUTPUT: [length, hidden]} for a scalar example index, inside a tf.data map."""
     hidden = tf.numpy_function(self.hidden_states, [index], self.dtype, stateful=False)
     hidden.set_shape([None, self.hidden_size])
-    return {PREFIX_OUTPUT: hidden}
+    return {BOTTOM_OUTPUT: hidden}
 
 
 def _remove_file(path: str) -> None:

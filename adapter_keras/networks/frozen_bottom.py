@@ -1,21 +1,21 @@
-"""The frozen-prefix cache's model: a TaskModel split at Transformer layer k.
+"""The frozen-bottom cache's model: a TaskModel split at Transformer layer k.
 
 When everything that trains sits in Transformer layers k..L-1 (adapters
 restricted to a top range with `AdapterConfig.layers`, or method top-k; k
-comes from methods.prefix_start_layer), the embeddings and layers 0..k-1,
-the *frozen prefix*, compute the same hidden states for an example at every
-epoch. train/prefix_cache.py runs the prefix once over the training set
-and keeps its outputs; `PrefixCachedModel` trains on them, paying only for
+comes from methods.frozen_bottom_start_layer), the embeddings and layers 0..k-1,
+the *frozen bottom*, compute the same hidden states for an example at every
+epoch. train/frozen_bottom_cache.py runs the prefix once over the training set
+and keeps its outputs; `FrozenBottomModel` trains on them, paying only for
 layers k..L-1, forward and backward.
 
 What the cache changes, and where that is explicit:
 
 * The prefix is entirely frozen. Method "adapter" trains every LayerNorm;
-  `freeze_prefix` freezes the embedding LayerNorm and the LayerNorms of
+  `freeze_bottom` freezes the embedding LayerNorm and the LayerNorms of
   layers 0..k-1 too (a saved artifact then holds the LayerNorms from layer k
-  on; the others keep their pre-trained values). `PrefixCachedModel` refuses
+  on; the others keep their pre-trained values). `FrozenBottomModel` refuses
   a model whose prefix still has a trainable variable.
-* The prefix runs without dropout. `PrefixCachedModel` fed plain batches
+* The prefix runs without dropout. `FrozenBottomModel` fed plain batches
   computes the prefix itself, in inference mode and outside the gradient: the
   uncached run with the same semantics.
 
@@ -35,27 +35,27 @@ from adapter_keras.layers.pooling import head_outputs, pool
 from adapter_keras.values import is_integer
 
 # The feature under which cached batches carry the prefix output, [batch, seq, hidden].
-PREFIX_OUTPUT = "prefix_output"
+BOTTOM_OUTPUT = "bottom_output"
 
 
-def prefix_layers(encoder, start_layer: int) -> List[tf_keras.layers.Layer]:
-  """The layers of the frozen prefix: the embeddings (with their LayerNorm) and blocks < start_layer."""
+def frozen_bottom_layers(encoder, start_layer: int) -> List[tf_keras.layers.Layer]:
+  """The layers of the frozen bottom: the embeddings (with their LayerNorm) and blocks < start_layer."""
   _check_start_layer(encoder, start_layer)
   return _model_garden.embedding_layers(encoder) + list(encoder.transformer_layers[:start_layer])
 
 
-def freeze_prefix(model, start_layer: int) -> None:
-  """Freezes every variable of the frozen prefix of `model` (a TaskModel).
+def freeze_bottom(model, start_layer: int) -> None:
+  """Freezes every variable of the frozen bottom of `model` (a TaskModel).
 
   Call it after methods.apply_method, which resets every trainable flag.
   """
-  for layer in prefix_layers(model.encoder, start_layer):
+  for layer in frozen_bottom_layers(model.encoder, start_layer):
     layer.trainable = False
 
 
-def trainable_prefix_variables(model, start_layer: int) -> List[str]:
-  """Names of the trainable variables of `model` that sit in its frozen prefix (should be none)."""
-  in_prefix = {id(v) for layer in prefix_layers(model.encoder, start_layer) for v in layer.weights}
+def trainable_bottom_variables(model, start_layer: int) -> List[str]:
+  """Names of the trainable variables of `model` that sit in its frozen bottom (should be none)."""
+  in_prefix = {id(v) for layer in frozen_bottom_layers(model.encoder, start_layer) for v in layer.weights}
   return [v.name for v in model.trainable_variables if id(v) in in_prefix]
 
 
@@ -66,11 +66,11 @@ def _check_start_layer(encoder, start_layer: int) -> None:
                      f"got {start_layer!r}")
 
 
-class PrefixCachedModel(tf_keras.Model):
-  """A TaskModel split at Transformer layer k: the frozen prefix, then layers k.. and the head.
+class FrozenBottomModel(tf_keras.Model):
+  """A TaskModel split at Transformer layer k: the frozen bottom, then layers k.. and the head.
 
   It owns no variables: training it trains `task_model`. On batches that
-  carry PREFIX_OUTPUT (make_dataset(prefix_cache=...)) it starts from those
+  carry BOTTOM_OUTPUT (make_dataset(prefix_cache=...)) it starts from those
   hidden states; on plain batches it computes the prefix itself, in inference
   mode and under tf.stop_gradient, which is the uncached run with the same
   semantics. In inference mode its outputs are `task_model`'s, so evaluation
@@ -78,7 +78,7 @@ class PrefixCachedModel(tf_keras.Model):
 
   Args:
     task_model: a built classification or regression TaskModel whose prefix
-      is frozen (`freeze_prefix`).
+      is frozen (`freeze_bottom`).
     start_layer: k, the first Transformer layer that trains.
   """
 
@@ -89,17 +89,17 @@ class PrefixCachedModel(tf_keras.Model):
     # are not cast anyway.
     super().__init__(autocast=False, **kwargs)
     if getattr(task_model, "task_type", None) not in ("classification", "regression"):
-      raise ValueError("PrefixCachedModel needs a classification or regression TaskModel")
+      raise ValueError("FrozenBottomModel needs a classification or regression TaskModel")
     encoder = task_model.encoder
     _check_start_layer(encoder, start_layer)
     config = encoder.get_config()
     if config.get("return_attention_scores") or config.get("with_dense_inputs"):
-      raise ValueError("PrefixCachedModel does not support encoders with return_attention_scores or dense inputs")
-    trainable = trainable_prefix_variables(task_model, start_layer)
+      raise ValueError("FrozenBottomModel does not support encoders with return_attention_scores or dense inputs")
+    trainable = trainable_bottom_variables(task_model, start_layer)
     if trainable:
-      raise ValueError(f"the frozen prefix (embeddings and layers < {start_layer}) has trainable variables "
+      raise ValueError(f"the frozen bottom (embeddings and layers < {start_layer}) has trainable variables "
                        f"{trainable[:3]}{'...' if len(trainable) > 3 else ''}; call "
-                       f"freeze_prefix(model, {start_layer}) after apply_method")
+                       f"freeze_bottom(model, {start_layer}) after apply_method")
     self.task_model = task_model
     self.start_layer = start_layer
 
@@ -115,7 +115,7 @@ class PrefixCachedModel(tf_keras.Model):
   def pooling(self) -> str:
     return self.task_model.pooling
 
-  def prefix_output(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
+  def bottom_output(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """The hidden states entering layer k, computed in inference mode (no dropout).
 
     BertEncoderV2.call up to layer k; the embedding dropout is left out
@@ -130,10 +130,10 @@ class PrefixCachedModel(tf_keras.Model):
     return x
 
   def call(self, inputs, training=None):
-    if PREFIX_OUTPUT in inputs:
-      hidden = inputs[PREFIX_OUTPUT]
+    if BOTTOM_OUTPUT in inputs:
+      hidden = inputs[BOTTOM_OUTPUT]
     else:
-      hidden = tf.stop_gradient(self.prefix_output(inputs))
+      hidden = tf.stop_gradient(self.bottom_output(inputs))
     encoder, model = self.encoder, self.task_model
     mask = inputs["input_mask"]
     attention_mask = _model_garden.attention_mask(encoder, hidden, mask)
