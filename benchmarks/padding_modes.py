@@ -71,7 +71,8 @@ def main():
 
   def static_mode(name, fixed):
     fixed = np.array(fixed)
-    return (f"static, {name} {tuple(int(f) for f in fixed)}", static, lambda length: fixed[np.searchsorted(fixed, length)])
+    return (f"static, {name} {tuple(int(f) for f in fixed)}", static,
+            lambda length: fixed[np.searchsorted(fixed, length)])
 
   every = [lengths] + dev_lengths
   modes = [("dynamic", dynamic_batches, lambda length: length),

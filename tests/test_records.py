@@ -14,6 +14,7 @@ from adapter_keras.cli import records as records_cli
 from adapter_keras.tasks.data import load_glue_split
 from adapter_keras.testing import tiny_vocab, write_tiny_hf_bert
 from adapter_keras.train import loop, records
+from adapter_keras.train.config import TrainConfig
 from tests.helpers import run_cli
 
 # The in-memory and the records runs: 48 examples, batch 8 -> 6 steps per epoch, 12 in all.
@@ -227,6 +228,18 @@ def _indices_in(path):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   spec = {records.INDEX: tf.io.FixedLenFeature([], tf.int64)}
   return {int(tf.io.parse_single_example(r, spec)[records.INDEX]) for r in tf.data.TFRecordDataset(path)}
+
+
+def test_static_lengths_of_records_are_the_flags_or_powers_of_two(records_dir, glue_dir):
+  """The training lengths stay on disk: 32, 64, ..., max_seq_length unless --static-lengths gives them."""
+  recipe = records.RecordsClassificationRecipe(records.open_training_records(records_dir[0]),
+                                               {"dev": load_glue_split(glue_dir, "sst2", "dev")})
+  recipe.config = TrainConfig(static_shapes=True)
+  assert recipe.static_lengths == (32, 64, 128)
+  recipe.config = TrainConfig(static_shapes=True, static_lengths=(16, 128))
+  assert recipe.static_lengths == (16, 128)
+  recipe.config = TrainConfig(static_shapes=False)
+  assert recipe.static_lengths is None
 
 
 def test_two_workers_read_disjoint_shards_that_cover_the_records(records_dir):

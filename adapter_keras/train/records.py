@@ -79,7 +79,7 @@ from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.distribute import worker_identity
 from adapter_keras.train.inputs import (JIT_PAD_MULTIPLE, encode_examples, epoch_order,
                                         length_padded_to_multiple, length_padded_to_static, limit_examples,
-                                        steps_per_epoch, uses_static_shapes)
+                                        static_batch_lengths, steps_per_epoch, uses_static_shapes)
 from adapter_keras.values import is_integer
 
 SPEC_FILE = "records.json"
