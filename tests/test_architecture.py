@@ -222,7 +222,8 @@ def test_the_parent_class_check_sees_a_foreign_private_name():
   '''), dict(tf_keras=tf_keras), namespace)  # pylint: disable=exec-used
   quiet = namespace["Quiet"]
   import inspect  # pylint: disable=import-outside-toplevel
-  source = "class Quiet(tf_keras.callbacks.CallbackList):\n  def __init__(self, callbacks):\n    self._check_timing = False\n"
+  source = ("class Quiet(tf_keras.callbacks.CallbackList):\n  def __init__(self, callbacks):\n"
+            "    self._check_timing = False\n")
   quiet_source = inspect.getsource
   try:
     inspect.getsource = lambda obj: source if obj is quiet else quiet_source(obj)

@@ -479,3 +479,44 @@ def test_the_readme_quickstart_runs_as_written(capsys):
   exec(compile(_readme_quickstart(), "README.md", "exec"), namespace)  # pylint: disable=exec-used
   printed = capsys.readouterr().out.strip().splitlines()[-1]
   assert printed in (str(["neg"]), str(["pos"]))
+
+
+def test_keras_3_objects_are_refused_with_the_tf_keras_class_named(encoder_dir, sentiment_examples):
+  train, _ = sentiment_examples
+  keras3 = pytest.importorskip("keras")  # what tf.keras is on TensorFlow 2.20
+  model = _classifier(encoder_dir)
+  with pytest.raises(TypeError, match=r"Keras 3 object as optimizer.*use tf_keras\.optimizers\.Adam"):
+    model.compile(optimizer=keras3.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+  model.compile()
+  with pytest.raises(TypeError, match=r"Keras 3 object as callbacks.*tf_keras\.callbacks\.EarlyStopping.*"
+                                      r"TF_USE_LEGACY_KERAS=1"):
+    model.fit(train.text[:4], train.labels[:4], callbacks=[keras3.callbacks.EarlyStopping(patience=1)], verbose=0)
+  with pytest.raises(TypeError, match="Keras 3 object as callbacks"):
+    model.predict(train.text[:2], callbacks=[keras3.callbacks.History()])
+  # tf_keras's own EarlyStopping works, on the dev metrics fit reports.
+  history = model.fit(train.text, train.labels, validation_data=(train.text[:8], train.labels[:8]), epochs=3,
+                      batch_size=16, verbose=0,
+                      callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=0, mode="max")])
+  assert 1 <= len(history.epoch) <= 3
+
+
+def test_save_adapter_never_replaces_what_it_did_not_write(trained, tmp_path):
+  model = trained[0]
+  users = tmp_path / "users"
+  users.mkdir()
+  (users / "notes.txt").write_text("mine")
+  with pytest.raises(FileExistsError, match="holds other files"):
+    model.save_adapter(str(users))
+  with pytest.raises(FileExistsError, match="holds other files"):
+    model.save_adapter(str(users), overwrite=True)  # overwrite replaces an earlier artifact, nothing else
+  assert os.listdir(users) == ["notes.txt"] and (users / "notes.txt").read_text() == "mine"
+  a_file = tmp_path / "file.bin"
+  a_file.write_bytes(b"\x00")
+  with pytest.raises(FileExistsError, match="is a file"):
+    model.save_adapter(str(a_file))
+  assert a_file.read_bytes() == b"\x00"
+  model.save_adapter(str(tmp_path / "artifact"))
+  with pytest.raises(FileExistsError, match="holds an artifact already; pass overwrite=True"):
+    model.save_adapter(str(tmp_path / "artifact"))
+  model.save_adapter(str(tmp_path / "artifact"), overwrite=True)
+  assert sorted(os.listdir(tmp_path / "artifact")) == ["manifest.json", "weights.safetensors"]

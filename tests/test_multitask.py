@@ -44,7 +44,7 @@ def test_training_a_second_task_leaves_the_first_bit_identical(trained):
 def test_tasks_share_the_base_variables(trained):
   mt, _ = trained
   base_ids = {id(v) for v in mt.base.encoder.weights}
-  a, b = mt["sentiment"].model, mt["similarity"].model
+  a, b = mt["sentiment"], mt["similarity"]
   shared = {id(v) for v in a.weights} & {id(v) for v in b.weights}
   embedding = mt.base.encoder._embedding_layer.embeddings
   assert id(embedding) in shared and shared <= base_ids
@@ -55,7 +55,7 @@ def test_tasks_share_the_base_variables(trained):
 def test_activate_disable_remove(encoder_dir, trained):
   mt, _ = trained
   mt.activate("similarity")
-  assert mt.predict(TEXTS[:3], PAIRS[:3]).shape == (3, 1)
+  assert mt.predict(TEXTS[:3], PAIRS[:3]).shape == (3,)  # scores, as the task model and the SavedModel give
   mt.disable()
   base_out = mt.predict(TEXTS[:3])
   assert base_out.shape == (3, 32)
@@ -72,9 +72,9 @@ def test_activate_disable_remove(encoder_dir, trained):
 
 def test_task_encoder_with_adapters_off_equals_base(trained):
   mt, _ = trained
-  entry = mt["sentiment"]
-  features = entry.preprocessor(tf.constant(TEXTS[:4]))
-  encoder = entry.model.encoder
+  model = mt["sentiment"]
+  features = model.preprocessor(tf.constant(TEXTS[:4]))
+  encoder = model.encoder
   encoder.set_adapters_enabled(False)
   try:
     got = encoder(features)["sequence_output"].numpy()
@@ -83,8 +83,8 @@ def test_task_encoder_with_adapters_off_equals_base(trained):
   expected = mt.base.encoder(features)["sequence_output"].numpy()
   assert not np.array_equal(got, expected)  # the task's LayerNorms were trained...
   fresh = mt.add_task("fresh", classification_task("fresh", ("a", "b")), AdapterConfig(size=2))
-  fresh.model.encoder.set_adapters_enabled(False)
-  np.testing.assert_array_equal(fresh.model.encoder(features)["sequence_output"].numpy(), expected)
+  fresh.encoder.set_adapters_enabled(False)
+  np.testing.assert_array_equal(fresh.encoder(features)["sequence_output"].numpy(), expected)
   mt.remove_task("fresh")
 
 
@@ -92,7 +92,7 @@ def test_artifact_round_trip_size_and_wrong_base(tmp_path, trained, encoder_dir)
   mt, _ = trained
   out = str(tmp_path / "sentiment")
   mt.save_task("sentiment", out)
-  trained_params = sum(int(np.prod(v.shape)) for v in mt["sentiment"].model.trainable_variables)
+  trained_params = sum(int(np.prod(v.shape)) for v in mt["sentiment"].trainable_variables)
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   assert 4 * trained_params < size < 4 * trained_params + 20_000
   other = MultiTaskModel.from_encoder(encoder_dir)
@@ -165,11 +165,12 @@ def test_multi_task_export_reloads_without_the_library_and_mixed_equals_per_task
       "mixed": dict(text=TEXTS[:8], text_b=PAIRS[:8], task=task_column),
   }
   out = _reload_without_library(tmp_path, path, calls)
-  logits = mt.predict(TEXTS[:8], task="sentiment")
-  probabilities = tf.nn.softmax(logits).numpy()
+  probabilities = mt.predict(TEXTS[:8], task="sentiment")  # the bank, the task model and the SavedModel agree
+  np.testing.assert_allclose(tf.nn.softmax(mt.predict(TEXTS[:8], task="sentiment", logits=True)).numpy(),
+                             probabilities, atol=1e-6)
   np.testing.assert_allclose(out["sentiment"]["probabilities"], probabilities, atol=1e-5)
   assert out["sentiment"]["label"] == [["neg", "pos"][i] for i in probabilities.argmax(-1)]
-  scores = mt.predict(TEXTS[:8], PAIRS[:8], task="similarity")[:, 0]
+  scores = mt.predict(TEXTS[:8], PAIRS[:8], task="similarity")
   np.testing.assert_allclose(out["similarity"]["score"], scores, atol=1e-5)
   for i, task in enumerate(task_column):  # the mixed batch, example by example
     assert out["mixed"]["label"][i] == out[task]["label"][i]
@@ -201,7 +202,7 @@ def test_export_and_predict_cli_single_task(tmp_path, capsys, trained, encoder_d
   lines = capsys.readouterr().out.strip().splitlines()
   assert json.loads(lines[-1]) == dict(model=saved, task="sentiment", inputs=2, batch_size=64)
   predictions = [json.loads(line) for line in lines[:-1]]  # one JSON line per input, in input order
-  expected = tf.nn.softmax(mt.predict(["the movie was great", "awful plot"], task="sentiment")).numpy()
+  expected = mt.predict(["the movie was great", "awful plot"], task="sentiment")
   assert [p["text"] for p in predictions] == ["the movie was great", "awful plot"]
   assert [p["label"] for p in predictions] == [["neg", "pos"][i] for i in expected.argmax(-1)]
   np.testing.assert_allclose([p["score"] for p in predictions], expected.max(-1), atol=1e-5)

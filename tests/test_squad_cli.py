@@ -126,8 +126,11 @@ def test_top_k_run_on_a_subset_saves_only_its_layers_and_reloads(tiny_hf_dir, sq
   weights = read_manifest(os.path.join(out, "artifact"))["weights"]
   assert {"head/kernel", "head/bias"} <= set(weights)
   assert all(k.startswith(("encoder/transformer/layer_1/", "head/")) for k in weights)
-  # --encoder defaults to the one the manifest names.
-  status, stdout, stderr = run_cli(["evaluate-squad", "--artifact", out, "--dev", squad_files[1], "--json"])
+  # Without --encoder, the manifest's encoder is loaded only if it is a named offline one: an artifact is data.
+  status, _, stderr = run_cli(["evaluate-squad", "--artifact", out, "--dev", squad_files[1], "--json"])
+  assert status == 2 and "give that base explicitly" in stderr and stderr.count("\n") == 1
+  status, stdout, stderr = run_cli(["evaluate-squad", "--artifact", out, "--encoder", tiny_hf_dir, "--dev",
+                                    squad_files[1], "--json"])
   assert status == 0, stderr
   assert json.loads(stdout.strip().splitlines()[-1])["metrics"] == pytest.approx(trained["metrics"], abs=1e-9)
 

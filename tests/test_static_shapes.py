@@ -12,7 +12,6 @@ import tf_keras
 from safetensors.numpy import load_file
 
 from adapter_keras.config import AdapterConfig
-from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.tasks import classification_task, squad
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data, tiny_squad_document, write_tiny_hf_bert

@@ -148,7 +148,7 @@ def tradeoff_from_runs(run_dirs: Sequence[str]) -> Dict:
       raise ValueError(f"{path}: unknown method {method!r}")
     spec = get_method(method)
     setting = ((config.get("adapter") or {}).get("size") if spec.uses_adapters
-               else config.get("top_k") if spec.needs_top_k else None)
+               else config.get("top_k") if spec.name == "top-k" else None)
     lr, epochs, seed = config.get("learning_rate"), config.get("epochs"), config.get("seed")
     key = (record["task"], method, setting, lr, epochs, seed)
     if key in origin:

@@ -36,8 +36,8 @@ FROZEN_BOTTOM_METHODS = tuple(m.name for m in BUILTIN_METHODS
 __all__ = ["TuningMethod", "WeightSite", "ModelShape", "NoConfig", "ParameterReport", "get_method", "register",
            "unregister", "method_names", "method_label", "validate_method", "apply_method", "inject_method",
            "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "find_encoder",
-           "count_parameters", "added_by", "mark_added", "frozen_bottom_start_layer", "METHOD_NAMES", "FROZEN_BOTTOM_METHODS",
-           "ENTRY_POINT_GROUP"]
+           "count_parameters", "added_by", "mark_added", "frozen_bottom_start_layer", "METHOD_NAMES",
+           "FROZEN_BOTTOM_METHODS", "ENTRY_POINT_GROUP"]
 
 
 def frozen_bottom_start_layer(method: str, num_layers: int, adapter_config=None, top_k: Optional[int] = None,
@@ -48,8 +48,8 @@ def frozen_bottom_start_layer(method: str, num_layers: int, adapter_config=None,
   spec = get_method(method)
   start = spec.frozen_bottom_start(num_layers, spec.make_config(config, adapter=adapter_config, top_k=top_k))
   if start is None:
-    raise ValueError(f"the frozen-bottom cache applies to methods {' and '.join(FROZEN_BOTTOM_METHODS)}, not {method!r} "
-                     "(it trains the bottom layer, so there is no frozen bottom)")
+    raise ValueError(f"the frozen-bottom cache applies to methods {' and '.join(FROZEN_BOTTOM_METHODS)}, "
+                     f"not {method!r} (it trains the bottom layer, so there is no frozen bottom)")
   if start < 1:
     top_half = tuple(range(num_layers // 2, num_layers))
     raise ValueError(
