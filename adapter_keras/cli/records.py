@@ -59,7 +59,7 @@ def train_on_records(args, config):
   """`train --train-records`: the RecordsClassificationRecipe through the shared run; its TrainResult."""
   # pylint: disable=import-outside-toplevel
   from adapter_keras.tasks.sources import load_task_data
-  from adapter_keras.train.recipe import run
+  from adapter_keras.train.run import run
   from adapter_keras.train.records import RecordsClassificationRecipe, open_training_records
   if args.train_file:
     raise ValueError("--train-records DIR replaces --train FILE; give one of them")
@@ -81,7 +81,7 @@ def train_on_records(args, config):
     raise ValueError(f"the records in {args.train_records} hold task {task.name!r}, the dev data is task "
                      f"{dev_task.name!r}")
   recipe = RecordsClassificationRecipe(records, dev, shuffle_window=args.shuffle_window or DEFAULT_SHUFFLE_WINDOW)
-  result, _, _ = run(recipe, config, args.out, checkpoint_every_steps=args.checkpoint_every)
+  result, _ = run(recipe, config, args.out, checkpoint_every_steps=args.checkpoint_every)
   return result
 
 
