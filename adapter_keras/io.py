@@ -113,6 +113,8 @@ def _staging_prefix(path: str, marker: str = ".tmp-") -> str:
   return f".{os.path.basename(os.path.normpath(path))}{marker}"
 
 
+# Prevents: a writer killed mid-save leaving `.name.tmp-*` staging behind forever, and a cleanup in another
+# process deleting the staging a live writer is still filling (each writer holds its entry's lock).
 def _lock(fd: int, blocking: bool) -> Optional[bool]:
   """True if locked, False if another process holds the lock, None if this file system cannot lock."""
   try:

@@ -106,9 +106,10 @@ def _flip_one_value(artifact):
 
 
 def _as_format_1(manifest):
-  """What adapter_keras 0.1.0 wrote: names only, no sha256."""
-  manifest = dict(manifest, format_version=1, weights=sorted(manifest["weights"]))
-  del manifest["weights_sha256"]
+  """What adapter_keras 0.1.0 wrote: names only, no sha256, the adapter method's config as adapter_config."""
+  manifest = dict(manifest, format_version=1, weights=sorted(manifest["weights"]), top_k=None,
+                  adapter_config=manifest["method_config"])
+  del manifest["weights_sha256"], manifest["method_config"]
   return manifest
 
 
@@ -183,7 +184,7 @@ def test_a_broken_artifact_is_refused_naming_what_is_wrong(case, env, tmp_path):
 def test_the_saved_manifest_lists_every_tensor_with_shape_dtype_and_the_file_digest(env):
   manifest = json.loads((env["artifact"] / "manifest.json").read_text())
   tensors = _weights(env["artifact"])
-  assert manifest["format_version"] == 2
+  assert manifest["format_version"] == 3
   assert manifest["weights"] == {k: dict(dtype=str(v.dtype), shape=list(v.shape)) for k, v in tensors.items()}
   assert {"head/kernel", "head/bias"} <= set(manifest["weights"])
   assert manifest["weights_sha256"] == hashlib.sha256(

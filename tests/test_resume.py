@@ -99,7 +99,7 @@ def test_resume_after_a_crash_between_checkpoints_equals_the_uninterrupted_run(s
   _assert_same_run(out, setup["reference"])
   # A finished run re-invoked only reports.
   stamp = os.path.getmtime(out / "metrics.json")
-  _, model, _ = _train(setup, out, verbose=True)
+  _, model = _train(setup, out, verbose=True)
   assert model is None and "already holds this finished run" in capsys.readouterr().out
   assert os.path.getmtime(out / "metrics.json") == stamp
 

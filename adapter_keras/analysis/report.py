@@ -22,7 +22,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from adapter_keras.io import read_json_object
-from adapter_keras.methods import get_method
+from adapter_keras.methods import method_label as methods_label
 from adapter_keras.tasks.metrics import select_setting
 
 
@@ -64,7 +64,7 @@ def read_metrics(path: str) -> Dict:
 
 def method_label(run: Dict) -> str:
   """The run's row label: the method's label in tables (methods.py), e.g. "top-2"."""
-  return get_method(run["method"]).label(run["config"].get("top_k"))
+  return methods_label(run["method"], run["config"].get("top_k"))
 
 
 def _in_average(task_name: str) -> bool:

@@ -87,6 +87,8 @@ class NonFiniteLossError(ValueError):
   """Training produced a NaN or infinite loss."""
 
 
+# Prevents: a run resumed mid-epoch after a crash ending with other metrics or weights than an uninterrupted
+# one (the epoch's running loss/metric sums and the batches already done are restored, not restarted).
 class _RunProgress(tf_keras.callbacks.Callback):
   """Counts steps across the per-epoch `fit` calls; stops at the first NaN/Inf batch loss.
 
