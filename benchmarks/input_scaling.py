@@ -100,7 +100,8 @@ def training_probe(args) -> Dict:
   from adapter_keras.train.distribute import get_strategy
   from adapter_keras.train.loop import compile_for_training
   from adapter_keras.train.recipe import build_trainable_model
-  from adapter_keras.train.records import RecordsClassificationRecipe, open_training_records
+  from adapter_keras.train.records import open_training_records
+  from adapter_keras.train.records_recipe import RecordsClassificationRecipe
   started = time.perf_counter()
   source = DataSource(train_file=os.path.join(args.work, "train.tsv"), dev_file=os.path.join(args.work, "dev.tsv"),
                       text_column="sentence", label_column="label")

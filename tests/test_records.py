@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from adapter_keras.cli import records as records_cli
 from adapter_keras.tasks.data import load_glue_split
 from adapter_keras.testing import tiny_vocab, write_tiny_hf_bert
-from adapter_keras.train import loop, records
+from adapter_keras.train import loop, records, records_recipe
 from adapter_keras.train.config import TrainConfig
 from tests.helpers import run_cli
 
@@ -106,7 +106,7 @@ def test_training_on_records_equals_the_in_memory_run(records_dir, tmp_path, glu
   _same_run(tmp_path / "memory", tmp_path / "records")
   # run.json covers the records: their spec (every shard's sha256), the shuffle window and the dev data.
   run = json.loads((tmp_path / "records" / "run.json").read_text())
-  recipe = records.RecordsClassificationRecipe(records.open_training_records(out),
+  recipe = records_recipe.RecordsClassificationRecipe(records.open_training_records(out),
                                                {"dev": load_glue_split(glue_dir, "sst2", "dev")})
   assert run["data_sha256"] == recipe.data_sha256()
   other = str(tmp_path / "other-records")
@@ -232,7 +232,7 @@ def _indices_in(path):
 
 def test_static_lengths_of_records_are_the_flags_or_powers_of_two(records_dir, glue_dir):
   """The training lengths stay on disk: 32, 64, ..., max_seq_length unless --static-lengths gives them."""
-  recipe = records.RecordsClassificationRecipe(records.open_training_records(records_dir[0]),
+  recipe = records_recipe.RecordsClassificationRecipe(records.open_training_records(records_dir[0]),
                                                {"dev": load_glue_split(glue_dir, "sst2", "dev")})
   recipe.config = TrainConfig(static_shapes=True)
   assert recipe.static_lengths == (32, 64, 128)

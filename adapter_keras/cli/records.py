@@ -60,7 +60,8 @@ def train_on_records(args, config):
   # pylint: disable=import-outside-toplevel
   from adapter_keras.tasks.sources import load_task_data
   from adapter_keras.train.run import run
-  from adapter_keras.train.records import RecordsClassificationRecipe, open_training_records
+  from adapter_keras.train.records import open_training_records
+  from adapter_keras.train.records_recipe import RecordsClassificationRecipe
   if args.train_file:
     raise ValueError("--train-records DIR replaces --train FILE; give one of them")
   records = open_training_records(args.train_records)

@@ -13,7 +13,7 @@ from adapter_keras.serving.predict import CHUNK_INPUTS, DEFAULT_BATCH_SIZE
 
 def _cmd_export(args) -> dict:
   from adapter_keras.serving.signatures import (  # pylint: disable=import-outside-toplevel
-      check_export_destination, signature_names)
+      check_export_destination, check_task_name, signature_names)
   # Before TensorFlow's import and the encoder's loading: a refused --out costs nothing.
   check_export_destination(args.out, args.overwrite)
   from adapter_keras.artifacts import (method_of, read_manifest,  # pylint: disable=import-outside-toplevel
@@ -27,6 +27,8 @@ def _cmd_export(args) -> dict:
   tasks = [task_from_manifest(m) for m in manifests]  # a span model: one line, before any loading
   if len(artifacts) > 1:
     signature_names([task.name for task in tasks])  # colliding names, before any loading
+  else:
+    check_task_name(tasks[0].name)  # a reserved signature name, before any loading
   if len(artifacts) == 1 and get_method(method_of(manifests[0])[0]).fine_tunes_base:
     entries = {tasks[0].name: load_adapter(artifacts[0], args.encoder)}  # its own base: nothing to share
   else:
