@@ -392,3 +392,15 @@ def read_json_object(path: str, what: str, error: type = ValueError) -> Dict[str
   if not isinstance(value, dict):
     raise error(f"{path} holds a JSON {type(value).__name__}, not {what}")
   return value
+
+
+def read_format_file(path: str, what: str, format_name: str, version: int, remedy: str = "") -> Dict[str, Any]:
+  """The JSON object in `path` after checking its "format" and "format_version" (the export manifest, the
+  training-records spec): ValueError naming the file otherwise; `remedy` ends the version's message."""
+  data = read_json_object(path, what)
+  if data.get("format") != format_name:
+    raise ValueError(f"{path} is not {what} ({format_name!r} expected)")
+  if data.get("format_version") != version:
+    raise ValueError(f"{path} has format version {data.get('format_version')!r}; this adapter_keras reads version "
+                     f"{version}{remedy}")
+  return data

@@ -19,7 +19,7 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from adapter_keras.io import read_json_object
+from adapter_keras.io import read_format_file
 
 EXPORT_MANIFEST = "adapter_keras_export.json"
 EXPORT_FORMAT = "adapter_keras.export"
@@ -121,12 +121,7 @@ def read_export_manifest(directory: str) -> Optional[dict]:
   path = os.path.join(directory, EXPORT_MANIFEST)
   if not os.path.isfile(path):
     return None
-  manifest = read_json_object(path, "an export manifest")
-  if manifest.get("format") != EXPORT_FORMAT:
-    raise ValueError(f"{path} is not an export manifest of adapter_keras")
-  if manifest.get("format_version") != EXPORT_FORMAT_VERSION:
-    raise ValueError(f"{path} has export format version {manifest.get('format_version')!r}; this "
-                     f"adapter_keras reads version {EXPORT_FORMAT_VERSION}")
+  manifest = read_format_file(path, "an export manifest of adapter_keras", EXPORT_FORMAT, EXPORT_FORMAT_VERSION)
   tasks = manifest.get("tasks")
   if (not isinstance(tasks, list) or not tasks or not isinstance(manifest.get("files"), list)
       or not all(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("signature"), str)

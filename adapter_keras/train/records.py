@@ -67,7 +67,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from adapter_keras.io import (atomic_directory, file_sha256, read_json_object, require_new_or_empty_directory,
+from adapter_keras.io import (atomic_directory, file_sha256, read_format_file, require_new_or_empty_directory,
                               write_json_atomic)
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import check_max_seq_length, encoder_vocabulary
@@ -267,12 +267,8 @@ def open_training_records(directory: str, verify: bool = True) -> TrainingRecord
   spec_path = os.path.join(directory, SPEC_FILE)
   if not os.path.isfile(spec_path):
     raise FileNotFoundError(f"{directory} has no {SPEC_FILE}: not a directory written by adapter-keras preprocess")
-  spec = read_json_object(spec_path, "a training-records spec")
-  if spec.get("format") != FORMAT:
-    raise ValueError(f"{spec_path} is not a training-records spec (format {FORMAT!r} expected)")
-  if spec.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{spec_path} has format version {spec.get('format_version')!r}; this adapter_keras reads "
-                     f"version {FORMAT_VERSION}: re-run adapter-keras preprocess")
+  spec = read_format_file(spec_path, "a training-records spec", FORMAT, FORMAT_VERSION,
+                          ": re-run adapter-keras preprocess")
   missing = [k for k in _SPEC_KEYS if k not in spec]
   if missing:
     raise ValueError(f"{spec_path} lacks {', '.join(missing)}")
