@@ -54,6 +54,7 @@ from adapter_keras.layers.pooling import POOLINGS
 from adapter_keras.methods import base_variables
 from adapter_keras.networks.span_model import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.registry import TaskSpec
+from adapter_keras.values import is_integer, is_number
 
 FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
@@ -210,11 +211,11 @@ def _manifest_problem(manifest: Dict, version: int) -> Optional[str]:
 
 
 def _is_positive_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+  return is_integer(value) and value > 0
 
 
 def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
+  return is_number(value)
 
 
 def _first(names, limit: int = 5) -> str:

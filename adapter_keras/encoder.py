@@ -71,7 +71,7 @@ class BertConfig:
       value = getattr(self, field)
       if not is_number(value) or not 0 <= value < 1:
         raise ValueError(f"BERT config: {field} must be a number in [0, 1), got {value!r}")
-    if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool):
+    if not is_number(self.layer_norm_eps):
       raise ValueError(f"BERT config: layer_norm_eps must be a number, got {self.layer_norm_eps!r}")
     if not isinstance(self.hidden_act, str) or self.hidden_act not in _HIDDEN_ACTIVATIONS:
       raise ValueError(

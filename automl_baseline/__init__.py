@@ -17,3 +17,5 @@ Files and directories are written through `adapter_keras.io` (atomic writes)
 and data is read through `adapter_keras.tasks` (GLUE tasks and files).
 """
 __version__ = "0.1.0"
+# tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE) for every serializable class here.
+KERAS_PACKAGE = "AutoMLBaseline"

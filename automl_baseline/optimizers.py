@@ -18,11 +18,12 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-_PACKAGE = "AutoMLBaseline"
+from automl_baseline import KERAS_PACKAGE
+
 DEEP_OPTIMIZERS = ("adagrad", "lazy_adam")
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class LazyAdam(tf_keras.optimizers.Optimizer):
   """Adam whose sparse updates touch only the rows present in the gradient.
 

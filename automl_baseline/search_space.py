@@ -27,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import keras_tuner
 
+from adapter_keras.values import is_number
 from automl_baseline.modules import TABLE6_MODULES, is_frozen_only
 from automl_baseline.optimizers import DEEP_OPTIMIZERS
 
@@ -256,15 +257,11 @@ def _config_with_values(space: SearchSpace, values: Mapping[str, Any],
   return config
 
 
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_value(parameter, value: Any) -> None:
   config = parameter.get_config()
   if "values" in config:  # Choice
     ok = value in config["values"] and type(value) is type(config["values"][0])  # pylint: disable=unidiomatic-typecheck
-    if not ok and _is_number(value):
+    if not ok and is_number(value):
       ok = any(value == v and not isinstance(v, bool) for v in config["values"])
   elif "value" in config:  # Fixed
     ok = value == config["value"] and type(value) is type(config["value"])  # pylint: disable=unidiomatic-typecheck

@@ -24,11 +24,10 @@ from typing import Dict, Optional, Tuple, Union
 import tensorflow as tf
 import tf_keras
 
-from automl_baseline import modules
+from automl_baseline import KERAS_PACKAGE, modules
 from automl_baseline.optimizers import deep_optimizer, wide_optimizer
 from automl_baseline.search_space import TrialConfig
 
-_PACKAGE = "AutoMLBaseline"
 TextInputs = Union[tf.Tensor, Dict[str, tf.Tensor]]
 
 _ACTIVATION_FUNCTIONS = {
@@ -79,7 +78,7 @@ def split_text_inputs(inputs: TextInputs) -> Tuple[tf.Tensor, Optional[tf.Tensor
   return text, text_b
 
 
-@tf_keras.utils.register_keras_serializable(package=_PACKAGE)
+@tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
 class NamedActivation(tf_keras.layers.Layer):
   """An activation from Table 5 by name (relu6 and leaky_relu are not tf_keras names)."""
 

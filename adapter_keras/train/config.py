@@ -14,7 +14,7 @@ from typing import ClassVar, Dict, List, Optional, Tuple
 
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.methods import FROZEN_BOTTOM_METHODS, get_method
-from adapter_keras.values import is_integer
+from adapter_keras.values import is_integer, is_number
 
 MIXED_PRECISION_CHOICES = ("bfloat16", "float16")
 # Adam's step is about the learning rate per step, whatever the gradient's scale: above 1 every weight
@@ -117,7 +117,7 @@ class TrainConfig:
     if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION_CHOICES:
       raise ValueError(f"mixed_precision must be None or one of {sorted(MIXED_PRECISION_CHOICES)}, "
                        f"got {self.mixed_precision!r}")
-    if isinstance(self.worker_timeout, bool) or not isinstance(self.worker_timeout, (int, float)) \
+    if not is_number(self.worker_timeout) \
         or not 0 < self.worker_timeout < float("inf"):
       raise ValueError(f"worker_timeout must be a finite number of seconds > 0, got {self.worker_timeout!r}")
     if self.strategy not in STRATEGIES:

@@ -301,7 +301,7 @@ def open_training_records(directory: str, verify: bool = True) -> TrainingRecord
 
 
 def _is_count(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+  return is_integer(value) and value >= 0
 
 
 def _check_spec_fields(spec: Dict, spec_path: str) -> None:
