@@ -180,13 +180,14 @@ def test_which_variables_a_method_trains(method, where, top_k, trains):
 
 
 def test_registry_facts():
-  assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm")
+  assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm", "bitfit")
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).uses_adapters] == ["adapter"]
-  assert [m for m in methods.METHOD_NAMES if methods.get_method(m).fine_tunes_base] == ["full", "top-k"]
+  assert [m for m in methods.METHOD_NAMES if methods.get_method(m).fine_tunes_base] == ["full", "top-k", "bitfit"]
   assert methods.FROZEN_BOTTOM_METHODS == ("adapter", "top-k")
-  assert [methods.method_label(m, 3) for m in methods.METHOD_NAMES] == ["adapter", "full", "top-3", "layer-norm"]
-  with pytest.raises(ValueError, match="Unknown method 'bitfit'; choose one of adapter, full, top-k, layer-norm"):
-    methods.get_method("bitfit")
+  assert [methods.method_label(m, 3) for m in methods.METHOD_NAMES] == ["adapter", "full", "top-3", "layer-norm",
+                                                                       "bitfit"]
+  with pytest.raises(ValueError, match="Unknown method 'lora'; choose one of adapter, full, top-k, layer-norm, bitfit"):
+    methods.get_method("lora")
   parser = argparse.ArgumentParser()
   flags.add_training_arguments(parser)
   assert next(a for a in parser._actions if a.dest == "method").choices == methods.METHOD_NAMES
@@ -231,7 +232,8 @@ def test_a_new_method_is_one_registered_class():
                                                                                        hidden_layers=2), "mean"),
     ("adapter", None, AdapterConfig(size=5, positions="ffn", norm="batch"), "cls"),
     ("full", None, None, "cls"), ("full", None, None, "mean"), ("top-k", 1, None, "cls"),
-    ("top-k", 2, None, "mean"), ("layer-norm", None, None, "cls")])
+    ("top-k", 2, None, "mean"), ("layer-norm", None, None, "cls"), ("bitfit", None, None, "cls"),
+    ("bitfit", None, None, "mean")])
 def test_trained_params_formula_equals_the_count(method, top_k, adapter, pooling):
   encoder = build_encoder(TINY, adapter)
   model = TaskModel(encoder, 3, pooling=pooling, name="task_model").build_with_dummy_inputs()
@@ -288,3 +290,17 @@ def test_apply_method_on_a_users_functional_model():
   assert not any("self_attention/query" in n for n in trained)
   with pytest.raises(ValueError, match="contains no adapter_keras encoder"):
     methods.apply_method(tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))]), "adapter")
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_bitfit_trains_exactly_the_biases_and_layer_norm_offsets(pooling):
+  model = _model(pooling, adapters=False)
+  apply_method(model, "bitfit")
+  biases = {"encoder/embeddings/layer_norm/beta"}
+  for i in range(2):
+    block = f"encoder/transformer/layer_{i}"
+    biases |= {f"{block}/self_attention/{d}/bias" for d in ("query", "key", "value", "attention_output")}
+    biases |= {f"{block}/{d}/bias" for d in ("intermediate", "output")}
+    biases |= {f"{block}/{n}/beta" for n in ("self_attention_layer_norm", "output_layer_norm")}
+  pooler = {"encoder/pooler_transform/bias"} if pooling == "cls" else set()
+  assert _trainable(model) == biases | pooler | HEAD

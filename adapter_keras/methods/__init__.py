@@ -6,12 +6,14 @@
   methods/apply.py      apply_method, inject_method, parameter_report, the base/added variables
   methods/adapter/      Houlsby adapters: config.py (AdapterConfig), layers.py (BottleneckAdapter)
   methods/full/, top_k/, layer_norm/   the paper's baselines
+  methods/bitfit/       BitFit: the biases only (a variable-level method)
 
   name        adds               trains (besides the head)                       frozen bottom ends at
   adapter     2 adapters/block   adapters + every LayerNorm (embedding's too)    the first adapted layer
   full        -                  everything (the pooler only if the head reads)  - (layer 0 trains)
   top-k       -                  the top k Transformer layers (+ pooler if read) layer L - k
   layer-norm  -                  every LayerNorm                                 - (the embedding LayerNorm trains)
+  bitfit      -                  every bias and LayerNorm offset (BitFit)        - (the embedding LayerNorm trains)
 
 To add a method: a folder with its config and a TuningMethod subclass, registered in registry.py (built
 in) or through the `adapter_keras.methods` entry point group (a plugin package). The CLI's `--method`,
