@@ -78,10 +78,9 @@ def loaded_encoder(encoder, method: str, method_config, seed: int, max_seq_lengt
 
 
 def method_and_config(method: str, adapter=None, top_k: Optional[int] = None, method_config=None):
-  """(method name, its config object) from a task model's arguments (methods/: make_config)."""
+  """(method name, its config object) from a task model's arguments (methods/: make_config); `adapter` (the
+  constructors' default AdapterConfig()) concerns method "adapter" only."""
   spec = get_method(method)
-  if spec.name != "adapter" and method_config is None and adapter is not None and not isinstance(adapter, dict):
-    adapter = None  # the adapter default only concerns the adapter method
   if isinstance(adapter, dict):
     from adapter_keras.methods.adapter.config import AdapterConfig  # pylint: disable=import-outside-toplevel
     adapter = AdapterConfig.from_dict(adapter)
@@ -89,6 +88,15 @@ def method_and_config(method: str, adapter=None, top_k: Optional[int] = None, me
     raise ValueError("method 'adapter' trains adapters: give an AdapterConfig (adapter=None is for methods "
                      "without adapters: full, top-k, layer-norm)")
   return spec.name, spec.make_config(method_config, adapter=adapter, top_k=top_k)
+
+
+def recorded_config(defaults: TrainConfig, pretrained: PretrainedEncoder, method: str, settings, **fields):
+  """The TrainConfig a task model records as its run before any fit (`defaults` with these settings), the
+  method's config in the fields the command line uses: adapter (AdapterConfig), top_k, method_config."""
+  return dataclasses.replace(
+      defaults, encoder=pretrained.name, method=method, top_k=settings.k if method == "top-k" else None,
+      adapter=settings if method == "adapter" else defaults.adapter,
+      method_config=None if method in ("adapter", "top-k") else settings.to_dict(), **fields)
 
 
 # Task type -> task model class: every subclass of TaskModelBase that names its `task_type` registers here

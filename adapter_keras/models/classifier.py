@@ -16,7 +16,6 @@ strategy is the one whose scope the model is built in (Keras's own rule, which `
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -26,7 +25,7 @@ import tf_keras
 from adapter_keras.artifacts import ArtifactError, task_from_manifest
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.models.base import (TaskModelBase, constructing, keras_name, loaded_encoder,
-                                       method_and_config)
+                                       method_and_config, recorded_config)
 from adapter_keras.models.inputs import dataset_columns, is_text_input, split_texts, strings
 from adapter_keras.models.keras3 import refuse_keras3_objects
 from adapter_keras.networks import TaskModel
@@ -81,11 +80,9 @@ class SequenceTaskModel(TaskModelBase, TaskModel):
       self.labels = labels
       self.is_pair = is_pair
       self._task = task
-      self._set_up(pretrained, method, settings, seed, max_seq_length, dataclasses.replace(
-          _RECIPE, encoder=pretrained.name, method=method, top_k=settings.k if method == "top-k" else None,
-          adapter=settings if method == "adapter" else _RECIPE.adapter,
-          method_config=None if method in ("adapter", "top-k") else settings.to_dict(),
-          max_seq_length=max_seq_length, seed=seed, pooling=self.pooling, dropout_rate=dropout_rate))
+      self._set_up(pretrained, method, settings, seed, max_seq_length, recorded_config(
+          _RECIPE, pretrained, method, settings, max_seq_length=max_seq_length, seed=seed, pooling=self.pooling,
+          dropout_rate=dropout_rate))
 
   @classmethod
   def for_run(cls, pretrained, task: TaskSpec, config: TrainConfig):

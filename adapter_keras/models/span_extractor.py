@@ -21,7 +21,7 @@ import tf_keras
 from adapter_keras.artifacts import ArtifactError
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.models.base import (TaskModelBase, constructing, keras_name, loaded_encoder,
-                                       method_and_config)
+                                       method_and_config, recorded_config)
 from adapter_keras.models.inputs import is_pair_input, is_text_input, span_dataset_columns, squad_answers, strings
 from adapter_keras.networks import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeaturizer
@@ -70,18 +70,15 @@ class AdapterSpanExtractor(TaskModelBase, SpanModel):
                **kwargs):
     kwargs.pop("task", None)  # always SQuAD's
     method, settings = method_and_config(method, adapter, top_k, method_config)
+    windows = dict(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length,
+                   max_answer_length=max_answer_length, n_best_size=n_best_size)
     # Checked before the encoder loads: SquadTrainConfig refuses window settings no run could use.
-    train_config = dataclasses.replace(
-        _SQUAD_RECIPE, encoder=encoder if isinstance(encoder, str) else encoder.name, method=method,
-        top_k=settings.k if method == "top-k" else None,
-        adapter=settings if method == "adapter" else _SQUAD_RECIPE.adapter,
-        method_config=None if method in ("adapter", "top-k") else settings.to_dict(),
-        max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length,
-        max_answer_length=max_answer_length, n_best_size=n_best_size, seed=seed, dropout_rate=dropout_rate)
+    dataclasses.replace(_SQUAD_RECIPE, **windows)
     with constructing(encoder, seed):
       pretrained = loaded_encoder(encoder, method, settings, seed, max_seq_length)
       super().__init__(pretrained.encoder, dropout_rate=dropout_rate, head_seed=seed, **kwargs)
-      self._set_up(pretrained, method, settings, seed, max_seq_length, train_config)
+      self._set_up(pretrained, method, settings, seed, max_seq_length, recorded_config(
+          _SQUAD_RECIPE, pretrained, method, settings, seed=seed, dropout_rate=dropout_rate, **windows))
     self.featurizer = SquadFeaturizer.from_preprocessor(self.preprocessor, doc_stride, max_query_length)
 
   @classmethod
