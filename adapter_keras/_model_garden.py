@@ -57,6 +57,22 @@ def attention_projections(block) -> Dict[str, object]:
               output=attention._output_dense)
 
 
+# The projections a method may wrap (methods/sites.py): the attention layer's four and the FFN's two.
+ATTENTION_PROJECTIONS = {"query": "_query_dense", "key": "_key_dense", "value": "_value_dense",
+                         "attention_output": "_output_dense"}
+FFN_PROJECTIONS = {"ffn_in": "_intermediate_dense", "ffn_out": "_output_dense"}
+
+
+def projection_owner(block, target: str):
+  """(the layer holding the projection `target`, its attribute there): the attention layer for the attention
+  projections (behind a parallel adapter's input tap, the tapped layer), the block for the FFN's."""
+  if target in FFN_PROJECTIONS:
+    return block, FFN_PROJECTIONS[target]
+  attention = block._attention_layer
+  attention = attention.__dict__.get("sublayer", attention)  # a SublayerInputTap forwards reads, not writes
+  return attention, ATTENTION_PROJECTIONS[target]
+
+
 def block_layer_norms(block) -> List[object]:
   """[the LayerNorm after attention, the LayerNorm after the FFN]."""
   return [block._attention_layer_norm, block._output_layer_norm]

@@ -187,6 +187,10 @@ def test_the_bank_serves_the_plugin_beside_adapters_and_earlier_tasks_stay_bit_i
   # A method that trains the base's own weights cannot join a bank whose tasks share them.
   with pytest.raises(ValueError, match="trains the base's own weights"):
     bank.add_task("full", classification_task("full", ("0", "1")), method="full")
+  with pytest.raises(ValueError, match="wraps layers the tasks share"):
+    bank.add_task("lora", classification_task("lora", ("0", "1")), method="lora")
+  base = {id(v) for v in bank.base.encoder.weights}  # the refusals left the shared base frozen
+  assert not [v for v in bank["first"].trainable_variables if id(v) in base]
 
 
 def test_a_sweep_runs_the_plugin(plugin_path, glue_dir, encoder_dir, tmp_path):

@@ -16,9 +16,8 @@ def _cmd_export(args) -> dict:
       check_export_destination, check_task_name, signature_names)
   # Before TensorFlow's import and the encoder's loading: a refused --out costs nothing.
   check_export_destination(args.out, args.overwrite)
-  from adapter_keras.artifacts import (method_of, read_manifest,  # pylint: disable=import-outside-toplevel
+  from adapter_keras.artifacts import (read_manifest,  # pylint: disable=import-outside-toplevel
                                        resolve_artifact_dir, task_from_manifest)
-  from adapter_keras.methods import get_method  # pylint: disable=import-outside-toplevel
   from adapter_keras.models import load_adapter  # pylint: disable=import-outside-toplevel
   from adapter_keras.serving.export import export_saved_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.serving.multitask import MultiTaskModel  # pylint: disable=import-outside-toplevel
@@ -29,8 +28,8 @@ def _cmd_export(args) -> dict:
     signature_names([task.name for task in tasks])  # colliding names, before any loading
   else:
     check_task_name(tasks[0].name)  # a reserved signature name, before any loading
-  if len(artifacts) == 1 and get_method(method_of(manifests[0])[0]).fine_tunes_base:
-    entries = {tasks[0].name: load_adapter(artifacts[0], args.encoder)}  # its own base: nothing to share
+  if len(artifacts) == 1:  # one task: its own model, whatever its method (nothing to share)
+    entries = {tasks[0].name: load_adapter(artifacts[0], args.encoder)}
   else:
     multitask = MultiTaskModel.from_encoder(args.encoder)
     for artifact in artifacts:

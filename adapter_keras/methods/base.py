@@ -135,12 +135,15 @@ class TuningMethod:
     fine_tunes_base: pre-trained weights train (analyses give such runs a fine-tuning learning rate;
       the multi-task bank refuses them, since its tasks share the base).
     uses_adapters: its added layers are Houlsby adapters (the ablation switches them off).
+    wraps_shared_layers: its inject wraps layers a multi-task bank shares between tasks (the attention
+      projections), so the bank refuses it rather than let one task change the others.
   """
 
   name: str = ""
   config_class: type = NoConfig
   fine_tunes_base: bool = False
   uses_adapters: bool = False
+  wraps_shared_layers: bool = False
 
   # ------------------------------------------------------------- configs
 

@@ -28,6 +28,22 @@ SITES = {
 }
 
 
+# The projections of a block a method may wrap (LoRA's targets): each an EinsumDense of Model Garden's.
+PROJECTIONS = tuple(_model_garden.ATTENTION_PROJECTIONS) + tuple(_model_garden.FFN_PROJECTIONS)
+
+
+def wrap_projection(block, target: str, make_wrapper: Callable):
+  """Replaces the projection `target` (PROJECTIONS) of a built block by `make_wrapper(projection)`; returns the
+  wrapper. The attention projections live in the block's attention layer, which a multi-task bank shares
+  between tasks: a method that wraps them says so (TuningMethod.wraps_shared_layers)."""
+  if target not in PROJECTIONS:
+    raise ValueError(f"unknown projection {target!r}; a block's projections are {', '.join(PROJECTIONS)}")
+  owner, attribute = _model_garden.projection_owner(block, target)
+  wrapper = make_wrapper(getattr(owner, attribute))
+  setattr(owner, attribute, wrapper)
+  return wrapper
+
+
 def wrap_sublayer(block, site: str, make_wrapper: Callable):
   """Replaces the sublayer at `site` of a built Transformer block by `make_wrapper(sublayer)`; returns the
   wrapper. Its variables are created at the encoder's next call, under the block's name scope."""

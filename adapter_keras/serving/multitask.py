@@ -20,6 +20,8 @@ import tensorflow as tf
 from adapter_keras import _model_garden
 from adapter_keras.encoder import build_encoder
 from adapter_keras.layers.pooling import MeanPooling, pool
+from adapter_keras.artifacts import method_of, read_manifest, resolve_artifact_dir
+from adapter_keras.methods import get_method
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.models import load_adapter, model_class
 from adapter_keras.models.base import keras_name
@@ -72,11 +74,26 @@ class MultiTaskModel:
     tie_to_base(encoder, self.base.encoder)
     return dataclasses.replace(self.base, encoder=encoder, name=self.encoder_spec)
 
+  def _check_method(self, name: str, method: str) -> None:
+    """Refuses, before anything is built, a method whose tasks could not share the base."""
+    spec = get_method(method)
+    if spec.fine_tunes_base or spec.wraps_shared_layers:
+      what = "trains the base's own weights" if spec.fine_tunes_base else "wraps layers the tasks share"
+      raise ValueError(f"task {name}: method {method!r} {what}, which every task on one base shares; train it on "
+                       "its own encoder instead")
+
+  def _freeze_base(self) -> None:
+    """The bank's invariant: every layer of the base is frozen, whatever a task's method set on it."""
+    for layer in _model_garden.all_sublayers(self.base.encoder):
+      _model_garden.unfreeze_variables(layer)
+      layer.trainable = False
+
   def _join(self, name: str, model):
     """Adds a built task model after checking that it trains none of the shared base's variables."""
     shared = {id(v) for v in self.base.encoder.weights}
     trained_shared = [v.name for v in model.trainable_variables if id(v) in shared]
     if trained_shared:
+      self._freeze_base()
       raise ValueError(f"task {name}: method {model.method!r} trains the base's own weights ({trained_shared[0]}, "
                        f"...), which every task on one base shares; train it on its own encoder instead")
     self._tasks[name] = model
@@ -90,6 +107,7 @@ class MultiTaskModel:
     """Adds a task (a TaskSpec) with a fresh method (adapters by default), the base's LayerNorms and a new head."""
     if name in self._tasks:
       raise ValueError(f"task {name!r} already exists; remove it first")
+    self._check_method(name, method)
     cls = model_class(task.task_type)
     model = cls(self._tied_base(), task=task, **cls.arguments_from_task(task), method=method,
                 adapter=adapter_config, method_config=method_config, pooling=pooling, max_seq_length=max_seq_length,
@@ -99,6 +117,8 @@ class MultiTaskModel:
   def add_artifact(self, artifact_dir: str, name: Optional[str] = None):
     """Adds a task saved by `train` (or `save_task`, or a task model's save_adapter): models.load_adapter on
     the shared base, which checks the artifact's fingerprint against it."""
+    manifest = read_manifest(resolve_artifact_dir(artifact_dir))
+    self._check_method(name or manifest["task"].get("name"), method_of(manifest)[0])
     model = load_adapter(artifact_dir, encoder=self._tied_base())
     name = name or model.task.name
     if name in self._tasks:
