@@ -150,3 +150,9 @@ def test_tf_keras_and_keras_tuner_private_names():
   import keras_tuner  # pylint: disable=import-outside-toplevel
   oracle = keras_tuner.oracles.GridSearchOracle(objective=keras_tuner.Objective("score", "max"), max_trials=2)
   assert callable(oracle._compare) and hasattr(oracle, "_ordered_ids") and hasattr(oracle, "_populate_next")  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("target", ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"])
+def test_every_projection_a_method_may_wrap_is_an_einsum_dense(encoder, target):
+  owner, attribute = _model_garden.projection_owner(encoder.transformer_layers[0], target)
+  assert isinstance(getattr(owner, attribute), tf_keras.layers.EinsumDense)
