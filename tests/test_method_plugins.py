@@ -21,6 +21,7 @@ from adapter_keras.tasks.data import TextExamples
 from adapter_keras.testing import tiny_sentiment_data
 from adapter_keras.train.config import TrainConfig
 from tests.conftest import REPO_ROOT
+from tests.helpers import run_cli
 
 # The plugin: a learned scale vector on each Transformer block's output, initialised to ones (so the model
 # starts as the base). Only its scales and the head train.
@@ -97,10 +98,13 @@ def _cli(plugin_path, *argv, timeout=600):
 
 @pytest.fixture(scope="module")
 def cli_run(plugin_path, glue_dir, encoder_dir, tmp_path_factory):
-  """`adapter-keras train --method block-scale` in its own process, the plugin found by its entry point."""
+  """`adapter-keras train --method block-scale`, the plugin found by its entry point (in this process: the
+  params test runs the command line in a fresh one)."""
   out = str(tmp_path_factory.mktemp("plugin_run") / "run")
-  _cli(plugin_path, "train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir, "--method",
-       "block-scale", "--epochs", "1", "--batch-size", "16", "--learning-rate", "1e-2", "--out", out, "--json")
+  status, _, stderr = run_cli(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
+                               "--method", "block-scale", "--epochs", "1", "--batch-size", "16", "--learning-rate",
+                               "1e-2", "--out", out, "--json"])
+  assert status == 0, stderr
   return out
 
 
@@ -195,9 +199,10 @@ def test_the_bank_serves_the_plugin_beside_adapters_and_earlier_tasks_stay_bit_i
 
 def test_a_sweep_runs_the_plugin(plugin_path, glue_dir, encoder_dir, tmp_path):
   out = str(tmp_path / "sweep")
-  _cli(plugin_path, "sweep", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir, "--method",
-       "block-scale", "--learning-rates", "1e-2", "--epochs", "1", "--seeds", "0", "--batch-size", "16",
-       "--max-train-examples", "16", "--out", out)
+  status, _, stderr = run_cli(["sweep", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
+                               "--method", "block-scale", "--learning-rates", "1e-2", "--epochs", "1", "--seeds",
+                               "0", "--batch-size", "16", "--max-train-examples", "16", "--out", out])
+  assert status == 0, stderr
   with open(os.path.join(out, "best.json"), encoding="utf-8") as f:
     best = json.load(f)
   assert best["method"] == "block-scale" and best["trials"] == 1
