@@ -147,7 +147,7 @@ def add_parsers(subparsers) -> None:
   add_data_arguments(p)
   add_training_arguments(p, single_run=False)
   p.add_argument("--preset", choices=SWEEP_PRESETS,
-                 help="the paper's grids: paper-glue (§3.2), paper-extra (§3.2's extended), paper-variable-ft "
+                 help="the paper's grids: paper-glue (§3.2), paper-extra (§3.3's additional tasks), paper-variable-ft "
                       "(§3.3, with --method top-k: fine-tune the top n layers, n in {1,2,3,5,7,9,11,12} of "
                       "BERT-base's 12; on an encoder of L layers each n becomes n*L/12 rounded half up, "
                       "clipped to [1, L], duplicates dropped: L=6 gives 1..6, L=2 gives 1,2)")
