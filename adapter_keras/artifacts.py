@@ -51,7 +51,7 @@ import tensorflow as tf
 import adapter_keras
 from adapter_keras.io import atomic_directory, file_sha256, read_json_object
 from adapter_keras.layers.pooling import POOLINGS
-from adapter_keras.methods import base_variables
+from adapter_keras.methods import added_variables
 from adapter_keras.networks.span_model import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.registry import TaskSpec
 from adapter_keras.values import is_integer, is_number
@@ -270,9 +270,7 @@ def required_weight_keys(model) -> set:
   The model builds these randomly initialised: without them a loaded model
   would give random outputs.
   """
-  from adapter_keras.methods.apply import added_variables  # pylint: disable=import-outside-toplevel
-  base = {id(v) for v in base_variables(model.encoder)}
-  added = [v for v in added_variables(model.encoder) if id(v) not in base and not v.name.endswith("enabled:0")]
+  added = [v for v in added_variables(model.encoder) if not v.name.endswith("enabled:0")]
   return {variable_key(model, v) for v in list(model.head.weights) + added}
 
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from adapter_keras.methods.apply import (ParameterReport, apply_method, base_variables, count_parameters,
-                                         find_encoder, inject_method, mark_only_adapters_trainable, model_shape,
-                                         parameter_report)
+from adapter_keras.methods.apply import (ParameterReport, added_variables, apply_method, base_variables,
+                                         count_parameters, find_encoder, inject_method, mark_only_adapters_trainable,
+                                         model_shape, parameter_report)
 from adapter_keras.methods.base import ModelShape, NoConfig, TuningMethod, WeightSite, added_by, mark_added
 from adapter_keras.methods.registry import (BUILTIN_METHODS, ENTRY_POINT_GROUP, get_method, method_label,
                                             method_names, register, unregister, validate_method)
@@ -37,8 +37,8 @@ FROZEN_BOTTOM_METHODS = tuple(m.name for m in BUILTIN_METHODS
 
 __all__ = ["TuningMethod", "WeightSite", "ModelShape", "NoConfig", "ParameterReport", "get_method", "register",
            "unregister", "method_names", "method_label", "validate_method", "apply_method", "inject_method",
-           "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "find_encoder",
-           "count_parameters", "added_by", "mark_added", "frozen_bottom_start_layer", "METHOD_NAMES",
+           "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "added_variables",
+           "find_encoder", "count_parameters", "added_by", "mark_added", "frozen_bottom_start_layer", "METHOD_NAMES",
            "FROZEN_BOTTOM_METHODS", "ENTRY_POINT_GROUP"]
 
 

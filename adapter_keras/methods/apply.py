@@ -127,8 +127,8 @@ def inject_method(encoder, method: str, config, seed: Optional[int] = None) -> N
   base_before = {id(v) for v in base_variables(encoder)}
   spec.inject(encoder, config, seed)
   encoder(dummy_inputs())  # builds what inject added, under the encoder's own name scopes
-  lost = [v.name for v in encoder.weights if id(v) in base_before and id(v) not in
-          {id(b) for b in base_variables(encoder)}]
+  base_after = {id(v) for v in base_variables(encoder)}
+  lost = [v.name for v in encoder.weights if id(v) in base_before and id(v) not in base_after]
   if lost:
     raise ValueError(f"method {method} marked pre-trained variables as its own ({lost[0]}, ...): mark only the "
                      "layers that hold new variables (methods/sites.py)")

@@ -90,13 +90,18 @@ def method_and_config(method: str, adapter=None, top_k: Optional[int] = None, me
   return spec.name, spec.make_config(method_config, adapter=adapter, top_k=top_k)
 
 
+def method_fields(method: str, settings) -> dict:
+  """A method's config in the fields the command line and TrainConfig use (the inverse of
+  TrainConfig.method_settings): adapter (AdapterConfig or None), top_k, method_config (a dict or None)."""
+  return dict(adapter=settings if method == "adapter" else None, top_k=settings.k if method == "top-k" else None,
+              method_config=None if method in ("adapter", "top-k") else settings.to_dict())
+
+
 def recorded_config(defaults: TrainConfig, pretrained: PretrainedEncoder, method: str, settings, **fields):
-  """The TrainConfig a task model records as its run before any fit (`defaults` with these settings), the
-  method's config in the fields the command line uses: adapter (AdapterConfig), top_k, method_config."""
-  return dataclasses.replace(
-      defaults, encoder=pretrained.name, method=method, top_k=settings.k if method == "top-k" else None,
-      adapter=settings if method == "adapter" else defaults.adapter,
-      method_config=None if method in ("adapter", "top-k") else settings.to_dict(), **fields)
+  """The TrainConfig a task model records as its run before any fit (`defaults` with these settings)."""
+  given = method_fields(method, settings)
+  return dataclasses.replace(defaults, encoder=pretrained.name, method=method,
+                             **dict(given, adapter=given["adapter"] or defaults.adapter), **fields)
 
 
 # Task type -> task model class: every subclass of TaskModelBase that names its `task_type` registers here
@@ -151,9 +156,8 @@ class TaskModelBase:
 
   def _method_arguments(self) -> dict:
     """The constructor arguments that rebuild this model's method (get_config)."""
-    return dict(method=self.method, adapter=self.adapter_config.to_dict() if self.adapter_config else None,
-                top_k=self.top_k,
-                method_config=None if self.method in ("adapter", "top-k") else self.method_config.to_dict())
+    given = method_fields(self.method, self.method_config)
+    return dict(given, method=self.method, adapter=given["adapter"].to_dict() if given["adapter"] else None)
 
   def record_training(self, config: TrainConfig, train_examples: int) -> None:
     """What save_adapter records as the run that trained this model."""
