@@ -67,7 +67,8 @@ def test_variant_config_round_trips(variant):
 
 @pytest.mark.parametrize("kwargs", [
     dict(norm="group"), dict(norm="none"), dict(hidden_layers=0), dict(hidden_layers=True),
-    dict(hidden_layers=1.5), dict(placement="middle"), dict(interaction="gated")])
+    dict(hidden_layers=1.5), dict(placement="middle"), dict(interaction="gated"), dict(scale=0),
+    dict(scale="4")])
 def test_invalid_variant_values_are_rejected(kwargs):
   with pytest.raises(ValueError):
     AdapterConfig(**kwargs)
@@ -85,6 +86,7 @@ NON_DEFAULT_FLAG_VALUES = {
     "hidden_layers": (["2"], 2),
     "placement": (["parallel"], "parallel"),
     "interaction": (["multiplicative"], "multiplicative"),
+    "scale": (["4"], 4.0),
 }
 
 
@@ -128,6 +130,23 @@ def test_adapter_flags_cover_every_field():
   assert adapter_config_from_args(args, size=4) == AdapterConfig(size=4, norm="layer")
   with pytest.raises(SystemExit):
     parser.parse_args(["--adapter-hidden-layers", "0"])
+
+
+@pytest.mark.parametrize("name, fields", [
+    ("houlsby", dict(positions="both", placement="sequential", scale=1.0)),
+    ("pfeiffer", dict(positions="ffn", placement="sequential", scale=1.0)),
+    ("scaled-parallel", dict(positions="ffn", placement="parallel", scale=4.0))])
+def test_named_placements_are_flags_and_configs(name, fields):
+  parser = argparse.ArgumentParser()
+  add_adapter_arguments(parser)
+  config = adapter_config_from_args(parser.parse_args(["--adapter-placement", name, "--adapter-size", "8"]))
+  assert config == AdapterConfig(size=8, **fields) == AdapterConfig.named(name, size=8)
+  assert config.placement_name == name
+  assert AdapterConfig.from_dict(config.to_dict()) == config
+  assert ("scale" in config.to_dict()) == (fields["scale"] != 1.0)  # 0.2.0 manifests and run identities
+  if name != "houlsby":
+    with pytest.raises(ValueError, match=f"--adapter-placement: the {name} placement sets positions itself"):
+      adapter_config_from_args(parser.parse_args(["--adapter-placement", name, "--adapter-positions", "both"]))
 
 
 # ---------------------------------------------------------------- the adapter layer
@@ -254,6 +273,18 @@ def test_parallel_adapters_read_the_sublayer_inputs(norm_first):
   ffn = block._output_dense(inner) + ffn_adapter.transform(ffn_in)
   expected = attention_out + ffn if norm_first else block._output_layer_norm(ffn + attention_out)
   np.testing.assert_allclose(block(inputs).numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+  # He et al.'s scaled parallel adapter: only beside the FFN, its output times 4.
+  _, scaled, _ = _plain_and_adapted_blocks(AdapterConfig.named("scaled-parallel", size=4, init_std=0.5), norm_first)
+  (scaled_adapter,) = scaled.adapters
+  scaled_adapter.set_weights(ffn_adapter.get_weights())
+  h = scaled._attention_layer_norm(x) if norm_first else x
+  attention = scaled._attention_layer(query=h, value=h)
+  attention_out = x + attention if norm_first else scaled._attention_layer_norm(x + attention)
+  ffn_in = scaled._output_layer_norm(attention_out) if norm_first else attention_out
+  ffn = scaled._output_dense(scaled._intermediate_activation_layer(scaled._intermediate_dense.sublayer(ffn_in)))
+  ffn = ffn + 4.0 * scaled_adapter.transform(ffn_in)
+  expected = attention_out + ffn if norm_first else scaled._output_layer_norm(ffn + attention_out)
+  np.testing.assert_allclose(scaled(inputs).numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
   # Without the FFN adapter's term the output differs: that adapter does contribute.
   without_ffn_adapter = (attention_out + block._output_dense(inner) if norm_first
                          else block._output_layer_norm(attention_out + block._output_dense(inner)))

@@ -26,7 +26,8 @@ import dataclasses
 import math
 from typing import Any, Dict, Optional
 
-from adapter_keras.methods.adapter.config import ACTIVATIONS, INTERACTIONS, NORMS, PLACEMENTS, POSITIONS, AdapterConfig
+from adapter_keras.methods.adapter.config import (ACTIVATIONS, INTERACTIONS, NAMED_PLACEMENTS, NORMS, PLACEMENTS,
+                                                  POSITIONS, AdapterConfig)
 from adapter_keras.methods import method_names
 from adapter_keras.train.config import (MAX_LEARNING_RATE, MAX_STATIC_LENGTHS, MIXED_PRECISION_CHOICES, STRATEGIES,
                                         TrainConfig)
@@ -111,14 +112,22 @@ def add_adapter_arguments(parser: Any, with_size: bool = True) -> None:
   parser.add_argument("--adapter-layers", type=_layer_index, nargs="+", default=defaults.layers,
                       metavar="LAYER", help="Transformer layers (0-based) that get adapters (default: all)")
   parser.add_argument("--adapter-activation", default=defaults.activation, choices=ACTIVATIONS)
-  parser.add_argument("--adapter-positions", default=defaults.positions, choices=POSITIONS,
-                      help="adapters after attention, after the FFN, or both")
+  parser.add_argument("--adapter-positions", choices=POSITIONS,
+                      help=f"adapters after attention, after the FFN, or both (default {defaults.positions}; a "
+                           "named --adapter-placement sets it)")
   parser.add_argument("--adapter-norm", type=_norm_choice, default=defaults.norm,
                       metavar="{none,layer,batch}", help="norm on the adapter's input (default none)")
   parser.add_argument("--adapter-hidden-layers", type=positive_int, default=defaults.hidden_layers,
                       help="hidden layers of width m per adapter")
-  parser.add_argument("--adapter-placement", default=defaults.placement, choices=PLACEMENTS)
+  parser.add_argument("--adapter-placement", default=defaults.placement, choices=PLACEMENTS + tuple(NAMED_PLACEMENTS),
+                      help="sequential (the adapter transforms the sub-layer's output: Houlsby) or parallel (it "
+                           "reads the sub-layer's input, beside it); or a named placement: houlsby, pfeiffer (one "
+                           "adapter after the FFN, Pfeiffer et al. 2021), scaled-parallel (one parallel adapter "
+                           "beside the FFN, output x4, He et al. 2022)")
   parser.add_argument("--adapter-interaction", default=defaults.interaction, choices=INTERACTIONS)
+  parser.add_argument("--adapter-scale", type=positive_float,
+                      help=f"factor s on the adapter's output, h + s f(x) (default {defaults.scale}; "
+                           "scaled-parallel sets 4)")
 
 
 def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = None) -> AdapterConfig:
@@ -132,7 +141,13 @@ def adapter_config_from_args(args: argparse.Namespace, size: Optional[Any] = Non
       values["size"] = size
       continue
     value = getattr(args, f"adapter_{field.name}")
-    values[field.name] = tuple(value) if isinstance(value, list) else value
+    if value is not None or field.default is None:  # None: a flag left unset, whose default a named placement sets
+      values[field.name] = tuple(value) if isinstance(value, list) else value
+  if values["placement"] in NAMED_PLACEMENTS:
+    try:
+      return AdapterConfig.named(values.pop("placement"), **values)
+    except ValueError as e:
+      raise ValueError(f"--adapter-placement: {e}") from None
   return AdapterConfig(**values)
 
 

@@ -143,6 +143,7 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
         norm=config.norm,
         hidden_layers=config.hidden_layers,
         interaction=config.interaction,
+        scale=config.scale,
         name=name)
 
   @property

@@ -4,8 +4,10 @@
 stored in every artifact manifest and serialised in layer configs, so it only
 holds JSON-friendly values. Besides the paper's default adapter it describes
 the architecture variants of the paper's section 3.5 (a norm inside the
-adapter, deeper adapters, parallel placement, a multiplicative interaction);
-their defaults give exactly the Houlsby adapter.
+adapter, deeper adapters, parallel placement, a multiplicative interaction)
+and the field's other placements of the same bottleneck (NAMED_PLACEMENTS: Pfeiffer et al. 2021's one
+adapter after the FFN, He et al. 2022's scaled parallel adapter beside the FFN); their defaults give
+exactly the Houlsby adapter.
 
 Its command-line flags (`--adapter-<field>`) are in cli/flags.py, made from
 the fields, so that a field cannot go without a flag.
@@ -14,13 +16,25 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
-from adapter_keras.values import is_integer
+from adapter_keras.values import is_integer, is_number
 
 POSITIONS = ("attention", "ffn", "both")
 ACTIVATIONS = ("gelu", "relu", "tanh", "swish", "sigmoid", "linear", "leaky_relu", "elu")
 NORMS = (None, "layer", "batch")
 PLACEMENTS = ("sequential", "parallel")
 INTERACTIONS = ("additive", "multiplicative")
+
+# The bottleneck placements the literature names, as the AdapterConfig fields they set (`--adapter-placement`
+# takes these names besides PLACEMENTS; AdapterConfig.named(name, ...) in Python).
+NAMED_PLACEMENTS = {
+    # Houlsby et al. 2019: after the attention and after the FFN output projections (the default).
+    "houlsby": dict(positions="both", placement="sequential"),
+    # Pfeiffer et al. 2021 (AdapterFusion, section 3): one adapter, after the FFN output projection only.
+    "pfeiffer": dict(positions="ffn", placement="sequential"),
+    # He et al. 2022 ("Towards a Unified View of Parameter-Efficient Transfer Learning", section 4.4): the
+    # scaled parallel adapter, reading the FFN's input beside the FFN, its output scaled by s = 4 and added.
+    "scaled-parallel": dict(positions="ffn", placement="parallel", scale=4.0),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +63,8 @@ class AdapterConfig:
     interaction: "additive" (h + f(x)) or "multiplicative" (h * (1 + f(x))),
       where h is the tensor the adapter modifies and x what it reads (both
       the sub-layer output when sequential). Both are near-identities at init.
+    scale: s, the factor on the adapter's function: h + s f(x) (He et al.
+      2022 scale a parallel adapter's output by 4); 1 is the paper's adapter.
   """
 
   size: Union[int, Tuple[int, ...]] = 64
@@ -60,6 +76,7 @@ class AdapterConfig:
   hidden_layers: int = 1
   placement: str = "sequential"
   interaction: str = "additive"
+  scale: float = 1.0
 
   def __post_init__(self):
     if isinstance(self.size, Sequence) and not isinstance(self.size, str):
@@ -92,6 +109,27 @@ class AdapterConfig:
     if self.interaction not in INTERACTIONS:
       raise ValueError(
           f"AdapterConfig.interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
+    if not is_number(self.scale) or not self.scale > 0:
+      raise ValueError(f"AdapterConfig.scale must be a number > 0, got {self.scale!r}")
+
+  @classmethod
+  def named(cls, placement: str, **fields) -> "AdapterConfig":
+    """The adapter of a placement the literature names (NAMED_PLACEMENTS), with other `fields` (size, ...)."""
+    if placement not in NAMED_PLACEMENTS:
+      raise ValueError(f"unknown named placement {placement!r}; choose one of {', '.join(NAMED_PLACEMENTS)}")
+    clash = sorted(k for k, v in fields.items() if k in NAMED_PLACEMENTS[placement]
+                   and v != NAMED_PLACEMENTS[placement][k])
+    if clash:
+      raise ValueError(f"the {placement} placement sets {', '.join(clash)} itself")
+    return cls(**dict(fields, **NAMED_PLACEMENTS[placement]))
+
+  @property
+  def placement_name(self) -> str:
+    """The literature's name of this placement ("houlsby", "pfeiffer", "scaled-parallel"), else the field."""
+    for name, fields in NAMED_PLACEMENTS.items():
+      if all(getattr(self, k) == v for k, v in dict(dict(scale=1.0), **fields).items()):
+        return name
+    return self.placement
 
   def validate_for(self, num_layers: int) -> None:
     """Raises ValueError if this config cannot apply to `num_layers` layers."""
@@ -126,6 +164,9 @@ class AdapterConfig:
     for key in ("size", "layers"):
       if isinstance(d[key], tuple):
         d[key] = list(d[key])
+    if d["scale"] == 1.0:
+      # Added in 0.3.0: left out at its default so that 0.2.0 runs (their identity) and manifests match.
+      del d["scale"]
     return d
 
   @classmethod

@@ -61,6 +61,7 @@ class BottleneckAdapter(tf_keras.layers.Layer):
       already makes the adapter a near-identity, and tiny middle kernels
       would shrink the gradients reaching the down-projection.
     interaction: "additive" or "multiplicative".
+    scale: s, the factor on f (h + s f(x)); 1 in the paper, 4 in He et al.'s scaled parallel adapter.
   """
 
   added_by_method = "adapter"  # methods.base.added_by: a layer the adapter method adds to the encoder
@@ -73,6 +74,7 @@ class BottleneckAdapter(tf_keras.layers.Layer):
                norm: Optional[str] = None,
                hidden_layers: int = 1,
                interaction: str = "additive",
+               scale: float = 1.0,
                **kwargs):
     super().__init__(**kwargs)
     if not is_integer(bottleneck_size) or bottleneck_size < 1:
@@ -90,6 +92,7 @@ class BottleneckAdapter(tf_keras.layers.Layer):
     self.norm = norm
     self.hidden_layers = hidden_layers
     self.interaction = interaction
+    self.scale = float(scale)
 
   def _derived_seed(self, offset: int) -> Optional[int]:
     return None if self.seed is None else self.seed * 2 + offset
@@ -175,6 +178,8 @@ class BottleneckAdapter(tf_keras.layers.Layer):
     target = inputs if base is None else base
     # tf.cast adds no op when the dtypes already agree (always, in float32).
     delta = tf.cast(self.enabled, target.dtype) * tf.cast(self.transform(inputs, training), target.dtype)
+    if self.scale != 1.0:  # the paper's adapter keeps its graph: no multiply by 1
+      delta = self.scale * delta
     if self.interaction == "multiplicative":
       return target * (1.0 + delta)
     return target + delta
@@ -218,6 +223,8 @@ class BottleneckAdapter(tf_keras.layers.Layer):
         norm=self.norm,
         hidden_layers=self.hidden_layers,
         interaction=self.interaction)
+    if self.scale != 1.0:
+      config.update(scale=self.scale)
     return config
 
 
