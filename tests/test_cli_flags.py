@@ -79,3 +79,44 @@ def test_data_flags_describe_a_data_source():
 def test_value_types_refuse_non_positive_values(parse, text):
   with pytest.raises(argparse.ArgumentTypeError, match="expected a positive"):
     parse(text)
+
+
+def _non_default_argv(field) -> tuple:
+  """Flag arguments giving `field` a value other than its default, and that value."""
+  default = field.default
+  if isinstance(default, bool):
+    return [], not default
+  if isinstance(default, tuple):
+    return list(default[:1]), default[:1]
+  value = default + 1 if isinstance(default, int) else default + 0.25
+  return [str(value)], value
+
+
+@pytest.mark.parametrize("method, field", [(m, f) for m, f in flags._method_flag_fields()],
+                         ids=lambda x: getattr(x, "name", x))
+def test_every_built_in_method_setting_is_a_flag_reaching_the_config(method, field):
+  from adapter_keras.methods import get_method
+  flag = "--" + method + "-" + field.name.replace("_", "-")
+  argv, value = _non_default_argv(field)
+  if isinstance(field.default, bool):
+    flag = flag if value else "--no-" + flag[2:]
+  args = _training_parser().parse_args(["--method", method, flag, *argv])
+  config = TrainConfig(**flags.train_config_kwargs(args)).method_settings()
+  spec = get_method(method)
+  assert config == dataclasses.replace(spec.config_class(), **{field.name: value})
+  # A method's flag with another --method, or a setting given twice, is one error naming the flag.
+  other = _training_parser().parse_args(["--method", "bitfit", flag, *argv])
+  with pytest.raises(ValueError, match=f"{flag} is a setting of --method {method}, not of --method bitfit"):
+    flags.train_config_kwargs(other)
+  twice = _training_parser().parse_args(["--method", method, flag, *argv, "--method-config",
+                                         '{"%s": %s}' % (field.name, "1" if not argv else '"x"')])
+  with pytest.raises(ValueError, match=f"{flag} and --method-config both set {field.name}"):
+    flags.train_config_kwargs(twice)
+
+
+def test_method_flags_cover_the_built_in_methods_with_settings():
+  from adapter_keras.methods.registry import BUILTIN_METHODS
+  with_flags = {m for m, _ in flags._method_flag_fields()}
+  with_settings = {m.name for m in BUILTIN_METHODS if dataclasses.is_dataclass(m.config_class)
+                   and dataclasses.fields(m.config_class)}
+  assert with_flags == with_settings - {"adapter", "top-k"} and "lora" in with_flags

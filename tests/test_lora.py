@@ -103,7 +103,7 @@ def test_merge_and_unmerge_keep_the_outputs(lora_model, sentiment_examples):
 def test_lora_through_the_command_line_to_a_served_model(glue_dir, encoder_dir, tmp_path):
   out = str(tmp_path / "run")
   status, _, stderr = run_cli(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
-                               "--method", "lora", "--method-config", '{"rank": 2, "alpha": 4}', "--epochs", "1",
+                               "--method", "lora", "--lora-rank", "2", "--lora-alpha", "4", "--epochs", "1",
                                "--batch-size", "16", "--learning-rate", "1e-2", "--out", out])
   assert status == 0, stderr
   artifact = os.path.join(out, "artifact")

@@ -239,10 +239,61 @@ def method_config(value: str) -> dict:
   return parsed
 
 
+# Built-in methods with flags of their own already: the adapter's --adapter-*, top-k's --top-k.
+_METHODS_WITH_OWN_FLAGS = ("adapter", "top-k")
+# Where add_method_config_argument keeps a method flag's value: dest = PREFIX + method + "__" + field.
+_METHOD_FLAG_DEST = "method_setting__"
+
+
+def _method_flag_fields():
+  """(method name, its config's dataclass field) for every field of a built-in method's config: each one
+  becomes the flag --<method>-<field> (a plugin's settings go through --method-config)."""
+  from adapter_keras.methods.registry import BUILTIN_METHODS  # pylint: disable=import-outside-toplevel
+  for method in BUILTIN_METHODS:
+    if method.name not in _METHODS_WITH_OWN_FLAGS and dataclasses.is_dataclass(method.config_class):
+      for field in dataclasses.fields(method.config_class):
+        yield method.name, field
+
+
+def _method_flag(method: str, field_name: str) -> str:
+  return f"--{method}-{field_name.replace('_', '-')}"
+
+
 def add_method_config_argument(parser) -> None:
-  """--method-config JSON: the settings of a method other than adapter (--adapter-*) and top-k (--top-k)."""
+  """--method-config JSON (the settings of any method), and a flag --<method>-<field> per field of each
+  built-in method's config (LoRA's --lora-rank, ...), made from the dataclass fields so that a field cannot
+  go without a flag; their type follows the field's default."""
   parser.add_argument("--method-config", type=method_config, metavar="JSON",
-                      help="the settings of a method that has no flags of its own (a plugin's), as a JSON object")
+                      help="the settings of the --method, as a JSON object (a plugin's; a built-in method's "
+                           "also have flags of their own)")
+  for method, field in _method_flag_fields():
+    default = field.default
+    kwargs = dict(dest=f"{_METHOD_FLAG_DEST}{method}__{field.name}", default=None, metavar=field.name.upper(),
+                  help=f"--method {method}: its {field.name} (default {default!r})")
+    if isinstance(default, bool):
+      kwargs.update(action=argparse.BooleanOptionalAction, metavar=None)
+    elif isinstance(default, tuple):
+      kwargs.update(nargs="+", metavar=field.name.upper().rstrip("S"))
+    elif isinstance(default, (int, float)):
+      kwargs["type"] = type(default)
+    parser.add_argument(_method_flag(method, field.name), **kwargs)
+
+
+def method_config_from_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+  """The --method's settings: --method-config's object plus its own --<method>-<field> flags (None when
+  neither is given). A flag of another method, or a setting given twice, is a ValueError naming the flag."""
+  config = None if getattr(args, "method_config", None) is None else dict(args.method_config)
+  for dest, value in sorted(vars(args).items()):
+    if not dest.startswith(_METHOD_FLAG_DEST) or value is None:
+      continue
+    method, field = dest[len(_METHOD_FLAG_DEST):].split("__")
+    flag = _method_flag(method, field)
+    if method != args.method:
+      raise ValueError(f"{flag} is a setting of --method {method}, not of --method {args.method}")
+    if config is not None and field in config:
+      raise ValueError(f"{flag} and --method-config both set {field}; give it once")
+    config = dict(config or {}, **{field: value})
+  return config
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -262,6 +313,8 @@ def train_config_kwargs(args: argparse.Namespace, **overrides: Any) -> Dict[str,
   """
   adapter_size = overrides.pop("adapter_size", None)
   kwargs = {name: getattr(args, name) for name in _PLAIN_TRAIN_FIELDS if hasattr(args, name)}
+  if hasattr(args, "method"):
+    kwargs["method_config"] = method_config_from_args(args)
   kwargs["adapter"] = adapter_config_from_args(args, size=adapter_size)
   kwargs.update(overrides)
   return kwargs

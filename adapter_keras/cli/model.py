@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 from adapter_keras.cli.flags import ARCHITECTURES, ENCODER_HELP, POOLINGS, learning_rate, positive_int
-from adapter_keras.cli.flags import add_method_config_argument
+from adapter_keras.cli.flags import (adapter_config_from_args, add_adapter_arguments, add_method_config_argument,
+                                     method_config_from_args)
 from adapter_keras.methods import method_names
 from adapter_keras.train.config import TrainConfig
 
@@ -12,14 +13,14 @@ DEFAULTS = TrainConfig()  # the command line's defaults are the library's
 
 
 def _cmd_params(args) -> dict:
-  from adapter_keras.methods.adapter.config import AdapterConfig  # pylint: disable=import-outside-toplevel
   from adapter_keras.encoder import ARCHITECTURES, build_encoder  # pylint: disable=import-outside-toplevel
   from adapter_keras.methods import apply_method, get_method, inject_method, parameter_report  # pylint: disable=import-outside-toplevel
   from adapter_keras.networks import TaskModel  # pylint: disable=import-outside-toplevel
   from adapter_keras.pretrained import load_encoder  # pylint: disable=import-outside-toplevel
 
   method = get_method(args.method)
-  settings = method.make_config(args.method_config, adapter=AdapterConfig(size=args.adapter_size), top_k=args.top_k)
+  settings = method.make_config(method_config_from_args(args), adapter=adapter_config_from_args(args),
+                                top_k=args.top_k)
   if args.arch:
     bert_config = ARCHITECTURES[args.arch]
     encoder = build_encoder(bert_config)
@@ -57,7 +58,7 @@ def add_parsers(subparsers) -> None:
   source.add_argument("--arch", choices=ARCHITECTURES,
                       help="count a randomly initialised architecture")
   source.add_argument("--encoder", help="count a pre-trained encoder: " + ENCODER_HELP)
-  p.add_argument("--adapter-size", type=positive_int, default=DEFAULTS.adapter.size)
+  add_adapter_arguments(p)
   p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
   p.add_argument("--method", default=DEFAULTS.method, choices=method_names())
   add_method_config_argument(p)
