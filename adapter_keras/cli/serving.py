@@ -35,7 +35,8 @@ def _cmd_export(args) -> dict:
     for artifact in artifacts:
       multitask.add_artifact(artifact)
     entries = {name: multitask[name] for name in multitask.task_names}
-  export_saved_model(entries, args.out, overwrite=args.overwrite)
+  # One task only: several share the base's kernels, so their updates cannot be folded into them.
+  export_saved_model(entries, args.out, overwrite=args.overwrite, merge=len(entries) == 1 and not args.no_merge)
   print(f"exported {', '.join(entries)} to {args.out}")
   return dict(out=args.out, tasks=list(entries))
 
@@ -99,6 +100,9 @@ def add_parsers(subparsers) -> None:
   p.add_argument("--out", required=True, help="a new or empty directory")
   p.add_argument("--overwrite", action="store_true",
                  help="let --out be an earlier export (and nothing else), which is replaced")
+  p.add_argument("--no-merge", action="store_true",
+                 help="one task: keep its method's update as operations of its own in the graph (by default a "
+                      "method with a merge, LoRA or IA3, is folded into the base kernels; several tasks never are)")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_export)
 

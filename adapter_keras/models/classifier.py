@@ -215,9 +215,10 @@ class SequenceTaskModel(TaskModelBase, TaskModel):
                           "load it with the matching class (or adapter_keras.load_adapter)")
     return dict(cls.arguments_from_task(task), task=task, pooling=manifest["pooling"])
 
-  def export(self, out_dir: str, overwrite: bool = False) -> str:
-    """A SavedModel that takes raw strings (serving/export.py): `serving_default(text[, text_b])`."""
-    return export_saved_model({self.name: self}, out_dir, overwrite=overwrite)
+  def export(self, out_dir: str, overwrite: bool = False, merge: bool = True) -> str:
+    """A SavedModel that takes raw strings (serving/export.py): `serving_default(text[, text_b])`. `merge`: a
+    method with a merge (LoRA, IA3) is folded into the base kernels in the graph (this model is left as it was)."""
+    return export_saved_model({self.name: self}, out_dir, overwrite=overwrite, merge=merge)
 
 
 @tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)

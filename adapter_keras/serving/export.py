@@ -10,6 +10,11 @@ routes every example of one batch through its own task's adapters and head
 and returns `label` and `score` per example (score = the predicted class's
 probability, or the regression value). `mixed` is also `serving_default`.
 
+A single task whose tuning method has a merge (LoRA, IA3: TuningMethod.can_merge) is exported merged by
+default: its update is folded into the base kernels before the graph is traced, so the SavedModel computes
+with the base's operations alone; the model in memory is put back exactly afterwards. Several tasks are never
+merged: they share the base's kernels.
+
 Loading needs only TensorFlow and tensorflow-text (whose tokenizer ops the
 graph uses): `tf.saved_model.load(path).signatures["serving_default"]`.
 Beside the SavedModel, `adapter_keras_export.json` names the tasks, their
@@ -18,6 +23,7 @@ can check its inputs and `--overwrite` can replace only an earlier export.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Dict
 
@@ -26,6 +32,7 @@ import tensorflow as tf
 import adapter_keras
 from adapter_keras.io import atomic_directory, write_json_atomic
 from adapter_keras.layers.pooling import head_outputs, pool
+from adapter_keras.methods import base_variables, find_encoder, get_method
 from adapter_keras.serving.signatures import (DEFAULT_SIGNATURE, EXPORT_MANIFEST, ROUTER_SIGNATURE,
                                               check_export_destination, export_manifest, signature_name,
                                               signature_names)
@@ -117,15 +124,46 @@ class _ServingModule(tf.Module):
     return mixed
 
 
-def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool = False) -> str:
+def can_merge(model) -> bool:
+  """Whether `model`'s tuning method can fold its update into the base (methods: TuningMethod.can_merge)."""
+  method = getattr(model, "method", None)
+  return method is not None and get_method(method).can_merge
+
+
+@contextlib.contextmanager
+def merged(model):
+  """`model` with its method's update merged into the base kernels (TuningMethod.merge) inside the block; on
+  leaving it, even on an error, unmerged and every base variable put back to its exact value before (unmerge
+  alone restores them within float error). Costs one copy of the base's weights in host memory meanwhile."""
+  if not can_merge(model):
+    yield model
+    return
+  method = get_method(model.method)
+  variables = base_variables(find_encoder(model))
+  before = [variable.numpy() for variable in variables]
+  method.merge(model, model.method_config)
+  try:
+    yield model
+  finally:
+    method.unmerge(model, model.method_config)
+    for variable, value in zip(variables, before):
+      variable.assign(value)
+
+
+def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool = False,
+                       merge: bool = False) -> str:
   """Writes a SavedModel for the given {task name: task model} (see module docstring), atomically.
 
   `out_dir` must be new or empty, or (with `overwrite`) hold an earlier export
-  and nothing else (signatures.check_export_destination).
+  and nothing else (signatures.check_export_destination). `merge`: one task
+  whose method has a merge is traced merged (`merged`); several tasks refuse it.
   """
   if not entries:
     raise ValueError("nothing to export: no tasks given")
   multi = len(entries) > 1
+  if merge and multi:
+    raise ValueError("merge folds one task's update into the base kernels, which several tasks share: export "
+                     "several tasks with merge=False")
   names = signature_names(list(entries)) if multi else {n: DEFAULT_SIGNATURE for n in entries}
   check_export_destination(out_dir, overwrite)
   module = _ServingModule(entries)
@@ -137,7 +175,9 @@ def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool
                 task_type=entries[name].task.task_type, label_names=list(entries[name].task.label_names or ()))
            for name, server in zip(entries, module.servers)]
   with atomic_directory(out_dir) as tmp:
-    tf.saved_model.save(module, tmp, signatures=signatures)
+    # The wrappers read their merged flag when traced, i.e. inside save.
+    with merged(next(iter(entries.values()))) if merge else contextlib.nullcontext():
+      tf.saved_model.save(module, tmp, signatures=signatures)
     manifest = export_manifest(tasks, ROUTER_SIGNATURE if multi else None, tmp, adapter_keras.__version__)
     write_json_atomic(os.path.join(tmp, EXPORT_MANIFEST), manifest)
     # Saving takes seconds; check again so that files put into out_dir meanwhile are not replaced.
