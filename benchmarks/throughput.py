@@ -10,7 +10,10 @@ stretch of a shared machine hits all of them alike, it measures:
   build time is reported apart);
 * useful FLOP/s: the FLOPs of the non-padding tokens each method has to
   compute per second, over the fp32 matmul FLOP/s measured here;
-* inference latency of the adapter model over the plain one, at batch 1 and 32;
+* inference latency of the adapter model over the plain one, at batch 1 and 32, and beside it that of
+  LoRA (r 8 on query and value) and IA3 (keys, values, FFN activation), each unmerged (the update as
+  operations of its own) and merged into the base kernels (TuningMethod.merge: what a single-task
+  export serves); --methods picks them;
 * training peak memory of adapters over full fine-tuning, each in a fresh
   subprocess, over training steps on the largest batches after a warm-up
   (CPU: peak RSS above the RSS before the model was built, i.e. weights,
@@ -22,6 +25,7 @@ random encoder of the same shape. Data: SST-2 training sentences from
 grouped by length and padded per batch, as `train` does.
 
   python benchmarks/throughput.py [--quick] [--json] [--jit-compile] [--mixed-precision bfloat16]
+      [--methods adapter lora lora_merged ia3 ia3_merged] [--inference-only]
 
 With --json the last stdout line is one JSON object (keys in docs/performance.md).
 """
@@ -37,16 +41,16 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from adapter_keras.config import AdapterConfig  # noqa: E402
+from adapter_keras.config import AdapterConfig, IA3Config, LoRAConfig  # noqa: E402
 from adapter_keras.encoder import ARCHITECTURES, BertConfig, build_encoder  # noqa: E402
-from adapter_keras.methods import apply_method  # noqa: E402
+from adapter_keras.methods import apply_method, get_method, inject_method  # noqa: E402
 from adapter_keras.networks import TaskModel  # noqa: E402
 from adapter_keras.networks.frozen_bottom import BOTTOM_OUTPUT, FrozenBottomModel, freeze_bottom  # noqa: E402
 from adapter_keras.train.classification import compile_task_model  # noqa: E402
@@ -67,6 +71,14 @@ METHODS = {
     "adapter_top_half_prefix_cache": ("adapter", True, True),
 }
 MEMORY_METHODS = ("full", "adapter")
+# Inference variants timed against the plain model: name -> (tuning method, its config, merged into the base).
+INFERENCE_METHODS = {
+    "adapter": ("adapter", None, False),
+    "lora": ("lora", LoRAConfig(), False),
+    "lora_merged": ("lora", LoRAConfig(), True),
+    "ia3": ("ia3", IA3Config(), False),
+    "ia3_merged": ("ia3", IA3Config(), True),
+}
 
 
 @dataclasses.dataclass
@@ -169,7 +181,10 @@ def _generated_sentences(n: int, seed: int) -> List[str]:
   return [" ".join(rng.choice(words, k)) for k in lengths]
 
 
-def build_model(workload: Workload, method: str, top_half: bool, seed: int = 0) -> TaskModel:
+def build_model(workload: Workload, method: str, top_half: bool, seed: int = 0, method_config=None,
+                merged: bool = False) -> TaskModel:
+  """The task model of `method` (adapters of size ADAPTER_SIZE; another method's settings: `method_config`),
+  with its update merged into the base kernels if `merged`."""
   num_layers = workload.config.num_hidden_layers
   adapter_config = None
   if method == "adapter":
@@ -180,10 +195,14 @@ def build_model(workload: Workload, method: str, top_half: bool, seed: int = 0) 
     encoder = load_encoder("minilm-l6", adapter_config, adapter_seed=seed).encoder
   else:
     encoder = build_encoder(workload.config, adapter_config, adapter_seed=seed)
+  if method_config is not None:
+    inject_method(encoder, method, method_config, seed)
   model = TaskModel(encoder, 2, pooling="mean", head_seed=seed, name="task_model").build_with_dummy_inputs()
-  apply_method(model, method)
+  apply_method(model, method, config=method_config)
   if top_half:
     freeze_bottom(model, num_layers // 2)
+  if merged:
+    get_method(method).merge(model, method_config)
   return model
 
 
@@ -358,11 +377,16 @@ def train_benchmark(workload: Workload, settings: Settings, jit_compile: bool, m
 
 
 def inference_benchmark(workload: Workload, settings: Settings, jit_compile: bool,
-                        mixed_precision: Optional[str], log: Callable[[str], None]) -> Dict:
+                        mixed_precision: Optional[str], log: Callable[[str], None],
+                        variants: Sequence[str] = tuple(INFERENCE_METHODS)) -> Dict:
+  """Latency of the plain model and of each of `variants` (INFERENCE_METHODS), and each one's over the plain
+  one's (`infer_overhead_by_method_<bs>`; the adapter's also as `infer_overhead_<bs>`)."""
   models = {}
-  for name, method in (("plain", "full"), ("adapter", "adapter")):
+  for name, (method, config, merged) in [("plain", ("full", None, False))] + [
+      (v, INFERENCE_METHODS[v]) for v in variants]:
     with precision_policy(mixed_precision):
-      model = build_model(workload, method, top_half=False)
+      # Traced below, after the merge: a merged model's graph holds the base's operations only.
+      model = build_model(workload, method, top_half=False, method_config=config, merged=merged)
     spec = tf.TensorSpec([None, None], workload.encoded.word_ids.dtype)
     models[name] = tf.function(lambda x, model=model: model(x, training=False), jit_compile=jit_compile,
                                input_signature=[dict(input_word_ids=spec, input_mask=spec, input_type_ids=spec)])
@@ -388,11 +412,15 @@ def inference_benchmark(workload: Workload, settings: Settings, jit_compile: boo
           calls[name].append(time.perf_counter() - start)
       for name, seconds in calls.items():
         best[name].append(min(seconds))
-    result[f"infer_overhead_{label}"] = _median_ratio(best["adapter"], best["plain"])
+    overheads = {name: _median_ratio(best[name], best["plain"]) for name in models if name != "plain"}
+    result[f"infer_overhead_by_method_{label}"] = overheads
+    if "adapter" in overheads:
+      result[f"infer_overhead_{label}"] = overheads["adapter"]
     result[f"infer_latency_ms_{label}"] = {name: 1000 * statistics.median(t) for name, t in best.items()}
     log(f"[throughput] inference {label}: " + " ".join(
         f"{name} {ms:.2f} ms" for name, ms in result[f"infer_latency_ms_{label}"].items())
-        + f"; adapter / plain {result[f'infer_overhead_{label}']:.3f} (median over {len(batches)} batches)")
+        + "; over plain " + " ".join(f"{name} {ratio:.3f}" for name, ratio in overheads.items())
+        + f" (median over {len(batches)} batches)")
   return result
 
 
@@ -472,7 +500,18 @@ def memory_benchmark(args, log: Callable[[str], None]) -> Dict:
 # ----------------------------------------------------------------------------- report
 
 
+def print_inference_table(result: Dict) -> None:
+  print(f"\n{'inference':<34}{'batch 1 ms':>11}{'x plain':>8}{'batch 32 ms':>12}{'x plain':>8}")
+  for name in result["infer_latency_ms_bs1"]:
+    ratios = [result[f"infer_overhead_by_method_{bs}"].get(name, 1.0) for bs in ("bs1", "bs32")]
+    print(f"{name:<34}{result['infer_latency_ms_bs1'][name]:>11.2f}{ratios[0]:>8.3f}"
+          f"{result['infer_latency_ms_bs32'][name]:>12.2f}{ratios[1]:>8.3f}")
+
+
 def print_table(result: Dict) -> None:
+  if "train_examples_per_s" not in result:  # --inference-only
+    print_inference_table(result)
+    return
   print(f"\n{'training (batch ' + str(result['settings']['batch_size']) + ')':<34}{'examples/s':>11}{'x full':>8}")
   for name, value in result["train_examples_per_s"].items():
     print(f"{name:<34}{value:>11.1f}{result['train_over_full'][name]:>8.2f}")
@@ -481,8 +520,7 @@ def print_table(result: Dict) -> None:
   for name in ("full", "adapter"):
     print(f"useful FLOP/s, {name:<8}{result['useful_flops_per_s'][name] / 1e9:>8.1f} GFLOP/s = "
           f"{100 * result['useful_flops_fraction_' + name]:.1f}% of peak")
-  print(f"\ninference, adapter / plain: batch 1 {result['infer_overhead_bs1']:.3f}, "
-        f"batch 32 {result['infer_overhead_bs32']:.3f}")
+  print_inference_table(result)
   mem = result["peak_memory"]
   print(f"training peak memory: full {mem['full']['peak_bytes'] / 2**20:.0f} MiB, adapter "
         f"{mem['adapter']['peak_bytes'] / 2**20:.0f} MiB -> {result['peak_memory_adapter_over_full']:.2f}x")
@@ -498,6 +536,10 @@ def main(argv=None):
   parser.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION_POLICIES))
   parser.add_argument("--shape", choices=["minilm-l6", "bert-base"], default="minilm-l6",
                       help="bert-base: a random encoder of BERT-base's shape on the same data")
+  parser.add_argument("--methods", nargs="+", choices=list(INFERENCE_METHODS), default=list(INFERENCE_METHODS),
+                      help="the inference variants timed against the plain model (default: all)")
+  parser.add_argument("--inference-only", action="store_true",
+                      help="time inference only (no training, FLOP/s or memory runs)")
   parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
   parser.add_argument("--memory-probe", choices=MEMORY_METHODS, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -511,19 +553,24 @@ def main(argv=None):
     print(f"{message} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
 
   seed_everything(0)
-  peak = matmul_flops_per_s(settings.matmul_size)
-  log(f"[throughput] fp32 matmul {settings.matmul_size}^3: {peak / 1e9:.1f} GFLOP/s")
+  if not args.inference_only:
+    peak = matmul_flops_per_s(settings.matmul_size)
+    log(f"[throughput] fp32 matmul {settings.matmul_size}^3: {peak / 1e9:.1f} GFLOP/s")
   workload = load_workload(args.data_dir, settings.examples, shape=args.shape)
   log(f"[throughput] encoder: {workload.encoder_source}; data: {workload.data_source}")
-  result = dict(train_benchmark(workload, settings, args.jit_compile, args.mixed_precision, log))
-  # Measured again after training: on a shared machine the best of the two is
-  # the nearest to what the hardware can do.
-  peak = max(peak, matmul_flops_per_s(settings.matmul_size))
-  result.update(inference_benchmark(workload, settings, args.jit_compile, args.mixed_precision, log))
-  result.update(memory_benchmark(args, log))
-  result["matmul_peak_flops_per_s"] = peak
-  for name in ("full", "adapter"):
-    result[f"useful_flops_fraction_{name}"] = result["useful_flops_per_s"][name] / peak
+  result = {}
+  if not args.inference_only:
+    result.update(train_benchmark(workload, settings, args.jit_compile, args.mixed_precision, log))
+    # Measured again after training: on a shared machine the best of the two is
+    # the nearest to what the hardware can do.
+    peak = max(peak, matmul_flops_per_s(settings.matmul_size))
+  result.update(inference_benchmark(workload, settings, args.jit_compile, args.mixed_precision, log,
+                                    variants=list(dict.fromkeys(args.methods))))
+  if not args.inference_only:
+    result.update(memory_benchmark(args, log))
+    result["matmul_peak_flops_per_s"] = peak
+    for name in ("full", "adapter"):
+      result[f"useful_flops_fraction_{name}"] = result["useful_flops_per_s"][name] / peak
   result.update(
       settings=dataclasses.asdict(settings), jit_compile=args.jit_compile, mixed_precision=args.mixed_precision,
       encoder=workload.encoder_source, data=workload.data_source,
