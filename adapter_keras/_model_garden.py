@@ -22,7 +22,7 @@ Names of the pinned versions:
   `_exact_match_score`.
 * tf_keras: `Layer._flatten_layers`, `Layer._trainable_weights` / `_non_trainable_weights` (one variable
   frozen at a time), a dropout layer's `_random_generator._generator` (and its `_maybe_init`),
-  `CallbackList._check_timing`.
+  `CallbackList._check_timing`, MultiHeadAttention's masked softmax `_softmax` (prefix tuning widens its mask).
 * keras-tuner 1.4.8: GridSearchOracle's `_compare`, `_ordered_ids`, `_populate_next` and
   `keras_tuner.src.tuners.gridsearch.LinkedList` (a reloaded grid's position), `keras_tuner.src.distribute.utils`.
 """
@@ -43,8 +43,10 @@ FFN_INTERMEDIATE_DENSE = "_intermediate_dense"
 BLOCK_OUTPUT_LAYER_NORM = "_output_layer_norm"
 # The keyword under which the block passes the attention layer its input.
 ATTENTION_INPUT_KEYWORD = "query"
-# Pre-trained, frozen sublayers a task block may share with a base block (serving/multitask.py).
-SHARED_BLOCK_SUBLAYERS = ("_attention_layer", "_intermediate_dense", "_output_dense")
+# Pre-trained, frozen sublayers a task block shares with a base block (serving/multitask.py): the FFN's
+# projections, and inside the task's own attention layer its four projections (ATTENTION_PROJECTIONS). The
+# attention layer itself stays the task's, so that a method may wrap its projections or its softmax for one task.
+SHARED_BLOCK_SUBLAYERS = ("_intermediate_dense", "_output_dense")
 # ... and those of the encoder.
 SHARED_ENCODER_SUBLAYERS = ("_embedding_layer", "_position_embedding_layer", "_type_embedding_layer",
                             "_pooler_layer")
@@ -71,6 +73,20 @@ def projection_owner(block, target: str):
   attention = block._attention_layer
   attention = attention.__dict__.get("sublayer", attention)  # a SublayerInputTap forwards reads, not writes
   return attention, ATTENTION_PROJECTIONS[target]
+
+
+# tf_keras MultiHeadAttention's masked softmax (built from the first call's shapes): it takes the scores
+# [B, N, T, S] and the attention mask, already combined with any Keras masks and expanded to [B, 1, T, S].
+ATTENTION_SOFTMAX = "_softmax"
+
+
+def attention_softmax_owner(block):
+  """(the attention layer of a built block, behind a parallel adapter's input tap; its softmax's attribute)."""
+  attention, _ = projection_owner(block, "query")
+  if not hasattr(attention, ATTENTION_SOFTMAX):
+    raise ValueError(f"the attention layer {attention.name} of block {block.name} has no masked softmax "
+                     f"({type(attention).__name__} is not tf_keras's MultiHeadAttention, or is not built)")
+  return attention, ATTENTION_SOFTMAX
 
 
 def block_layer_norms(block) -> List[object]:
@@ -149,13 +165,19 @@ def has_embedding_projection(encoder) -> bool:
 
 def share_sublayers(task_encoder, base_encoder) -> None:
   """Points `task_encoder` at the base's frozen embedding and pooler layers and, block by block,
-  its attention and FFN projections; copies the base's LayerNorm values (they stay per task)."""
+  its attention and FFN projections; copies the base's LayerNorm values (they stay per task). Both encoders
+  are plain (a method is injected into the task encoder afterwards), so a projection found here is the
+  pre-trained EinsumDense itself."""
   for name in SHARED_ENCODER_SUBLAYERS:
     setattr(task_encoder, name, getattr(base_encoder, name))
   task_encoder._embedding_norm_layer.set_weights(base_encoder._embedding_norm_layer.get_weights())
   for task_block, base_block in zip(task_encoder.transformer_layers, base_encoder.transformer_layers):
     for name in SHARED_BLOCK_SUBLAYERS:
       task_block.set_base_sublayer(name, getattr(base_block, name))
+    for target, attribute in ATTENTION_PROJECTIONS.items():
+      task_attention, _ = projection_owner(task_block, target)
+      base_attention, _ = projection_owner(base_block, target)
+      setattr(task_attention, attribute, getattr(base_attention, attribute))
     for task_norm, base_norm in zip(block_layer_norms(task_block), block_layer_norms(base_block)):
       task_norm.set_weights(base_norm.get_weights())
 

@@ -114,11 +114,12 @@ def check_artifact_destination(out_dir: str, overwrite: bool = False) -> None:
                         "new or empty directory")
 
 
-def save_artifact(out_dir: str, model, manifest: Dict, overwrite: bool = False) -> str:
-  """Saves `model`'s trainable variables and `manifest` atomically to `out_dir` (check_artifact_destination)."""
+def save_artifact(out_dir: str, model, manifest: Dict, overwrite: bool = False, variables=None) -> str:
+  """Saves `model`'s trainable variables (or `variables`, the form a method saves: TuningMethod.prepare_artifact)
+  and `manifest` atomically to `out_dir` (check_artifact_destination)."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   check_artifact_destination(out_dir, overwrite)
-  trained = list(model.trainable_variables)
+  trained = list(model.trainable_variables if variables is None else variables)
   tensors = {variable_key(model, v): np.ascontiguousarray(v.numpy())
              for v in trained + adapter_statistics(model)}
   with atomic_directory(out_dir) as tmp:

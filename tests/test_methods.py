@@ -180,15 +180,16 @@ def test_which_variables_a_method_trains(method, where, top_k, trains):
 
 
 def test_registry_facts():
-  assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm", "bitfit", "lora")
+  assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm", "bitfit", "lora", "ia3", "prefix-tuning")
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).uses_adapters] == ["adapter"]
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).fine_tunes_base] == ["full", "top-k", "bitfit"]
   assert methods.FROZEN_BOTTOM_METHODS == ("adapter", "top-k")
   assert [methods.method_label(m, 3) for m in methods.METHOD_NAMES] == ["adapter", "full", "top-3", "layer-norm",
-                                                                       "bitfit", "lora"]
-  with pytest.raises(ValueError, match="Unknown method 'ia3'; choose one of adapter, full, top-k, layer-norm, bitfit, "
-                                       "lora"):
-    methods.get_method("ia3")
+                                                                       "bitfit", "lora", "ia3", "prefix-16"]
+  assert [m for m in methods.METHOD_NAMES if methods.get_method(m).can_merge] == ["lora", "ia3"]
+  with pytest.raises(ValueError, match="Unknown method 'dora'; choose one of adapter, full, top-k, layer-norm, bitfit, "
+                                       "lora, ia3, prefix-tuning"):
+    methods.get_method("dora")
   parser = argparse.ArgumentParser()
   flags.add_training_arguments(parser)
   assert next(a for a in parser._actions if a.dest == "method").choices == methods.METHOD_NAMES

@@ -74,6 +74,10 @@ def test_share_sublayers_makes_the_task_encoder_use_the_base_layers(encoder):
   for task_block, base_block in zip(encoder.transformer_layers, base.transformer_layers):
     assert getattr(task_block, _model_garden.FFN_INTERMEDIATE_DENSE) is getattr(base_block,
                                                                                _model_garden.FFN_INTERMEDIATE_DENSE)
+    # The attention layer stays the task's own (a method may wrap inside it); its projections are the base's.
+    assert getattr(task_block, _model_garden.ATTENTION_LAYER) is not getattr(base_block, _model_garden.ATTENTION_LAYER)
+    task_projections, base_projections = (_model_garden.attention_projections(b) for b in (task_block, base_block))
+    assert all(task_projections[k] is base_projections[k] for k in base_projections)
     for task_norm, base_norm in zip(_model_garden.block_layer_norms(task_block),
                                     _model_garden.block_layer_norms(base_block)):
       assert task_norm is not base_norm

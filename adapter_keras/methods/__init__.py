@@ -7,6 +7,7 @@
   methods/adapter/      Houlsby adapters: config.py (AdapterConfig), layers.py (BottleneckAdapter)
   methods/full/, top_k/, layer_norm/   the paper's baselines
   methods/bitfit/       BitFit: the biases only (a variable-level method)
+  methods/ia3/          IA3: learned scales of the keys, values and FFN activation (IA3Config), with merge
 
   name        adds               trains (besides the head)                       frozen bottom ends at
   adapter     2 adapters/block   adapters + every LayerNorm (embedding's too)    the first adapted layer
@@ -14,6 +15,7 @@
   top-k       -                  the top k Transformer layers (+ pooler if read) layer L - k
   layer-norm  -                  every LayerNorm                                 - (the embedding LayerNorm trains)
   bitfit      -                  every bias and LayerNorm offset (BitFit)        - (the embedding LayerNorm trains)
+  ia3         3 scales/block     its scale vectors (keys, values, FFN)           - (layer 0 trains)
 
 To add a method: a folder with its config and a TuningMethod subclass, registered in registry.py (built
 in) or through the `adapter_keras.methods` entry point group (a plugin package). The CLI's `--method`,
@@ -27,7 +29,8 @@ from typing import Optional
 from adapter_keras.methods.apply import (ParameterReport, added_variables, apply_method, base_variables,
                                          count_parameters, find_encoder, inject_method, mark_only_adapters_trainable,
                                          model_shape, parameter_report)
-from adapter_keras.methods.base import ModelShape, NoConfig, TuningMethod, WeightSite, added_by, mark_added
+from adapter_keras.methods.base import (ModelShape, NoConfig, TuningMethod, WeightSite, added_by, check_can_merge,
+                                        mark_added, mark_shares_base)
 from adapter_keras.methods.registry import (BUILTIN_METHODS, ENTRY_POINT_GROUP, get_method, method_label,
                                             method_names, register, unregister, validate_method)
 
@@ -38,7 +41,8 @@ FROZEN_BOTTOM_METHODS = tuple(m.name for m in BUILTIN_METHODS
 __all__ = ["TuningMethod", "WeightSite", "ModelShape", "NoConfig", "ParameterReport", "get_method", "register",
            "unregister", "method_names", "method_label", "validate_method", "apply_method", "inject_method",
            "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "added_variables",
-           "find_encoder", "count_parameters", "added_by", "mark_added", "frozen_bottom_start_layer", "METHOD_NAMES",
+           "find_encoder", "count_parameters", "added_by", "mark_added", "mark_shares_base", "check_can_merge",
+           "frozen_bottom_start_layer", "METHOD_NAMES",
            "FROZEN_BOTTOM_METHODS", "ENTRY_POINT_GROUP"]
 
 

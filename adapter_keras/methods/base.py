@@ -12,6 +12,8 @@ A method (PEFT's `tuners/<method>/` is the model) is one folder under methods/ h
   trained_params  its exact trained-parameter formula, checked against the counted one
   frozen_bottom_start  where the frozen bottom ends (the frozen-bottom cache), if anywhere
   merge / unmerge  optionally, folding its update into the base weights
+  artifact_config / prepare_artifact  optionally, what an artifact holds when that differs from
+           what trains (a reparameterisation saved as the values it computes)
 
 This module imports no TensorFlow: the command line reads the registry for `--method`.
 """
@@ -33,6 +35,32 @@ def mark_added(layer, method_name: str):
 def added_by(layer) -> Optional[str]:
   """The name of the method that added `layer`, or None for the pre-trained model's own layers."""
   return getattr(layer, ADDED_BY_ATTRIBUTE, None)
+
+
+def forget_traced_functions(model) -> None:
+  """Drops the predict/train/test functions Keras traced for `model`: a merge or unmerge changes what its
+  wrappers compute, and they read their merged flag when traced."""
+  for name in ("predict_function", "train_function", "test_function"):
+    if hasattr(model, name):
+      setattr(model, name, None)
+
+
+# The attribute that marks a task model whose encoder computes with pre-trained layers other tasks share
+# (a MultiTaskModel's tasks): a method must not merge its update into those.
+SHARES_BASE_ATTRIBUTE = "shares_base_with_other_tasks"
+
+
+def mark_shares_base(model) -> None:
+  """Marks `model` as one of several tasks computing with the same pre-trained layers (MultiTaskModel)."""
+  setattr(model, SHARES_BASE_ATTRIBUTE, True)
+
+
+def check_can_merge(model, method_name: str) -> None:
+  """Refuses, in one line, to merge into kernels that other tasks share (a merge method calls this first)."""
+  if getattr(model, SHARES_BASE_ATTRIBUTE, False):
+    raise ValueError(f"task model {model.name} shares the base's kernels with the other tasks of a MultiTaskModel; "
+                     f"merging its {method_name} update would change them (export or use it unmerged, or merge a "
+                     "copy loaded on its own encoder: models.load_adapter)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +218,32 @@ class TuningMethod:
     del num_layers, config
     return None
 
+  def artifact_config(self, config):
+    """The config an artifact of a model trained with `config` records (default: `config` itself). A method
+    that trains through a reparameterisation records the config without it (prefix tuning's MLP): the
+    artifact holds what the reparameterisation computes (`prepare_artifact`), and loads without it."""
+    return config
+
+  def prepare_artifact(self, model, config) -> Optional[list]:
+    """Called by save_adapter before it writes `model`'s artifact: the variables the artifact holds instead of
+    `model.trainable_variables` (default None: those). Each must be a variable, under the same name, of the
+    model that `artifact_config(config)` builds, so that load_adapter assigns it."""
+    del model, config
+    return None
+
   def merge(self, model, config) -> None:
-    """Folds the method's update into the base weights (methods whose update is linear)."""
+    """Folds the method's update into the base weights (methods whose update is linear), so that the merged
+    model computes with the base's operations only; `unmerge` takes it out again."""
     raise NotImplementedError(f"method {self.name} has no merge")
+
+  def unmerge(self, model, config) -> None:
+    """Takes a merged update out of the base weights again (the outputs as before merge, within float error)."""
+    raise NotImplementedError(f"method {self.name} has no merge")
+
+  @property
+  def can_merge(self) -> bool:
+    """Whether this method overrides `merge` (single-task export folds its update into the base)."""
+    return type(self).merge is not TuningMethod.merge
 
   def __repr__(self) -> str:
     return f"<tuning method {self.name}>"

@@ -14,7 +14,7 @@ Garden's private ones, so they come from _model_garden.py.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple
 
 from adapter_keras import _model_garden
 
@@ -39,6 +39,31 @@ def wrap_projection(block, target: str, make_wrapper: Callable):
   if target not in PROJECTIONS:
     raise ValueError(f"unknown projection {target!r}; a block's projections are {', '.join(PROJECTIONS)}")
   owner, attribute = _model_garden.projection_owner(block, target)
+  wrapper = make_wrapper(getattr(owner, attribute))
+  setattr(owner, attribute, wrapper)
+  return wrapper
+
+
+def projection_dims(projection) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+  """(input dims, output dims) of a built projection's (EinsumDense's) kernel: its letters found in the input,
+  then the rest (the kernel's layout in Model Garden's equations: "abc,cde->abde", "abcd,cde->abe",
+  "abc,cd->abd"). A method that folds its update into the kernel needs this layout."""
+  inputs, rest = projection.equation.split(",")
+  kernel_letters = rest.split("->")[0]
+  shape = tuple(int(n) for n in projection.kernel.shape)
+  n_in = sum(1 for letter in kernel_letters if letter in inputs)
+  if any(letter in inputs for letter in kernel_letters[n_in:]):
+    raise ValueError(f"a projection's kernel must list its input dimensions first, got {projection.equation}")
+  return shape[:n_in], shape[n_in:]
+
+
+def wrap_attention_softmax(block, make_wrapper: Callable):
+  """Replaces the masked softmax of a built block's attention (scores [B, N, T, S] and the mask, expanded to
+  [B, 1, T, S], in; probabilities out) by `make_wrapper(softmax)`; returns the wrapper. A method that lengthens
+  the keys and values (prefix tuning) widens the mask here, after tf_keras has combined it with any Keras masks
+  of the inputs at their own length. The softmax lives in the attention layer a multi-task bank shares
+  (TuningMethod.wraps_shared_layers)."""
+  owner, attribute = _model_garden.attention_softmax_owner(block)
   wrapper = make_wrapper(getattr(owner, attribute))
   setattr(owner, attribute, wrapper)
   return wrapper

@@ -274,8 +274,13 @@ class TaskModelBase:
   def save_adapter(self, out_dir: str, overwrite: bool = False) -> str:
     """An adapter_keras artifact (artifacts.py): the trained variables only, tied to this base's fingerprint;
     `load_adapter` and the command line's evaluate/export/predict read it. `out_dir` must be new or an empty
-    directory; `overwrite=True` lets it replace an earlier artifact there (and nothing else)."""
-    return save_artifact(out_dir, self, self.manifest(), overwrite=overwrite)
+    directory; `overwrite=True` lets it replace an earlier artifact there (and nothing else). A method may save
+    another form of what it trained (TuningMethod.prepare_artifact, artifact_config: prefix tuning's MLP as
+    the prefixes it computes)."""
+    spec = get_method(self.method)
+    variables = spec.prepare_artifact(self, self.method_config)
+    manifest = dict(self.manifest(), method_config=spec.artifact_config(self.method_config).to_dict())
+    return save_artifact(out_dir, self, manifest, overwrite=overwrite, variables=variables)
 
   @classmethod
   def load_adapter(cls, artifact_dir: str, encoder: Optional[str] = None, **kwargs):

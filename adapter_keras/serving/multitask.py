@@ -1,13 +1,16 @@
 """Many tasks on one frozen base encoder.
 
 `MultiTaskModel` holds one pre-trained base encoder and any number of named task models
-(models/: AdapterClassifier, AdapterRegressor). Each task owns what its tuning method trains (for method
-"adapter": its adapters, LayerNorm parameters and head), its labels and its tokenizer settings. A task's
-encoder is a plain encoder whose frozen sublayers (embeddings, attention and FFN projections, pooler) are
-the base's own layer objects, with the task's method injected afterwards, so the base weights exist once
-in memory and once in an exported SavedModel. Training a task therefore touches only its own variables,
-and every earlier task keeps its predictions bit for bit. A method that trains the base's own weights
-(full, top-k) cannot join: its tasks would change each other.
+(models/: AdapterClassifier, AdapterRegressor), each with its own tuning method. Each task owns what its
+method trains (for method "adapter": its adapters, LayerNorm parameters and head; for LoRA its low-rank
+factors and head, ...), its labels and its tokenizer settings. A task's encoder is a plain encoder whose
+frozen sublayers (embeddings, the attention and FFN projections, pooler) are the base's own layer objects,
+inside blocks and attention layers of the task's own, with the task's method injected afterwards: a method
+that wraps a projection (LoRA, IA3) or widens the attention (prefix tuning) wraps it in that task's layers
+only. So the base weights exist once in memory and once in an exported SavedModel, training a task touches
+only its own variables, and every earlier task keeps its predictions bit for bit. A method that trains the
+base's own weights (full, top-k) cannot join: its tasks would change each other; nor can a task merge its
+update into the kernels every task shares.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from adapter_keras import _model_garden
 from adapter_keras.encoder import build_encoder
 from adapter_keras.layers.pooling import MeanPooling, pool
 from adapter_keras.artifacts import method_of, read_manifest, resolve_artifact_dir
-from adapter_keras.methods import get_method
+from adapter_keras.methods import get_method, mark_shares_base
 from adapter_keras.methods.adapter.config import AdapterConfig
 from adapter_keras.models import load_adapter, model_class
 from adapter_keras.models.base import keras_name
@@ -78,7 +81,7 @@ class MultiTaskModel:
     """Refuses, before anything is built, a method whose tasks could not share the base."""
     spec = get_method(method)
     if spec.fine_tunes_base or spec.wraps_shared_layers:
-      what = "trains the base's own weights" if spec.fine_tunes_base else "wraps layers the tasks share"
+      what = "trains the base's own weights" if spec.fine_tunes_base else "changes layers the tasks share"
       raise ValueError(f"task {name}: method {method!r} {what}, which every task on one base shares; train it on "
                        "its own encoder instead")
 
@@ -96,6 +99,7 @@ class MultiTaskModel:
       self._freeze_base()
       raise ValueError(f"task {name}: method {model.method!r} trains the base's own weights ({trained_shared[0]}, "
                        f"...), which every task on one base shares; train it on its own encoder instead")
+    mark_shares_base(model)
     self._tasks[name] = model
     if self.active is None:
       self.active = name

@@ -3,16 +3,16 @@
 that the model starts as the base; A, B and the head train. `merge` folds the update into the kernels, so a
 merged model computes with the base's shapes and no extra operation; `unmerge` takes it out again.
 
-Targets: the attention's query, key, value and output projections, the FFN's two (methods/sites.py). The
-attention projections live in the attention layer a multi-task bank shares between tasks, so the bank
-refuses LoRA (wraps_shared_layers) until it gives each task its own wrappers.
+Targets: the attention's query, key, value and output projections, the FFN's two (methods/sites.py). In a
+multi-task bank each task wraps the base's shared projections in its own attention layer and blocks
+(serving/multitask.py), and does not merge.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping, Optional, Tuple
 
-from adapter_keras.methods.base import ModelShape, TuningMethod, WeightSite
+from adapter_keras.methods.base import ModelShape, TuningMethod, WeightSite, check_can_merge, forget_traced_functions
 from adapter_keras.methods.sites import PROJECTIONS
 from adapter_keras.values import is_integer, is_number
 
@@ -58,7 +58,6 @@ def _sizes(target: str, shape: ModelShape) -> Tuple[int, int]:
 class LoRAMethod(TuningMethod):
   name = "lora"
   config_class = LoRAConfig
-  wraps_shared_layers = True
 
   def inject(self, encoder, config: LoRAConfig, seed: Optional[int] = None) -> None:
     from adapter_keras.methods.lora.layers import LoRAProjection  # pylint: disable=import-outside-toplevel
@@ -78,27 +77,21 @@ class LoRAMethod(TuningMethod):
 
   def merge(self, model, config=None) -> None:
     """Folds every LoRA update of `model` into its kernels (outputs within float error of the unmerged)."""
+    check_can_merge(model, self.name)
     for wrapper in _wrappers(model):
       wrapper.merge()
-    _forget_traced_functions(model)
+    forget_traced_functions(model)
 
   def unmerge(self, model, config=None) -> None:
     for wrapper in _wrappers(model):
       wrapper.unmerge()
-    _forget_traced_functions(model)
+    forget_traced_functions(model)
 
 
 def _wrappers(model):
   from adapter_keras import _model_garden  # pylint: disable=import-outside-toplevel
   from adapter_keras.methods.lora.layers import LoRAProjection  # pylint: disable=import-outside-toplevel
   return [layer for layer in _model_garden.all_sublayers(model) if isinstance(layer, LoRAProjection)]
-
-
-def _forget_traced_functions(model) -> None:
-  # Keras keeps the predict/train/test functions it traced; they hold the other merge state.
-  for name in ("predict_function", "train_function", "test_function"):
-    if hasattr(model, name):
-      setattr(model, name, None)
 
 
 METHOD = LoRAMethod()

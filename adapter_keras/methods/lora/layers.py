@@ -10,18 +10,7 @@ import tensorflow as tf
 import tf_keras
 
 from adapter_keras.methods.base import mark_added
-
-
-def _einsum_dims(dense):
-  """(input dims, output dims) of an EinsumDense's kernel: its letters found in the input, then the rest
-  (the kernel's layout in Model Garden's equations: "abc,cde->abde", "abcd,cde->abe", "abc,cd->abd")."""
-  inputs, rest = dense.equation.split(",")
-  kernel_letters = rest.split("->")[0]
-  shape = tuple(int(n) for n in dense.kernel.shape)
-  n_in = sum(1 for letter in kernel_letters if letter in inputs)
-  if any(letter in inputs for letter in kernel_letters[n_in:]):
-    raise ValueError(f"LoRA needs a kernel whose input dimensions come first, got {dense.equation}")
-  return shape[:n_in], shape[n_in:]
+from adapter_keras.methods.sites import projection_dims
 
 
 class LoRAFactors(tf_keras.layers.Layer):
@@ -62,7 +51,7 @@ class LoRAProjection(tf_keras.layers.Layer):
                **kwargs):
     super().__init__(**kwargs)
     self.projection = projection
-    self.input_dims, self.output_dims = _einsum_dims(projection)
+    self.input_dims, self.output_dims = projection_dims(projection)
     self.scale = alpha / rank
     self.lora = mark_added(LoRAFactors(rank, self.input_dims, int(np.prod(self.output_dims)), dropout, seed,
                                        name="lora"), "lora")

@@ -12,7 +12,7 @@ and computes the same outputs. The artifact's recorded run (train_config) still 
 
 Where it does not apply: the frozen-bottom cache (layer 0 has a prefix: frozen_bottom_start is None, refused
 with the reason), the adapter ablation (it has no adapters), merge (the prefix is not a linear update of a
-weight). The attention layers it wraps are those a multi-task bank shares between tasks (wraps_shared_layers).
+weight). In a multi-task bank each task wraps its own attention layer, around the base's shared projections.
 """
 from __future__ import annotations
 
@@ -69,7 +69,6 @@ class PrefixTuningConfig:
 class PrefixTuningMethod(TuningMethod):
   name = "prefix-tuning"
   config_class = PrefixTuningConfig
-  wraps_shared_layers = True  # the key/value projections and the softmax sit in the shared attention layer
 
   def label(self, config: PrefixTuningConfig) -> str:
     """"prefix-16" ("prefix-16-mlp" with reparameterize): runs of other lengths are other rows of a table."""
