@@ -171,3 +171,7 @@ def test_ia3_through_the_command_line_to_predictions(glue_dir, encoder_dir, tmp_
   status, stdout, stderr = run_cli(["params", "--arch", "minilm-l6", "--method", "ia3", "--json"])
   assert status == 0, stderr
   assert json.loads(stdout.strip().splitlines()[-1])["trained_params"] == 6 * (384 + 384 + 1536) + 384 * 2 + 2
+  status, stdout, stderr = run_cli(["params", "--arch", "minilm-l6", "--method", "ia3", "--ia3-targets", "ffn",
+                                    "--json"])
+  assert status == 0, stderr
+  assert json.loads(stdout.strip().splitlines()[-1])["trained_params"] == 6 * 1536 + 384 * 2 + 2
