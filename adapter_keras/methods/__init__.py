@@ -7,6 +7,8 @@
   methods/adapter/      Houlsby adapters: config.py (AdapterConfig), layers.py (BottleneckAdapter)
   methods/full/, top_k/, layer_norm/   the paper's baselines
   methods/bitfit/       BitFit: the biases only (a variable-level method)
+  methods/lora/, ia3/   LoRA and IA3: wrappers of pre-trained projections, with merge/unmerge
+  methods/prefix_tuning/  P-tuning v2: learned keys and values before every attention's
   methods/ia3/          IA3: learned scales of the keys, values and FFN activation (IA3Config), with merge
 
   name        adds               trains (besides the head)                       frozen bottom ends at
@@ -15,6 +17,11 @@
   top-k       -                  the top k Transformer layers (+ pooler if read) layer L - k
   layer-norm  -                  every LayerNorm                                 - (the embedding LayerNorm trains)
   bitfit      -                  every bias and LayerNorm offset (BitFit)        - (the embedding LayerNorm trains)
+  lora        (alpha/r) B A      its factors A, B (query, value by default)      - (layer 0 trains)
+  ia3         3 scale vectors    its vectors (keys, values, FFN activation)      - (layer 0 trains)
+  prefix-tuning  p keys+values   its prefixes (or their MLP while training)      - (layer 0 trains)
+
+The Pfeiffer and scaled parallel adapters are placements of the adapter method (AdapterConfig.named).
   ia3         3 scales/block     its scale vectors (keys, values, FFN)           - (layer 0 trains)
 
 To add a method: a folder with its config and a TuningMethod subclass, registered in registry.py (built
