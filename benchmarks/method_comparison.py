@@ -417,15 +417,15 @@ def memory_probe(config: TrainConfig, args) -> Dict:
   tp = _throughput()
   task, encoded = resources_examples(args)
   batches = sorted(_batches(encoded, BATCH_SIZE, shuffle=True), key=lambda b: int(np.prod(b[0]["input_mask"].shape)))
-  baseline = tp._rss_bytes("VmRSS")  # pylint: disable=protected-access
+  baseline = tp.rss_bytes("VmRSS")
   step = tp.fit_step(_training_model(config, task))
-  for x, y in tp._warmup_batches(batches, False):  # pylint: disable=protected-access
+  for x, y in tp.warmup_batches(batches, False):
     step(x, y)  # traced, and the optimizer's slots made, before the peak is reset
   with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
     f.write("5")  # resets VmHWM, the peak RSS, to the current RSS
   for x, y in batches[-3:]:
     step(x, y)
-  return dict(peak_bytes=tp._rss_bytes("VmHWM") - baseline)  # pylint: disable=protected-access
+  return dict(peak_bytes=tp.rss_bytes("VmHWM") - baseline)
 
 
 def _memory(args, configs: Dict[str, TrainConfig]) -> Dict[str, int]:
@@ -466,11 +466,11 @@ def measure_resources(args, cells: Sequence[Cell]) -> Dict:
       artifact = model.save_adapter(os.path.join(tmp, "artifact"))
       size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(artifact) for f in files)
     result[cell.key] = dict(trained_params=parameter_report(model).trained_params, artifact_bytes=size)
-    tp._run_pass(steps[cell.key], tp._warmup_batches(train_batches, False))  # pylint: disable=protected-access
+    tp.run_pass(steps[cell.key], tp.warmup_batches(train_batches, False))
   print(f"{LOG} resources: {len(cells)} models built and warmed up; timing {examples} training examples per pass",
         flush=True)
-  times = tp._alternating_rounds(  # pylint: disable=protected-access
-      {key: (lambda s=step: tp._run_pass(s, train_batches)) for key, step in steps.items()},  # pylint: disable=protected-access
+  times = tp.alternating_rounds(
+      {key: (lambda s=step: tp.run_pass(s, train_batches)) for key, step in steps.items()},
       args.resources_rounds)
   for key, seconds in times.items():
     result[key]["train_examples_per_s"] = examples / float(np.median(seconds))
@@ -496,15 +496,15 @@ def measure_resources(args, cells: Sequence[Cell]) -> Dict:
   for label, batch_size, count in (("bs1", 1, args.resources_examples // 4), ("bs32", 32, None)):
     batches = _batches(encoded, batch_size, shuffle=False)[:count]
     for fn in variants.values():
-      tp._run_pass(fn, batches[:2])  # pylint: disable=protected-access
-    times = tp._alternating_rounds(  # pylint: disable=protected-access
-        {name: (lambda fn=fn: tp._run_pass(fn, batches)) for name, fn in variants.items()},  # pylint: disable=protected-access
+      tp.run_pass(fn, batches[:2])
+    times = tp.alternating_rounds(
+        {name: (lambda fn=fn: tp.run_pass(fn, batches)) for name, fn in variants.items()},
         args.resources_rounds)
     for name, seconds in times.items():
       if name == "plain":
         continue
       key, merged = (name[:-len(" (merged)")], True) if name.endswith(" (merged)") else (name, False)
-      ratio = tp._median_ratio(seconds, times["plain"])  # pylint: disable=protected-access
+      ratio = tp.median_ratio(seconds, times["plain"])
       result[key][f"infer_over_base_{label}" + ("_merged" if merged else "")] = ratio
   del models, steps, variants, plain
   for key, peak in _memory(args, configs).items():

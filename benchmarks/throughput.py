@@ -270,18 +270,18 @@ def _strip_prefix(batches):
   return [({k: v for k, v in x.items() if k != BOTTOM_OUTPUT}, y) for x, y in batches]
 
 
-def _run_pass(step: Callable, batches) -> float:
+def run_pass(step: Callable, batches) -> float:
   start = time.perf_counter()
   for x, y in batches:
     step(x, y)
   return time.perf_counter() - start
 
 
-def _median_ratio(numerator: List[float], denominator: List[float]) -> float:
+def median_ratio(numerator: List[float], denominator: List[float]) -> float:
   return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
-def _alternating_rounds(passes: Dict[str, Callable[[], float]], rounds: int,
+def alternating_rounds(passes: Dict[str, Callable[[], float]], rounds: int,
                         log: Optional[Callable[[Dict[str, List[float]]], None]] = None) -> Dict[str, List[float]]:
   """Seconds of each pass, `rounds` times; every round runs every pass, in
   reversed order on odd rounds, so drifts of a shared machine hit all alike."""
@@ -294,7 +294,7 @@ def _alternating_rounds(passes: Dict[str, Callable[[], float]], rounds: int,
   return times
 
 
-def _warmup_batches(batches, jit_compile: bool) -> list:
+def warmup_batches(batches, jit_compile: bool) -> list:
   """Batches that leave nothing to trace or compile for the timed passes.
 
   Without XLA: the first batch, one of another length and one of another
@@ -347,16 +347,16 @@ def train_benchmark(workload: Workload, settings: Settings, jit_compile: bool, m
   examples = len(lengths)
   log(f"[throughput] {examples} examples in {len(plain_batches)} length-grouped batches; warming up (tracing)")
   for name, step in steps_fns.items():
-    seconds = _run_pass(step, _warmup_batches(batches[name], jit_compile))
+    seconds = run_pass(step, warmup_batches(batches[name], jit_compile))
     log(f"[throughput]   {name}: warm-up {seconds:.1f}s")
 
   def round_done(times):
     log(f"[throughput] round {len(times['full'])}/{settings.rounds}: " +
         " ".join(f"{name} {examples / t[-1]:.1f}/s" for name, t in times.items()))
 
-  times = _alternating_rounds({name: (lambda step=step, b=batches[name]: _run_pass(step, b))
+  times = alternating_rounds({name: (lambda step=step, b=batches[name]: run_pass(step, b))
                                for name, step in steps_fns.items()}, settings.rounds, round_done)
-  over_full = {name: _median_ratio(times["full"], t) for name, t in times.items()}
+  over_full = {name: median_ratio(times["full"], t) for name, t in times.items()}
   result = dict(
       train_examples_per_s={name: examples / statistics.median(t) for name, t in times.items()},
       train_over_full=over_full,
@@ -412,7 +412,7 @@ def inference_benchmark(workload: Workload, settings: Settings, jit_compile: boo
           calls[name].append(time.perf_counter() - start)
       for name, seconds in calls.items():
         best[name].append(min(seconds))
-    overheads = {name: _median_ratio(best[name], best["plain"]) for name in models if name != "plain"}
+    overheads = {name: median_ratio(best[name], best["plain"]) for name in models if name != "plain"}
     result[f"infer_overhead_by_method_{label}"] = overheads
     if "adapter" in overheads:
       result[f"infer_overhead_{label}"] = overheads["adapter"]
@@ -427,7 +427,7 @@ def inference_benchmark(workload: Workload, settings: Settings, jit_compile: boo
 # ----------------------------------------------------------------------------- memory
 
 
-def _rss_bytes(field: str) -> int:
+def rss_bytes(field: str) -> int:
   with open("/proc/self/status", encoding="ascii") as f:
     for line in f:
       if line.startswith(field + ":"):
@@ -440,7 +440,7 @@ def memory_probe(method_name: str, args) -> Dict:
   gpu = bool(tf.config.list_physical_devices("GPU"))
   settings = QUICK if args.quick else FULL
   workload = load_workload(args.data_dir, settings.examples, shape=args.shape)
-  baseline = _rss_bytes("VmRSS")  # TF runtime and the tokenized data, no model yet
+  baseline = rss_bytes("VmRSS")  # TF runtime and the tokenized data, no model yet
   method, top_half, _ = METHODS[method_name]
   with precision_policy(args.mixed_precision):
     model = build_model(workload, method, top_half)
@@ -454,10 +454,10 @@ def memory_probe(method_name: str, args) -> Dict:
   # that the peak is training's, not tracing's; then the largest batches, whose
   # activations set the peak.
   batches = sorted(batches, key=lambda b: int(np.prod(b[0]["input_mask"].shape)))
-  for x, y in _warmup_batches(batches, args.jit_compile):
+  for x, y in warmup_batches(batches, args.jit_compile):
     step(x, y)
   batches = batches[-settings.memory_steps:]
-  loaded = _rss_bytes("VmRSS")
+  loaded = rss_bytes("VmRSS")
   if gpu:
     tf.config.experimental.reset_memory_stats("GPU:0")
   else:
@@ -468,7 +468,7 @@ def memory_probe(method_name: str, args) -> Dict:
   if gpu:
     peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
     return dict(method=method_name, kind="gpu_allocator_peak", peak_bytes=int(peak))
-  peak = _rss_bytes("VmHWM")
+  peak = rss_bytes("VmHWM")
   return dict(method=method_name, kind="cpu_rss_above_runtime", peak_bytes=peak - baseline,
               process_peak_rss_bytes=peak, runtime_rss_bytes=baseline, after_warmup_rss_bytes=loaded)
 
