@@ -191,12 +191,14 @@ def test_prefix_tuning_through_the_command_line_to_a_served_model(glue_dir, enco
   assert json.loads(stdout.strip().splitlines()[-1])["trained_params"] == 6 * 2 * 16 * 384 + 384 * 2 + 2
 
 
-def test_the_span_extractor_takes_prefix_tuning(encoder_dir, tmp_path):
+@pytest.mark.parametrize("method, settings", [("prefix-tuning", dict(length=2)), ("lora", dict(rank=2)),
+                                              ("ia3", None)])
+def test_the_span_extractor_takes_the_methods_that_wrap_the_attention(method, settings, encoder_dir, tmp_path):
   examples = squad.parse_squad(testing.tiny_squad_document(8, seed=0))
   questions, contexts = [e.question for e in examples], [e.context for e in examples]
   answers = [dict(text=e.answers[0].text, answer_start=e.answers[0].answer_start) for e in examples]
-  model = AdapterSpanExtractor.from_pretrained(encoder_dir, adapter=None, method="prefix-tuning",
-                                               method_config=dict(length=2), dropout_rate=0.0, seed=0,
+  model = AdapterSpanExtractor.from_pretrained(encoder_dir, adapter=None, method=method,
+                                               method_config=settings, dropout_rate=0.0, seed=0,
                                                max_seq_length=24, doc_stride=8, max_query_length=8)
   model.compile(learning_rate=1e-2)
   model.fit((questions, contexts), answers, batch_size=8, epochs=1, verbose=0)
