@@ -77,6 +77,23 @@ class NoConfig:
     return cls()
 
 
+class MethodSettings:
+  """to_dict / from_dict of a method's frozen config dataclass (mix it in): JSON-friendly values (tuples as
+  lists), unknown settings refused in one line naming them. `SETTINGS_OF` names the method in that line."""
+
+  SETTINGS_OF = "method"
+
+  def to_dict(self) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown {cls.SETTINGS_OF} settings {sorted(unknown)}")
+    return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightSite:
   """Where one trainable variable sits in a model: everything a method decides on.
@@ -247,3 +264,32 @@ class TuningMethod:
 
   def __repr__(self) -> str:
     return f"<tuning method {self.name}>"
+
+
+class MergeableMethod(TuningMethod):
+  """A method whose update lives in wrapper layers of one class (`wrapper_class`), each with `merged`, `merge()`
+  and `unmerge()` (and optionally `check_mergeable()`, which refuses before anything changes): LoRA, IA3."""
+
+  def wrapper_class(self) -> type:
+    raise NotImplementedError
+
+  def wrappers(self, model) -> list:
+    from adapter_keras import _model_garden  # pylint: disable=import-outside-toplevel
+    return [layer for layer in _model_garden.all_sublayers(model) if isinstance(layer, self.wrapper_class())]
+
+  def merge(self, model, config=None) -> None:
+    """Folds every update of `model` into its kernels (outputs within float error of the unmerged); refuses,
+    before changing anything, a multi-task bank's task and any wrapper whose check_mergeable refuses."""
+    check_can_merge(model, self.name)
+    wrappers = self.wrappers(model)
+    for wrapper in wrappers:
+      if not wrapper.merged and hasattr(wrapper, "check_mergeable"):
+        wrapper.check_mergeable()
+    for wrapper in wrappers:
+      wrapper.merge()
+    forget_traced_functions(model)
+
+  def unmerge(self, model, config=None) -> None:
+    for wrapper in self.wrappers(model):
+      wrapper.unmerge()
+    forget_traced_functions(model)

@@ -13,10 +13,9 @@ does not merge.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Tuple
+from typing import Optional, Tuple
 
-from adapter_keras.methods.base import (ModelShape, TuningMethod, WeightSite, check_can_merge,
-                                        forget_traced_functions)
+from adapter_keras.methods.base import MergeableMethod, MethodSettings, ModelShape, WeightSite
 
 TARGETS = ("key", "value", "ffn")
 # target -> (the projection it wraps, the side of it the vector scales).
@@ -24,8 +23,10 @@ TARGET_SITES = {"key": ("key", "output"), "value": ("value", "output"), "ffn": (
 
 
 @dataclasses.dataclass(frozen=True)
-class IA3Config:
+class IA3Config(MethodSettings):
   """The vectors IA3 learns: any of the keys', the values' and the FFN activation's (the paper's: all three)."""
+
+  SETTINGS_OF = "IA3"
 
   targets: Tuple[str, ...] = TARGETS
 
@@ -35,18 +36,8 @@ class IA3Config:
       raise ValueError(f"IA3 targets must be distinct names among {', '.join(TARGETS)}, got {self.targets!r}")
     object.__setattr__(self, "targets", targets)
 
-  def to_dict(self) -> dict:
-    return dict(targets=list(self.targets))
 
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "IA3Config":
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown IA3 settings {sorted(unknown)}")
-    return cls(**d)
-
-
-class IA3Method(TuningMethod):
+class IA3Method(MergeableMethod):
   name = "ia3"
   config_class = IA3Config
 
@@ -66,28 +57,9 @@ class IA3Method(TuningMethod):
     per_block = sum(shape.intermediate_size if t == "ffn" else shape.hidden_size for t in config.targets)
     return shape.num_layers * per_block + shape.head_params
 
-  def merge(self, model, config=None) -> None:
-    """Folds every IA3 vector of `model` into its kernels (outputs within float error of the unmerged); refuses,
-    before changing anything, a vector with an entry near 0 (IA3Projection), and a multi-task bank's task."""
-    check_can_merge(model, self.name)
-    wrappers = _wrappers(model)
-    for wrapper in wrappers:
-      if not wrapper.merged:
-        wrapper.check_mergeable()
-    for wrapper in wrappers:
-      wrapper.merge()
-    forget_traced_functions(model)
-
-  def unmerge(self, model, config=None) -> None:
-    for wrapper in _wrappers(model):
-      wrapper.unmerge()
-    forget_traced_functions(model)
-
-
-def _wrappers(model):
-  from adapter_keras import _model_garden  # pylint: disable=import-outside-toplevel
-  from adapter_keras.methods.ia3.layers import IA3Projection  # pylint: disable=import-outside-toplevel
-  return [layer for layer in _model_garden.all_sublayers(model) if isinstance(layer, IA3Projection)]
+  def wrapper_class(self) -> type:
+    from adapter_keras.methods.ia3.layers import IA3Projection  # pylint: disable=import-outside-toplevel
+    return IA3Projection
 
 
 METHOD = IA3Method()

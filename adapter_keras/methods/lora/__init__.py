@@ -10,17 +10,19 @@ multi-task bank each task wraps the base's shared projections in its own attenti
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Tuple
+from typing import Optional, Tuple
 
-from adapter_keras.methods.base import ModelShape, TuningMethod, WeightSite, check_can_merge, forget_traced_functions
+from adapter_keras.methods.base import MergeableMethod, MethodSettings, ModelShape, WeightSite
 from adapter_keras.methods.sites import PROJECTIONS
 from adapter_keras.values import is_integer, is_number
 
 
 @dataclasses.dataclass(frozen=True)
-class LoRAConfig:
+class LoRAConfig(MethodSettings):
   """rank r, alpha (the update is scaled by alpha / r), dropout on the LoRA path's input, the projections it
   adapts (PEFT's defaults: r 8, alpha 8, no dropout, query and value)."""
+
+  SETTINGS_OF = "LoRA"
 
   rank: int = 8
   alpha: float = 8.0
@@ -39,23 +41,13 @@ class LoRAConfig:
       raise ValueError(f"LoRA targets must be distinct names among {', '.join(PROJECTIONS)}, got {self.targets!r}")
     object.__setattr__(self, "targets", targets)
 
-  def to_dict(self) -> dict:
-    return dict(dataclasses.asdict(self), targets=list(self.targets))
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "LoRAConfig":
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown LoRA settings {sorted(unknown)}")
-    return cls(**d)
-
 
 def _sizes(target: str, shape: ModelShape) -> Tuple[int, int]:
   d, inner = shape.hidden_size, shape.intermediate_size
   return {"ffn_in": (d, inner), "ffn_out": (inner, d)}.get(target, (d, d))
 
 
-class LoRAMethod(TuningMethod):
+class LoRAMethod(MergeableMethod):
   name = "lora"
   config_class = LoRAConfig
 
@@ -75,23 +67,9 @@ class LoRAMethod(TuningMethod):
     per_block = sum(config.rank * sum(_sizes(t, shape)) for t in config.targets)
     return shape.num_layers * per_block + shape.head_params
 
-  def merge(self, model, config=None) -> None:
-    """Folds every LoRA update of `model` into its kernels (outputs within float error of the unmerged)."""
-    check_can_merge(model, self.name)
-    for wrapper in _wrappers(model):
-      wrapper.merge()
-    forget_traced_functions(model)
-
-  def unmerge(self, model, config=None) -> None:
-    for wrapper in _wrappers(model):
-      wrapper.unmerge()
-    forget_traced_functions(model)
-
-
-def _wrappers(model):
-  from adapter_keras import _model_garden  # pylint: disable=import-outside-toplevel
-  from adapter_keras.methods.lora.layers import LoRAProjection  # pylint: disable=import-outside-toplevel
-  return [layer for layer in _model_garden.all_sublayers(model) if isinstance(layer, LoRAProjection)]
+  def wrapper_class(self) -> type:
+    from adapter_keras.methods.lora.layers import LoRAProjection  # pylint: disable=import-outside-toplevel
+    return LoRAProjection
 
 
 METHOD = LoRAMethod()

@@ -17,14 +17,14 @@ weight). In a multi-task bank each task wraps its own attention layer, around th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Optional
 
-from adapter_keras.methods.base import ModelShape, TuningMethod, WeightSite, mark_added
+from adapter_keras.methods.base import MethodSettings, ModelShape, TuningMethod, WeightSite, mark_added
 from adapter_keras.values import is_integer, is_number
 
 
 @dataclasses.dataclass(frozen=True)
-class PrefixTuningConfig:
+class PrefixTuningConfig(MethodSettings):
   """length p: prefix vectors per layer, for keys and for values each. The default 16 follows P-tuning v2
   (section 3.3, "Prompt length"): simple classification tasks prefer prompts shorter than 20, hard sequence
   labelling ones around 100.
@@ -40,6 +40,8 @@ class PrefixTuningConfig:
   scale (layers.py: PrefixMLP).
   """
 
+  SETTINGS_OF = "prefix-tuning"
+
   length: int = 16
   reparameterize: bool = False
   hidden_size: int = 512
@@ -54,16 +56,6 @@ class PrefixTuningConfig:
       raise ValueError(f"prefix-tuning hidden_size must be an integer >= 1, got {self.hidden_size!r}")
     if not is_number(self.init_std) or not self.init_std > 0:
       raise ValueError(f"prefix-tuning init_std must be a number > 0, got {self.init_std!r}")
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "PrefixTuningConfig":
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-      raise ValueError(f"unknown prefix-tuning settings {sorted(unknown)}")
-    return cls(**d)
 
 
 class PrefixTuningMethod(TuningMethod):
