@@ -1,7 +1,7 @@
 """adapter_keras: Houlsby adapters for TensorFlow Model Garden BERT encoders.
 
 The front door is reachable from here: the task models `adapter_keras.AdapterClassifier`,
-`AdapterRegressor`, `AdapterSpanExtractor` (models/), `load_adapter`, `add_adapters`,
+`AdapterRegressor`, `AdapterSpanExtractor`, `AdapterTokenClassifier` (models/), `load_adapter`, `add_adapters`,
 `mark_only_adapters_trainable`, `apply_method`, `register_method` and `AdapterConfig`.
 """
 import importlib
@@ -22,6 +22,7 @@ _FRONT_DOOR = {
     "AdapterClassifier": "adapter_keras.models",
     "AdapterRegressor": "adapter_keras.models",
     "AdapterSpanExtractor": "adapter_keras.models",
+    "AdapterTokenClassifier": "adapter_keras.models",
     "load_adapter": "adapter_keras.models",
     "add_adapters": "adapter_keras.pretrained.keras_encoder",
     "mark_only_adapters_trainable": "adapter_keras.methods",

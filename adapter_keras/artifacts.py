@@ -63,7 +63,7 @@ WEIGHTS_FILE = "weights.safetensors"
 
 # (required, optional) manifest fields per format version. Version 1 requires
 # only what loading needs: 0.1.0 always wrote the rest, but a hand-made one
-# may lack them. "squad" is a SpanModel's extra (train/squad.py).
+# may lack them. "squad" is a SpanModel's extra (train/squad.py), "token" a token model's (train/tagging.py).
 _V1_REQUIRED = frozenset({"format_version", "task", "method", "pooling", "tokenizer", "encoder",
                           "base_fingerprint", "weights"})
 _V2_REQUIRED = _V1_REQUIRED | {"adapter_config", "top_k", "dropout_rate", "library_version", "train_config",
@@ -72,7 +72,7 @@ _V3_REQUIRED = _V2_REQUIRED - {"adapter_config", "top_k"} | {"method_config"}
 _FIELDS = {
     1: (_V1_REQUIRED, _V2_REQUIRED - _V1_REQUIRED - {"weights_sha256"} | {"squad"}),
     2: (_V2_REQUIRED, frozenset({"squad"})),
-    3: (_V3_REQUIRED, frozenset({"squad"})),
+    3: (_V3_REQUIRED, frozenset({"squad", "token"})),
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

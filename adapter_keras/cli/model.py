@@ -15,7 +15,7 @@ DEFAULTS = TrainConfig()  # the command line's defaults are the library's
 def _cmd_params(args) -> dict:
   from adapter_keras.encoder import ARCHITECTURES, build_encoder  # pylint: disable=import-outside-toplevel
   from adapter_keras.methods import apply_method, get_method, inject_method, parameter_report  # pylint: disable=import-outside-toplevel
-  from adapter_keras.networks import TaskModel  # pylint: disable=import-outside-toplevel
+  from adapter_keras.networks import TaskModel, TokenModel  # pylint: disable=import-outside-toplevel
   from adapter_keras.pretrained import load_encoder  # pylint: disable=import-outside-toplevel
 
   method = get_method(args.method)
@@ -30,8 +30,11 @@ def _cmd_params(args) -> dict:
     bert_config, encoder = pretrained.config, pretrained.encoder
     pooling = args.pooling or pretrained.default_pooling
   inject_method(encoder, args.method, settings, seed=0)
-  task_type = "regression" if args.num_labels == 1 else "classification"
-  model = TaskModel(encoder, args.num_labels, task_type=task_type, pooling=pooling)
+  if args.task_type == "token":  # a Dense(num_labels) on every token; no pooled vector, so no pooler
+    model = TokenModel(encoder, args.num_labels)
+  else:
+    task_type = "regression" if args.num_labels == 1 else "classification"
+    model = TaskModel(encoder, args.num_labels, task_type=task_type, pooling=pooling)
   model.build_with_dummy_inputs()
   apply_method(model, args.method, config=settings)
   report = parameter_report(model)
@@ -59,7 +62,9 @@ def add_parsers(subparsers) -> None:
                       help="count a randomly initialised architecture")
   source.add_argument("--encoder", help="count a pre-trained encoder: " + ENCODER_HELP)
   add_adapter_arguments(p)
-  p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression")
+  p.add_argument("--num-labels", type=positive_int, default=2, help="1 = regression (token tasks: tags)")
+  p.add_argument("--task-type", choices=("classification", "token"), default="classification",
+                 help="token: a per-token tagging head of --num-labels tags")
   p.add_argument("--method", default=DEFAULTS.method, choices=method_names())
   add_method_config_argument(p)
   p.add_argument("--top-k", type=positive_int)

@@ -1,4 +1,5 @@
-"""`adapter-keras train`, `evaluate`, `sweep` and `report`: one task's runs, their grid, their table."""
+"""`adapter-keras train`, `evaluate`, `sweep` and `report`: one task's runs, their grid, their table (token
+classification's `train --task-type token` and `evaluate` of its artifacts: cli/tagging.py)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,6 +8,8 @@ from adapter_keras.cli.flags import (SWEEP_PRESETS, add_checkpoint_argument, add
                                      add_training_arguments, data_source_from_args, learning_rate,
                                      positive_int, train_config_kwargs)
 from adapter_keras.cli.records import add_train_records_arguments, train_on_records
+from adapter_keras.cli.tagging import (add_task_type_argument, check_token_flags, evaluate_token_command,
+                                       train_token_command)
 from adapter_keras.tasks.metrics import SELECTION_RULES
 
 
@@ -18,6 +21,9 @@ def _train_config_from_args(args, **overrides):
 def _cmd_train(args) -> dict:
   from adapter_keras.tasks.sources import load_task_data  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.run import train_task  # pylint: disable=import-outside-toplevel
+  if args.task_type == "token":
+    return train_token_command(args)
+  check_token_flags(args)
   config = _train_config_from_args(args)
   if args.train_records:
     result = train_on_records(args, config)
@@ -60,6 +66,10 @@ def load_artifact_and_data(args, with_train: bool = False, artifact: Optional[st
 def _cmd_evaluate(args) -> dict:
   from adapter_keras.train.evaluation import evaluate_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
+  from adapter_keras.artifacts import read_manifest, resolve_artifact_dir, task_type_of  # pylint: disable=import-outside-toplevel
+  manifest = read_manifest(resolve_artifact_dir(args.artifact))
+  if task_type_of(manifest) == "token":
+    return evaluate_token_command(args, manifest)
   model, trained_task, _, dev = load_artifact_and_data(args)
   if args.split and args.split not in dev:
     raise ValueError(f"--split {args.split}: no such split with this data; task {trained_task.name} has "
@@ -129,12 +139,14 @@ def add_parsers(subparsers) -> None:
   add_data_arguments(p)
   add_training_arguments(p)
   add_train_records_arguments(p)
+  add_task_type_argument(p)
   p.add_argument("--out", required=True, help="output directory")
   add_checkpoint_argument(p)
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_train)
 
-  p = subparsers.add_parser("evaluate", help="metrics of a saved model on a task's dev data")
+  p = subparsers.add_parser("evaluate", help="metrics of a saved model on a task's dev data (a token model's: "
+                                             "entity f1, precision, recall and word accuracy on a CoNLL --dev)")
   p.add_argument("--artifact", required=True, help="the artifact directory a train run wrote")
   p.add_argument("--encoder", default="minilm-l6", help="the base encoder the artifact was trained on")
   add_data_arguments(p, need_train=False)

@@ -195,6 +195,32 @@ class SquadTrainConfig(TrainConfig):
                 max_answer_length=self.max_answer_length, n_best_size=self.n_best_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenTrainConfig(TrainConfig):
+  """TrainConfig plus token classification's settings (tasks/token_windows.py).
+
+  `pooling` does not apply (the head reads every token) and neither does the frozen-bottom cache; every
+  window is padded to max_seq_length (then trimmed per batch to its longest window unless under static shapes).
+  """
+
+  bucket_by_length: bool = False
+  doc_stride: int = 64
+  label_all_subwords: bool = False
+
+  def validate(self) -> None:
+    super().validate()
+    if self.prefix_cache:
+      raise ValueError("the frozen-bottom cache is for classification and regression models, not token models")
+    if not is_integer(self.doc_stride) or self.doc_stride < 1:
+      raise ValueError(f"doc_stride must be an integer >= 1, got {self.doc_stride!r}")
+    if not isinstance(self.label_all_subwords, bool):
+      raise ValueError(f"label_all_subwords must be a bool, got {self.label_all_subwords!r}")
+
+  def token_settings(self) -> Dict:
+    """What evaluation needs besides the tokenizer and labels to window and label like training did."""
+    return dict(doc_stride=self.doc_stride, label_all_subwords=self.label_all_subwords)
+
+
 @dataclasses.dataclass
 class TrainResult:
   task: str

@@ -1,5 +1,5 @@
 """A training run: `run(recipe, config, out_dir)`, the one path of `train`, `train-squad`, sweep trials and
-the analyses, and `train_task` / `train_squad`, its two task-type entries.
+the analyses, and `train_task` / `train_squad` / `train_token`, its task-type entries.
 
   run identity -> finished-run check -> encoder + the task type's model (models/) + method
   -> tokenize / featurize (before anything is written) -> run.json
@@ -22,6 +22,7 @@ from adapter_keras.models import build_for_task
 from adapter_keras.pretrained import PretrainedEncoder, check_max_seq_length, load_encoder
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.tasks.squad import SquadExample
+from adapter_keras.tasks.tagging import TaggedSentence, TokenTask
 from adapter_keras.train import checkpoints, run_dir
 from adapter_keras.train.classification import ClassificationRecipe
 from adapter_keras.train.config import TrainConfig
@@ -30,6 +31,7 @@ from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS, seed_everyt
 from adapter_keras.train.optim import check_compute_dtype, precision_policy
 from adapter_keras.train.recipe import TaskRecipe, fit
 from adapter_keras.train.squad import SquadRecipe
+from adapter_keras.train.tagging import TokenRecipe
 
 
 def build_trainable_model(config: TrainConfig, task, strategy: tf.distribute.Strategy,
@@ -139,3 +141,12 @@ def train_squad(train: Sequence[SquadExample], dev: Sequence[SquadExample], conf
   """Loads the encoder, builds and trains an AdapterSpanExtractor on SQuAD v1.1 (train/squad.py's recipe):
   (TrainResult, model). With `out_dir` it also writes predictions.json (the best epoch's dev answers)."""
   return run(SquadRecipe(train, dev), config, out_dir, pretrained, verbose, checkpoint_every_steps)
+
+
+def train_token(task: TokenTask, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence], config,
+                out_dir: Optional[str] = None, pretrained: Optional[PretrainedEncoder] = None, verbose: bool = True,
+                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS):
+  """Loads the encoder, builds and trains an AdapterTokenClassifier (train/tagging.py's recipe; `config` a
+  TokenTrainConfig): (TrainResult, model). With `out_dir` it also writes predictions.conll (the best epoch's
+  dev tags beside the gold ones, conlleval's input)."""
+  return run(TokenRecipe(task, train, dev), config, out_dir, pretrained, verbose, checkpoint_every_steps)
