@@ -88,6 +88,20 @@ def test_fit_predict_evaluate_and_a_bit_identical_artifact(encoder_dir, tmp_path
     tagger.fit([["a", "rose"]], [["O", "B-PLANT"]], verbose=0)
 
 
+@pytest.mark.parametrize("method, settings", [("full", {}), ("top-k", dict(top_k=1)), ("layer-norm", {}),
+                                              ("bitfit", {}), ("ia3", {}), ("prefix-tuning", {})])
+def test_every_other_built_in_method_trains_a_token_model_and_round_trips(encoder_dir, tmp_path, method, settings):
+  sentences, tags = tiny_tagged(8, seed=4)
+  tagger = AdapterTokenClassifier.from_pretrained(encoder_dir, labels=LABELS, method=method, adapter=None,
+                                                  max_seq_length=12, **settings)
+  tagger.compile(learning_rate=1e-2)
+  before = [w.numpy().copy() for w in tagger.trainable_weights]
+  tagger.fit(sentences, tags, epochs=1, batch_size=8, verbose=0)
+  assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, tagger.trainable_weights))
+  loaded = load_adapter(tagger.save_adapter(str(tmp_path / method)), encoder_dir)
+  assert loaded.method == method and loaded.predict(sentences) == tagger.predict(sentences)
+
+
 # ---------------------------------------------------------------- the command line
 
 
