@@ -1,6 +1,6 @@
 """Token classification end to end on the tiny encoder: AdapterTokenClassifier (fit, predict, evaluate,
 artifacts) with the adapter and LoRA methods, the masked loss, and `adapter-keras train --task-type token`,
-`evaluate --json` and `params --task-type token` on tiny generated CoNLL files."""
+`evaluate --json`, `sweep --task-type token` and `params --task-type token` on tiny generated CoNLL files."""
 import json
 import os
 
@@ -152,6 +152,22 @@ def test_train_token_then_evaluate_json_and_params(encoder_dir, conll_files, tmp
   report = json.loads(stdout.strip().splitlines()[-1])
   assert report["head_params"] == 32 * 4 + 4  # a Dense(4) on 32-wide tokens, no pooler
   assert report["trained_params"] == manifest["trained_params"]
+
+
+def test_sweep_token(encoder_dir, conll_files, tmp_path):
+  train, dev = conll_files
+  out = str(tmp_path / "sweep")
+  status, stdout, stderr = run_cli(["sweep", "--task-type", "token", "--task", "animals", "--train", train, "--dev",
+                                    dev, "--encoder", encoder_dir, "--learning-rates", "1e-2", "3e-3", "--epochs",
+                                    "1", "--adapter-sizes", "4", "--batch-size", "8", "--max-seq-length", "12",
+                                    "--out", out, "--json"])
+  assert status == 0, stderr
+  best = json.loads(stdout.strip().splitlines()[-1])
+  assert best["task"] == "animals" and best["primary_metric"] == "f1"
+  trials = sorted(os.listdir(os.path.join(out, "trials")))
+  assert len(trials) == 2
+  with open(os.path.join(out, "trials", trials[0], "metrics.json"), encoding="utf-8") as f:
+    assert set(json.load(f)["metrics"]) == {"f1", "precision", "recall", "accuracy"}
 
 
 def test_bad_token_inputs_are_one_line_errors_and_write_nothing(encoder_dir, conll_files, tmp_path):

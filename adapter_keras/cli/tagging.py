@@ -1,5 +1,6 @@
-"""Token classification on the command line: `adapter-keras train --task-type token`, `evaluate` of a token
-model's artifact and `params --task-type token` (cli/train.py and cli/model.py hand these cases over here).
+"""Token classification on the command line: `adapter-keras train --task-type token`, `sweep --task-type token`,
+`evaluate` of a token model's artifact and `params --task-type token` (cli/train.py and cli/model.py hand these
+cases over here).
 
 Token tasks take the same training flags as any run plus their windows (--doc-stride) and alignment
 (--label-all-subwords); their data are CoNLL files (--train, --dev: `word<TAB>tag` per line, tasks/tagging.py)
@@ -52,9 +53,11 @@ def check_token_flags(args) -> None:
       raise ValueError(f"--task-type token needs {flag} (--task names the task; --train and --dev are CoNLL files)")
 
 
-def token_train_config(args) -> TokenTrainConfig:
+def token_train_config(args, **overrides) -> TokenTrainConfig:
+  """The TokenTrainConfig of the training flags (`overrides` as flags.train_config_kwargs's)."""
   extra = {} if args.doc_stride is None else dict(doc_stride=args.doc_stride)
-  return TokenTrainConfig(**train_config_kwargs(args, label_all_subwords=args.label_all_subwords, **extra))
+  return TokenTrainConfig(**train_config_kwargs(args, label_all_subwords=args.label_all_subwords,
+                                                **dict(extra, **overrides)))
 
 
 def read_token_data(args):

@@ -9,7 +9,7 @@ from adapter_keras.cli.flags import (SWEEP_PRESETS, add_checkpoint_argument, add
                                      positive_int, train_config_kwargs)
 from adapter_keras.cli.records import add_train_records_arguments, train_on_records
 from adapter_keras.cli.tagging import (add_task_type_argument, check_token_flags, evaluate_token_command,
-                                       train_token_command)
+                                       read_token_data, token_train_config, train_token_command)
 from adapter_keras.tasks.metrics import SELECTION_RULES
 
 
@@ -105,8 +105,14 @@ def _cmd_sweep(args) -> dict:
     if args.top_k is not None:
       raise ValueError(f"--top-k: --preset {args.preset} sweeps the number of top layers itself")
   # With a grid over top layers, a valid top-k config to start from; each trial sets its own.
-  config = _train_config_from_args(args, **({} if grid.top_ks is None else dict(top_k=grid.top_ks[0])))
-  task, train, dev = load_task_data(data_source_from_args(args))
+  overrides = {} if grid.top_ks is None else dict(top_k=grid.top_ks[0])
+  check_token_flags(args)
+  if args.task_type == "token":
+    config = token_train_config(args, **overrides)
+    task, train, dev = read_token_data(args)
+  else:
+    config = _train_config_from_args(args, **overrides)
+    task, train, dev = load_task_data(data_source_from_args(args))
   best = run_sweep(task, train, dev, config, grid, args.out, prefix_cache_dir=args.prefix_cache_dir,
                    checkpoint_every_steps=args.checkpoint_every, select=args.select,
                    save_artifacts=args.save_artifacts)
@@ -158,6 +164,7 @@ def add_parsers(subparsers) -> None:
                                           "resumable")
   add_data_arguments(p)
   add_training_arguments(p, single_run=False)
+  add_task_type_argument(p)
   p.add_argument("--preset", choices=SWEEP_PRESETS,
                  help="the paper's grids: paper-glue (§3.2), paper-extra (§3.3's additional tasks), paper-variable-ft "
                       "(§3.3, with --method top-k: fine-tune the top n layers, n in {1,2,3,5,7,9,11,12} of "

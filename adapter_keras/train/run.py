@@ -145,8 +145,9 @@ def train_squad(train: Sequence[SquadExample], dev: Sequence[SquadExample], conf
 
 def train_token(task: TokenTask, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence], config,
                 out_dir: Optional[str] = None, pretrained: Optional[PretrainedEncoder] = None, verbose: bool = True,
-                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS):
+                checkpoint_every_steps: Optional[int] = DEFAULT_CHECKPOINT_EVERY_STEPS, save_model: bool = True):
   """Loads the encoder, builds and trains an AdapterTokenClassifier (train/tagging.py's recipe; `config` a
   TokenTrainConfig): (TrainResult, model). With `out_dir` it also writes predictions.conll (the best epoch's
   dev tags beside the gold ones, conlleval's input)."""
-  return run(TokenRecipe(task, train, dev), config, out_dir, pretrained, verbose, checkpoint_every_steps)
+  return run(TokenRecipe(task, train, dev), config, out_dir, pretrained, verbose, checkpoint_every_steps,
+             save_model)

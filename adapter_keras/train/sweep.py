@@ -2,7 +2,7 @@
 
 The grid is learning rate x epochs x adapter size (or, for method top-k, the
 number of top layers) x seed. Each trial trains
-one model with `train.run.train_task` in its own run directory
+one model with `train.run.train_task` (`train_token` for a token task) in its own run directory
 `OUT/trials/<setting>` (metrics.json, TensorBoard logs and, while it runs, a
 step checkpoint; with `save_artifacts` also the best epoch's model under
 `artifact/`, which GLUE submissions and multi-seed ablations read) and reports
@@ -32,7 +32,7 @@ from adapter_keras.io import write_json_atomic, write_text_atomic
 from adapter_keras import _model_garden
 from adapter_keras.methods import get_method
 from adapter_keras.tasks.metrics import SELECTION_RULES, select_setting, standard_error
-from adapter_keras.train.run import train_task
+from adapter_keras.train.run import train_task, train_token
 from adapter_keras.train.config import TrainConfig
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS
 from adapter_keras.values import is_integer
@@ -178,9 +178,13 @@ def _make_tuner_class():
       print(f"[sweep] trial {trial.trial_id}: " + ", ".join(f"{k}={v}" for k, v in hp.values.items()),
             flush=True)
       run_dir = os.path.join(self.trials_dir, trial_dir_name(hp.values))
-      result, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
-                                save_model=self.save_artifacts, prefix_cache_dir=self.prefix_cache_dir,
-                                checkpoint_every_steps=self.checkpoint_every_steps)
+      if self.task.task_type == "token":  # a TokenTask: token classification's run (train/tagging.py)
+        result, _ = train_token(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
+                                checkpoint_every_steps=self.checkpoint_every_steps, save_model=self.save_artifacts)
+      else:
+        result, _ = train_task(self.task, self.train, self.dev, config, out_dir=run_dir, verbose=False,
+                               save_model=self.save_artifacts, prefix_cache_dir=self.prefix_cache_dir,
+                               checkpoint_every_steps=self.checkpoint_every_steps)
       print(f"[sweep] trial {trial.trial_id}: {self.task.primary_metric} {result.score:.4f} "
             f"(best epoch {result.best_epoch}, {result.seconds:.0f}s)", flush=True)
       metrics = {"score": result.score, "best_epoch": float(result.best_epoch),
