@@ -8,8 +8,8 @@ import pytest
 
 from adapter_keras.tasks.tagging import (TaggedSentence, TokenTask, check_tags, label_set, read_conll, score_tags,
                                          sentences_from)
-from adapter_keras.tasks.token_windows import (IGNORED, NO_WORD, TokenFeaturizer, scoring_windows, word_logits,
-                                               word_windows)
+from adapter_keras.tasks.token_windows import (IGNORED, NO_WORD, TokenFeaturizer, scoring_window, token_windows,
+                                               word_logits)
 
 LABELS = ("O", "B-X", "I-X")
 # "cats" -> cat ##s, "unable" -> un ##able, "cat." -> cat . (multi-piece); "\x00" (a control character) and
@@ -114,15 +114,12 @@ def test_label_all_subwords_continues_a_b_word_with_i(vocab_file):
 
 
 def test_windows_and_their_max_context_rule():
-  windows = word_windows([1] * 8, capacity=4, doc_stride=2)
-  assert windows == [(0, 4), (2, 6), (4, 8)]
-  assert scoring_windows([1] * 8, windows) == [0, 0, 0, 1, 1, 2, 2, 2]
-  # Words of several pieces: windows start on whole words and never skip one.
-  counts = [3, 1, 4, 2, 2, 1, 3]
-  windows = word_windows(counts, capacity=5, doc_stride=3)
-  covered = sorted({w for first, end in windows for w in range(first, end)})
-  assert covered == list(range(len(counts)))
-  assert all(sum(counts[first:end]) <= 5 for first, end in windows)
+  windows = token_windows(8, capacity=4, stride=2)
+  assert windows == [(0, 4), (2, 4), (4, 4)]
+  assert [scoring_window(p, windows) for p in range(8)] == [0, 0, 0, 1, 1, 2, 2, 2]
+  assert token_windows(9, capacity=4, stride=3) == [(0, 4), (3, 4), (6, 3)]
+  assert token_windows(9, capacity=4, stride=10) == [(0, 4), (4, 4), (8, 1)]  # a stride past the window: none
+  assert token_windows(3, capacity=4, stride=2) == [(0, 3)]                   # is skipped
 
 
 def test_a_long_sentence_is_windowed_and_every_word_scored_once(vocab_file):

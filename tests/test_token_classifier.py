@@ -1,8 +1,11 @@
 """Token classification end to end on the tiny encoder: AdapterTokenClassifier (fit, predict, evaluate,
 artifacts) with the adapter and LoRA methods, the masked loss, and `adapter-keras train --task-type token`,
-`evaluate --json`, `sweep --task-type token` and `params --task-type token` on tiny generated CoNLL files."""
+`evaluate --json`, `sweep --task-type token`, `params --task-type token`, `export` and `predict` on tiny
+generated CoNLL files; the exported SavedModel reloaded with TensorFlow and tensorflow-text only."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,8 +13,9 @@ import tensorflow as tf
 
 from adapter_keras import AdapterTokenClassifier, load_adapter
 from adapter_keras.artifacts import read_manifest
-from adapter_keras.tasks.tagging import read_conll, score_tags
-from adapter_keras.train.tagging import MaskedTokenLoss
+from adapter_keras.tasks.tagging import read_conll, score_tags, sentences_from
+from adapter_keras.tasks.token_windows import word_logits
+from adapter_keras.train.tagging import MaskedTokenLoss, predict_token_logits
 from tests.helpers import assert_one_error_line, run_cli, run_cli_subprocess
 
 LABELS = ["O", "B-ANIMAL", "B-GROUP", "I-ANIMAL"]  # label_set's order: "O" first, the others sorted
@@ -102,6 +106,42 @@ def test_every_other_built_in_method_trains_a_token_model_and_round_trips(encode
   assert loaded.method == method and loaded.predict(sentences) == tagger.predict(sentences)
 
 
+def test_the_exported_saved_model_tags_words_with_offsets_as_predict_does(encoder_dir, tmp_path):
+  """Reloaded with TensorFlow and tensorflow-text only (a fresh process): the same windows, tags and
+  probabilities as the model, long sentences (several windows), dropped characters and accents included."""
+  tagger = AdapterTokenClassifier.from_pretrained(encoder_dir, labels=LABELS, method="lora", adapter=None,
+                                                  max_seq_length=8, doc_stride=3)
+  # A head with large random weights, so that the tags differ from word to word.
+  tagger.head.kernel.assign(np.random.default_rng(0).normal(size=tagger.head.kernel.shape) * 3)
+  texts = ["The cats  unable \x00 \u0301 cat. won the game and the band will play music", "a dog", "",
+           "\u00c9cat sat on the mat"]
+  out = tagger.export(str(tmp_path / "export"))
+  code = (f"import json, tensorflow as tf, tensorflow_text\n"
+          f"f = tf.saved_model.load({out!r}).signatures['serving_default']\n"
+          f"print(json.dumps({{k: v.numpy().tolist() for k, v in f(text=tf.constant({texts!r})).items()}}, "
+          f"default=lambda b: b.decode('utf-8')))")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  assert served["num_words"] == [len(t.split()) for t in texts]
+  sentences = [t for t in texts if t.split()]
+  predicted = tagger.predict(sentences)
+  assert len({tag for pairs in predicted for _, tag in pairs}) > 1
+  rows = [i for i, t in enumerate(texts) if t.split()]
+  for row, text, pairs in zip(rows, sentences, predicted):
+    count = len(pairs)
+    assert served["words"][row][:count] == [w for w, _ in pairs]
+    assert served["tags"][row][:count] == [t for _, t in pairs]
+    assert [text[s:e] for s, e in zip(served["start"][row][:count], served["end"][row][:count])] == text.split()
+  features = tagger.featurizer.featurize(sentences_from(sentences), with_labels=False)
+  logits = word_logits(features, predict_token_logits(tagger, features), [len(s.split()) for s in sentences])
+  for row, word_rows in zip(rows, logits):
+    probabilities = np.exp(word_rows - word_rows.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    np.testing.assert_allclose(served["score"][row][:len(word_rows)], probabilities.max(-1), atol=1e-5)
+
+
 # ---------------------------------------------------------------- the command line
 
 
@@ -152,6 +192,20 @@ def test_train_token_then_evaluate_json_and_params(encoder_dir, conll_files, tmp
   report = json.loads(stdout.strip().splitlines()[-1])
   assert report["head_params"] == 32 * 4 + 4  # a Dense(4) on 32-wide tokens, no pooler
   assert report["trained_params"] == manifest["trained_params"]
+
+  exported = str(tmp_path / "export")
+  status, _, stderr = run_cli(["export", "--artifact", out, "--artifact", out, "--encoder", encoder_dir, "--out",
+                               exported])
+  assert status == 2 and "exported on its own" in stderr and not os.path.exists(exported)
+  status, _, stderr = run_cli(["export", "--artifact", out, "--encoder", encoder_dir, "--out", exported])
+  assert status == 0, stderr
+  status, stdout, stderr = run_cli(["predict", "--model", exported, "the cats  sat", "a dog"])
+  assert status == 0, stderr
+  lines = [json.loads(line) for line in stdout.strip().splitlines()]
+  model = load_adapter(out, encoder_dir)
+  for line, pairs in zip(lines, model.predict(["the cats  sat", "a dog"])):
+    assert [(w["word"], w["tag"]) for w in line["words"]] == pairs
+    assert [line["text"][w["start"]:w["end"]] for w in line["words"]] == line["text"].split()
 
 
 def test_sweep_token(encoder_dir, conll_files, tmp_path):

@@ -17,13 +17,18 @@ def _cmd_export(args) -> dict:
   # Before TensorFlow's import and the encoder's loading: a refused --out costs nothing.
   check_export_destination(args.out, args.overwrite)
   from adapter_keras.artifacts import (read_manifest,  # pylint: disable=import-outside-toplevel
-                                       resolve_artifact_dir, task_from_manifest)
+                                       resolve_artifact_dir, task_from_manifest, task_type_of)
+  from adapter_keras.tasks.tagging import TokenTask  # pylint: disable=import-outside-toplevel
   from adapter_keras.models import load_adapter  # pylint: disable=import-outside-toplevel
   from adapter_keras.serving.export import export_saved_model  # pylint: disable=import-outside-toplevel
   from adapter_keras.serving.multitask import MultiTaskModel  # pylint: disable=import-outside-toplevel
   artifacts = [resolve_artifact_dir(a) for a in args.artifact]
   manifests = [read_manifest(a) for a in artifacts]
-  tasks = [task_from_manifest(m) for m in manifests]  # a span model: one line, before any loading
+  # A span model: one line, before any loading; a token model's task is a TokenTask.
+  tasks = [TokenTask.from_dict(m["task"]) if task_type_of(m) == "token" else task_from_manifest(m) for m in manifests]
+  if len(artifacts) > 1 and any(task_type_of(m) == "token" for m in manifests):
+    raise ValueError("a token model's artifact is exported on its own (its signature returns a tag per word, the "
+                     "multi-task export's one label per text)")
   if len(artifacts) > 1:
     signature_names([task.name for task in tasks])  # colliding names, before any loading
   else:
@@ -107,7 +112,8 @@ def add_parsers(subparsers) -> None:
   p.set_defaults(func=_cmd_export)
 
   p = subparsers.add_parser("predict", help="predictions of an exported SavedModel: one JSON line per input "
-                                            "({text, [text_b], label, score}), in input order")
+                                            "({text, [text_b], label, score}; a token model's {text, words: "
+                                            "[{word, tag, start, end, score}]}), in input order")
   p.add_argument("--model", required=True, help="SavedModel directory written by export")
   p.add_argument("--task", help="the task to run: required for a multi-task model; a single-task model "
                                 "refuses any other than its own")

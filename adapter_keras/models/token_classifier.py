@@ -24,6 +24,7 @@ from adapter_keras.models.base import (TaskModelBase, constructing, keras_name, 
                                        recorded_config)
 from adapter_keras.models.inputs import is_text_input
 from adapter_keras.networks import TokenModel
+from adapter_keras.serving.export import export_saved_model
 from adapter_keras.tasks.tagging import TaggedSentence, TokenTask, check_tags, sentences_from
 from adapter_keras.tasks.token_windows import TokenFeaturizer
 from adapter_keras.train.config import TokenTrainConfig
@@ -196,7 +197,11 @@ class AdapterTokenClassifier(TaskModelBase, TokenModel):
       raise ArtifactError(f"artifact {artifact_dir}: its token task is invalid: {e}") from None
     return dict(settings, task=task)
 
-  _save_alternative = ""
+  def export(self, out_dir: str, overwrite: bool = False, merge: bool = True) -> str:
+    """A SavedModel that takes raw strings (serving/export.py): `serving_default(text)` splits each on
+    whitespace and returns per word its tag and character offsets, cutting and scoring the windows as predict
+    does. `merge`: a method with a merge (LoRA, IA3) is folded into the base kernels in the graph."""
+    return export_saved_model({self.name: self}, out_dir, overwrite=overwrite, merge=merge)
 
 
 def evaluate_token_artifact(artifact_dir: str, sentences: Sequence[TaggedSentence], encoder=None):

@@ -1,7 +1,9 @@
 """SavedModel export: raw strings in, labels out, one or many tasks.
 
 One task: `serving_default(text[, text_b])` returns `label` (string) and
-`probabilities` (classification) or `score` (regression).
+`probabilities` (classification) or `score` (regression); a token model's
+`serving_default(text)` returns per-word `words`, `tags`, character offsets
+`start`/`end`, `score` and `num_words` (`_TokenServer`; exported on its own).
 
 Several tasks: one SavedModel storing the shared base once, a signature per
 task as above (named after the task: serving/signatures.py, which refuses
@@ -73,15 +75,62 @@ class _TaskServer(tf.Module):
                 probabilities=probabilities, score=tf.reduce_max(probabilities, axis=-1))
 
 
+class _TokenServer(tf.Module):
+  """Raw strings -> per-word tags with character offsets for one token-classification task: words split on
+  whitespace, cut into the training windows and scored once each, in the graph (tasks/token_windows.py:
+  TokenFeaturizer.graph_windows, which gives AdapterTokenClassifier.predict's windows and tags)."""
+
+  is_pair = False
+
+  def __init__(self, name: str, model):
+    super().__init__(name=signature_name(name))
+    self.encoder = model.encoder
+    self.head_dropout = model.head_dropout
+    self.head = model.head
+    self.featurizer = model.featurizer
+    self.label_names = tf.constant(list(model.labels), tf.string)
+
+  def outputs(self, text):
+    """words, tags, start, end (character offsets of each word in its text: text[start:end] is the word),
+    score (the tag's probability), each [batch, most words] padded ("", -1, 0), and num_words [batch]."""
+    windows = self.featurizer.graph_windows(text)
+    sequence = self.encoder(windows["inputs"], training=False)["sequence_output"]
+    logits = head_outputs(sequence, self.head_dropout, self.head, training=False)
+    probabilities = tf.nn.softmax(tf.gather_nd(logits, windows["scored_at"]), axis=-1)
+    words = windows["words"]
+    own_text = tf.gather(text, words.value_rowids())
+
+    def characters(byte_offsets):  # UTF-8 byte offsets -> character offsets (what Python's str indexes)
+      offsets = byte_offsets.flat_values
+      return tf.strings.length(tf.strings.substr(own_text, tf.zeros_like(offsets), offsets), unit="UTF8_CHAR")
+
+    per_word = dict(words=(words.flat_values, ""),
+                    tags=(tf.gather(self.label_names, tf.argmax(probabilities, axis=-1)), ""),
+                    start=(characters(windows["byte_start"]), -1), end=(characters(windows["byte_end"]), -1),
+                    score=(tf.reduce_max(probabilities, axis=-1), 0.0))
+    outputs = {name: words.with_flat_values(values).to_tensor(default_value=fill)
+               for name, (values, fill) in per_word.items()}
+    return dict(outputs, num_words=tf.cast(words.row_lengths(), tf.int32))
+
+
+def _server(name: str, model):
+  return _TokenServer(name, model) if model.task_type == "token" else _TaskServer(name, model)
+
+
 class _ServingModule(tf.Module):
 
   def __init__(self, models: Dict[str, object]):
     super().__init__(name="adapter_keras_serving")
-    self.servers = [_TaskServer(name, model) for name, model in models.items()]
+    self.servers = [_server(name, model) for name, model in models.items()]
     self.task_names = list(models)
 
-  def task_signature(self, server: _TaskServer):
+  def task_signature(self, server):
     text_spec = tf.TensorSpec([None], tf.string, name="text")
+    if isinstance(server, _TokenServer):
+      @tf.function(input_signature=[text_spec])
+      def tag(text):
+        return server.outputs(text)
+      return tag
     if server.is_pair:
       @tf.function(input_signature=[text_spec, tf.TensorSpec([None], tf.string, name="text_b")])
       def serve_pair(text, text_b):
@@ -161,6 +210,10 @@ def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool
   if not entries:
     raise ValueError("nothing to export: no tasks given")
   multi = len(entries) > 1
+  tokens = [name for name, model in entries.items() if model.task_type == "token"]
+  if multi and tokens:
+    raise ValueError(f"task {tokens[0]!r} is a token model: export it on its own (the multi-task export's "
+                     "mixed signature returns one label per text, a token model a tag per word)")
   if merge and multi:
     raise ValueError("merge folds one task's update into the base kernels, which several tasks share: export "
                      "several tasks with merge=False")

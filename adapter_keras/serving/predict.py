@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -99,6 +99,7 @@ class ServedTask:
   name: Optional[str]  # None: a single-task export too old to record its task's name
   signature: str
   is_pair: bool
+  task_type: str = "classification"  # "token": a tag per word (serving/export.py's token signature)
 
   def describe(self) -> str:
     return f"task {self.name!r}" if self.name is not None else "this model's task"
@@ -146,7 +147,8 @@ class ExportedModel:
 
   def tasks(self) -> List[ServedTask]:
     if self.manifest is not None:
-      return [ServedTask(t["name"], t["signature"], t["is_pair"]) for t in self.manifest["tasks"]]
+      return [ServedTask(t["name"], t["signature"], t["is_pair"], t.get("task_type") or "classification")
+              for t in self.manifest["tasks"]]
     signatures = self.signatures()
     if ROUTER_SIGNATURE in signatures:
       names = sorted(k for k in signatures if k not in RESERVED_SIGNATURES)
@@ -195,7 +197,8 @@ def check_examples(task: ServedTask, examples: Sequence[Example]) -> None:
 
 
 class Predictor:
-  """One task's signature of a loaded export: a batch of examples -> (labels, scores)."""
+  """One task's signature of a loaded export: a batch of examples -> a result per example: {"label", "score"},
+  or for a token task {"words": [{"word", "tag", "start", "end", "score"}, ...]} (character offsets)."""
 
   def __init__(self, model: ExportedModel, task: ServedTask):
     signatures = model.signatures()
@@ -207,17 +210,22 @@ class Predictor:
       raise ValueError(f"--model {model.path}: the signature of {task.describe()} does not take the inputs "
                        "its manifest says; the manifest does not match the SavedModel")
     self.is_pair = task.is_pair
+    self.is_token = task.task_type == "token"
 
-  def __call__(self, batch: Sequence[Example]) -> Tuple[List[str], np.ndarray]:
+  def __call__(self, batch: Sequence[Example]) -> List[dict]:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     inputs = dict(text=tf.constant([e.text for e in batch]))
     if self.is_pair:
       inputs["text_b"] = tf.constant([e.text_b for e in batch])
-    out = self.function(**inputs)
-    labels = [label.decode("utf-8") for label in out["label"].numpy()]
+    out = {name: value.numpy() for name, value in self.function(**inputs).items()}
+    if self.is_token:
+      return [dict(words=[dict(word=out["words"][row, i].decode("utf-8"), tag=out["tags"][row, i].decode("utf-8"),
+                               start=int(out["start"][row, i]), end=int(out["end"][row, i]),
+                               score=float(out["score"][row, i])) for i in range(count)])
+              for row, count in enumerate(out["num_words"])]
     # A single-sentence classification signature returns probabilities without a score.
-    scores = out["score"].numpy() if "score" in out else out["probabilities"].numpy().max(axis=-1)
-    return labels, scores
+    scores = out["score"] if "score" in out else out["probabilities"].max(axis=-1)
+    return [dict(label=label.decode("utf-8"), score=float(score)) for label, score in zip(out["label"], scores)]
 
 
 def length_sorted_batches(examples: Sequence[Example], batch_size: int) -> List[np.ndarray]:
@@ -231,11 +239,12 @@ def length_sorted_batches(examples: Sequence[Example], batch_size: int) -> List[
   return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def predict(predictor: Callable[[Sequence[Example]], Tuple[List[str], np.ndarray]],
+def predict(predictor: Callable[[Sequence[Example]], List[dict]],
             examples: Sequence[Example], batch_size: int = DEFAULT_BATCH_SIZE,
             chunk_inputs: int = CHUNK_INPUTS,
             progress: Optional[Callable[[int, int], None]] = None) -> Iterator[dict]:
-  """Yields {"label", "score"} for every example, in order, one chunk of `chunk_inputs` at a time.
+  """Yields the predictor's result ({"label", "score"}; a token task's {"words"}) for every example, in order,
+  one chunk of `chunk_inputs` at a time.
 
   `progress(done, total)` is called when a chunk is done, before its results are yielded.
   """
@@ -244,13 +253,10 @@ def predict(predictor: Callable[[Sequence[Example]], Tuple[List[str], np.ndarray
   chunk_inputs = max(chunk_inputs, batch_size)
   for start in range(0, len(examples), chunk_inputs):
     chunk = examples[start:start + chunk_inputs]
-    labels: List[Optional[str]] = [None] * len(chunk)
-    scores = np.zeros(len(chunk), np.float64)
+    results: List[Optional[dict]] = [None] * len(chunk)
     for batch in length_sorted_batches(chunk, batch_size):
-      batch_labels, batch_scores = predictor([chunk[i] for i in batch])
-      for i, label, score in zip(batch, batch_labels, batch_scores):
-        labels[i], scores[i] = label, score
+      for i, result in zip(batch, predictor([chunk[i] for i in batch])):
+        results[i] = result
     if progress is not None:
       progress(start + len(chunk), len(examples))
-    for label, score in zip(labels, scores):
-      yield dict(label=label, score=float(score))
+    yield from results
