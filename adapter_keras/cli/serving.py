@@ -26,9 +26,6 @@ def _cmd_export(args) -> dict:
   manifests = [read_manifest(a) for a in artifacts]
   # A span model: one line, before any loading; a token model's task is a TokenTask.
   tasks = [TokenTask.from_dict(m["task"]) if task_type_of(m) == "token" else task_from_manifest(m) for m in manifests]
-  if len(artifacts) > 1 and any(task_type_of(m) == "token" for m in manifests):
-    raise ValueError("a token model's artifact is exported on its own (its signature returns a tag per word, the "
-                     "multi-task export's one label per text)")
   if len(artifacts) > 1:
     signature_names([task.name for task in tasks])  # colliding names, before any loading
   else:

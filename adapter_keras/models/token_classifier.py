@@ -101,6 +101,11 @@ class AdapterTokenClassifier(TaskModelBase, TokenModel):
     return model
 
   @classmethod
+  def arguments_from_task(cls, task: TokenTask) -> dict:
+    """The constructor arguments a task gives (its labels travel in `task` itself)."""
+    return {}
+
+  @classmethod
   def from_pretrained(cls, encoder, labels: Sequence[str], adapter: Optional[AdapterConfig] = AdapterConfig(),
                       method: str = "adapter", max_seq_length: int = _TOKEN_RECIPE.max_seq_length,
                       **kwargs) -> "AdapterTokenClassifier":

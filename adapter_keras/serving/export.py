@@ -3,7 +3,8 @@
 One task: `serving_default(text[, text_b])` returns `label` (string) and
 `probabilities` (classification) or `score` (regression); a token model's
 `serving_default(text)` returns per-word `words`, `tags`, character offsets
-`start`/`end`, `score` and `num_words` (`_TokenServer`; exported on its own).
+`start`/`end`, `score` and `num_words` (`_TokenServer`); among several tasks
+it has its own signature, and `mixed` routes the sentence-level tasks only.
 
 Several tasks: one SavedModel storing the shared base once, a signature per
 task as above (named after the task: serving/signatures.py, which refuses
@@ -144,7 +145,10 @@ class _ServingModule(tf.Module):
     return serve
 
   def mixed_signature(self):
-    servers, names = self.servers, self.task_names
+    # The router returns one label per text: the sentence-level tasks (a token task has its own signature only).
+    routed = [(name, server) for name, server in zip(self.task_names, self.servers)
+              if not isinstance(server, _TokenServer)]
+    names, servers = [name for name, _ in routed], [server for _, server in routed]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
                                   tf.TensorSpec([None], tf.string, name="text_b"),
@@ -210,10 +214,8 @@ def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool
   if not entries:
     raise ValueError("nothing to export: no tasks given")
   multi = len(entries) > 1
-  tokens = [name for name, model in entries.items() if model.task_type == "token"]
-  if multi and tokens:
-    raise ValueError(f"task {tokens[0]!r} is a token model: export it on its own (the multi-task export's "
-                     "mixed signature returns one label per text, a token model a tag per word)")
+  # `mixed` routes the sentence-level tasks (one label per text); token tasks have their signatures only.
+  routed = multi and any(model.task_type != "token" for model in entries.values())
   if merge and multi:
     raise ValueError("merge folds one task's update into the base kernels, which several tasks share: export "
                      "several tasks with merge=False")
@@ -221,7 +223,7 @@ def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool
   check_export_destination(out_dir, overwrite)
   module = _ServingModule(entries)
   signatures = {names[name]: module.task_signature(server) for name, server in zip(entries, module.servers)}
-  if multi:
+  if routed:
     signatures[ROUTER_SIGNATURE] = module.mixed_signature()
     signatures[DEFAULT_SIGNATURE] = signatures[ROUTER_SIGNATURE]
   tasks = [dict(name=name, signature=names[name], is_pair=server.is_pair,
@@ -231,7 +233,7 @@ def export_saved_model(entries: Dict[str, object], out_dir: str, overwrite: bool
     # The wrappers read their merged flag when traced, i.e. inside save.
     with merged(next(iter(entries.values()))) if merge else contextlib.nullcontext():
       tf.saved_model.save(module, tmp, signatures=signatures)
-    manifest = export_manifest(tasks, ROUTER_SIGNATURE if multi else None, tmp, adapter_keras.__version__)
+    manifest = export_manifest(tasks, ROUTER_SIGNATURE if routed else None, tmp, adapter_keras.__version__)
     write_json_atomic(os.path.join(tmp, EXPORT_MANIFEST), manifest)
     # Saving takes seconds; check again so that files put into out_dir meanwhile are not replaced.
     check_export_destination(out_dir, overwrite)

@@ -1,12 +1,12 @@
 """Many tasks on one frozen base encoder.
 
 `MultiTaskModel` holds one pre-trained base encoder and any number of named task models
-(models/: AdapterClassifier, AdapterRegressor), each with its own tuning method. Each task owns what its
-method trains (for method "adapter": its adapters, LayerNorm parameters and head; for LoRA its low-rank
-factors and head, ...), its labels and its tokenizer settings. A task's encoder is a plain encoder whose
-frozen sublayers (embeddings, the attention and FFN projections, pooler) are the base's own layer objects,
-inside blocks and attention layers of the task's own, with the task's method injected afterwards: a method
-that wraps a projection (LoRA, IA3) or widens the attention (prefix tuning) wraps it in that task's layers
+(models/: AdapterClassifier, AdapterRegressor, AdapterTokenClassifier), each with its own tuning method.
+Each task owns what its method trains (for method "adapter": its adapters, LayerNorm parameters and head; for
+LoRA its low-rank factors and head, ...), its labels and its tokenizer settings. A task's encoder is a plain
+encoder whose frozen sublayers (embeddings, the attention and FFN projections, pooler) are the base's own layer
+objects, inside blocks and attention layers of the task's own, with the task's method injected afterwards: a
+method that wraps a projection (LoRA, IA3) or widens the attention (prefix tuning) wraps it in that task's layers
 only. So the base weights exist once in memory and once in an exported SavedModel, training a task touches
 only its own variables, and every earlier task keeps its predictions bit for bit. A method that trains the
 base's own weights (full, top-k) cannot join: its tasks would change each other; nor can a task merge its
@@ -33,6 +33,9 @@ from adapter_keras.pretrained import PretrainedEncoder, base_fingerprint, load_e
 from adapter_keras.serving.export import export_saved_model
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.train.classification import fit_task_model
+from adapter_keras.train.config import TokenTrainConfig, TrainConfig
+from adapter_keras.train.recipe import fit as fit_recipe
+from adapter_keras.train.tagging import TokenRecipe
 from adapter_keras.train.loop import seed_everything
 
 
@@ -113,9 +116,11 @@ class MultiTaskModel:
       raise ValueError(f"task {name!r} already exists; remove it first")
     self._check_method(name, method)
     cls = model_class(task.task_type)
-    model = cls(self._tied_base(), task=task, **cls.arguments_from_task(task), method=method,
-                adapter=adapter_config, method_config=method_config, pooling=pooling, max_seq_length=max_seq_length,
-                dropout_rate=dropout_rate, seed=seed, name=keras_name(name))
+    # A token task (a TokenTask) reads every token: no pooling; its labels come with the task.
+    own = dict(pooling=pooling, **cls.arguments_from_task(task)) if task.task_type != "token" else {}
+    model = cls(self._tied_base(), task=task, **own, method=method, adapter=adapter_config,
+                method_config=method_config, max_seq_length=max_seq_length, dropout_rate=dropout_rate, seed=seed,
+                name=keras_name(name))
     return self._join(name, model)
 
   def add_artifact(self, artifact_dir: str, name: Optional[str] = None):
@@ -162,11 +167,28 @@ class MultiTaskModel:
     return pool(self.base.default_pooling, outputs, features["input_mask"], MeanPooling()).numpy()
 
   def train(self, name: str, train: TextExamples, dev: Dict[str, TextExamples], config, verbose=True):
-    """Trains task `name` in place (only what its method trains)."""
+    """Trains task `name` in place (only what its method trains). A token task takes TaggedSentences
+    (tasks/tagging.py) as `train` and a list of them (or {split: list}) as `dev`."""
     model = self[name]
     seed_everything(config.seed)
+    if model.task_type == "token":
+      return self._train_tokens(model, train, dev, config, verbose)
     result, examples = fit_task_model(model, model.preprocessor, model.task, train, dev, config, verbose=verbose)
     model.record_training(config, examples)
+    return result
+
+  @staticmethod
+  def _train_tokens(model, train, dev, config, verbose):
+    """A token task's training in place: train/tagging.py's recipe through train/recipe.py's fit, with the
+    model's own windows and alignment (a TrainConfig's fields, the model's token settings)."""
+    if not isinstance(config, TokenTrainConfig):
+      fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
+      config = TokenTrainConfig(**dict(fields, **model.token_settings))
+    dev = [s for split in dev.values() for s in split] if isinstance(dev, dict) else list(dev or ())
+    recipe = TokenRecipe(model.task, train, dev)
+    recipe.prepare(model.preprocessor, config)
+    result, _ = fit_recipe(recipe, model, config, verbose=verbose)
+    model.record_training(config, recipe.num_train_examples)
     return result
 
   def save_task(self, name: str, out_dir: str, train_config=None, overwrite: bool = False) -> str:
