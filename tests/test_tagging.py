@@ -52,6 +52,8 @@ def test_read_conll_tabs_spaces_docstart_and_whitespace_lines(tmp_path):
     ("data.json", json.dumps({"data": [{"text": "a b", "label": "x"}]}, indent=1),
      r"data.json line 1: expected two columns"),
     ("empty.conll", "", r"empty.conll holds no sentences"),
+    ("notag.conll", "EU\tB-ORG\nrejects\t \n", r"notag.conll line 2: expected two columns.*got 1"),
+    ("noword.conll", "EU\tB-ORG\n\tO\n", r"noword.conll line 2: expected two columns.*got 1"),
     ("blank.conll", "\n \n\t\n-DOCSTART- O\n", r"blank.conll holds no sentences"),
 ])
 def test_bad_files_are_one_line_errors_naming_file_and_line(tmp_path, name, text, expected):

@@ -116,7 +116,7 @@ def read_conll(path: str, flag: str = "") -> List[TaggedSentence]:
         if columns and columns[0] == DOCSTART:
           end_sentence()
           continue
-        if len(columns) != 2 or not all(columns):
+        if len(columns) != 2:
           raise ValueError(f"{path} line {number}: expected two columns, a word and its tag (word<TAB>tag or "
                            f"word tag), got {len(columns)} in {line[:60]!r}: is this a CoNLL file?")
         words.append(columns[0])
