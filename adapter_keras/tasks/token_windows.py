@@ -4,6 +4,7 @@
                                 the training label of every sub-word (IGNORED where the loss skips it),
                                 the word each position starts, and whether that window scores it
   word_logits               ──► per sentence, one row of logits per word, each from exactly one window
+  TokenFeaturizer.graph_windows ► the same windows and scoring positions in the graph, for raw strings
 
 Alignment. Each word is tokenized on its own with the vocabulary and casing of BertPreprocessor
 (tensorflow-text's FastBertTokenizer). The first sub-word of a word carries the word's label; the others are
@@ -16,7 +17,7 @@ Long sentences. A sentence of more than max_seq_length - 2 sub-words is cut into
 sub-words, `doc_stride` apart (at most a window apart, so none is skipped), the last one reaching the end:
 SQuAD's windows (tasks/squad.py). A word is scored in the window where its first sub-word has the most
 context, BERT's SQuAD rule (min(left, right) + 0.01 * window length; the first such window on ties), so every
-word is scored exactly once. The serving SavedModel (serving/token_export.py) cuts and scores the same windows
+word is scored exactly once. The serving SavedModel (serving/export.py) cuts and scores the same windows
 in the graph.
 """
 from __future__ import annotations
