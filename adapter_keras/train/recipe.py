@@ -9,8 +9,10 @@ raw inputs (models/) reaches it directly, so both train alike.
 A recipe owns what is specific to its task type: the data and its digest,
 the loss it compiles, the epoch datasets, the dev evaluation, and extra
 manifest/metrics entries. Classification and regression
-(train/classification.py) and SQuAD spans (train/squad.py) are the two
-recipes; the model a run builds is the task type's model class (models/).
+(train/classification.py), SQuAD spans (train/squad.py) and token tags
+(train/tagging.py) are the recipes; the last two train on windows of their
+examples (`WindowedRecipe`); the model a run builds is the task type's model
+class (models/).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import tf_keras
 from adapter_keras.methods import parameter_report
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.train.config import TrainConfig, TrainResult
-from adapter_keras.train.inputs import uses_static_shapes
+from adapter_keras.train.inputs import limit_examples, steps_per_epoch, uses_static_shapes
 from adapter_keras.train.loop import DEFAULT_CHECKPOINT_EVERY_STEPS, BestEpochTracker, compile_for_training, run_epochs
 
 
@@ -83,6 +85,40 @@ class TaskRecipe(Protocol):
 
   def write_outputs(self, out_dir: str, best_outputs: Any) -> None:
     """Files of its own the run writes into `out_dir` before metrics.json."""
+
+
+class WindowedRecipe:
+  """What the recipes that train on windows of their examples share (SQuAD's questions over long contexts,
+  token tagging's long sentences): the windows featurized once in `prepare`, batches of windows, the model
+  trained as built. Subclasses set `featurizer` and call `featurize_train` in their `prepare`."""
+
+  config = None
+  train_features = None
+
+  def featurize_train(self, config, train) -> None:
+    """Featurizes the (subsampled) training examples into windows; under static shapes, refuses too few windows
+    for one batch before a run writes anything (known without the strategy)."""
+    self.config = config
+    self.train = limit_examples(train, config.max_train_examples, config.seed)
+    self.train_features = self.featurizer.featurize(self.train)
+    if uses_static_shapes(config):
+      steps_per_epoch(len(self.train_features), config.batch_size, drop_remainder=True)
+
+  @property
+  def num_train_examples(self) -> int:
+    return len(self.train)
+
+  @property
+  def num_train_batches_per_epoch(self) -> int:
+    return steps_per_epoch(len(self.train_features), self.config.batch_size,
+                           drop_remainder=bool(self.config.static_shapes))
+
+  def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
+    del strategy, verbose
+    return model
+
+  def release(self) -> None:
+    pass
 
 
 def fit(recipe: TaskRecipe, model: tf_keras.Model, config: TrainConfig,

@@ -49,7 +49,8 @@ from adapter_keras.tasks import squad
 from adapter_keras.tasks.squad import SQUAD_TASK, SquadExample, SquadFeatures, SquadFeaturizer
 from adapter_keras.train.config import SquadTrainConfig
 from adapter_keras.train.evaluation import fill_last_batch
-from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
+from adapter_keras.train.recipe import WindowedRecipe
+from adapter_keras.train.inputs import epoch_order
 
 PREDICTIONS_FILE = "predictions.json"
 EVAL_BATCH_SIZE = 64
@@ -153,7 +154,7 @@ def score_answers(examples: Sequence[SquadExample], answers: Dict[str, str]) -> 
   return {name: value / 100.0 for name, value in squad.evaluate(examples, answers).items()}
 
 
-class SquadRecipe:
+class SquadRecipe(WindowedRecipe):
   """A TaskRecipe (train/recipe.py) for SQuAD v1.1: windows in, EM/F1 on dev, best answers kept."""
 
   log_prefix = "[train-squad] "
@@ -172,29 +173,13 @@ class SquadRecipe:
     return squad_sha256(self.train, self.dev)
 
   def prepare(self, preprocessor: BertPreprocessor, config: "SquadTrainConfig") -> None:
-    self.config = config
     self.featurizer = SquadFeaturizer.from_preprocessor(preprocessor, config.doc_stride, config.max_query_length)
-    self.train = limit_examples(self.train, config.max_train_examples, config.seed)
-    self.train_features = self.featurizer.featurize(self.train)
-    if uses_static_shapes(config):  # known without the strategy: refuse too few windows before a run writes
-      steps_per_epoch(len(self.train_features), config.batch_size, drop_remainder=True)
+    self.featurize_train(config, self.train)
     self.dev_features = self.featurizer.featurize(self.dev) if self.dev else None
 
   def describe(self) -> str:
     dev = f"{len(self.dev)} dev questions ({len(self.dev_features)} windows)" if self.dev else "no dev"
     return f"{len(set(self.train_features.example_index))} train questions ({len(self.train_features)} windows), {dev}"
-
-  @property
-  def num_train_examples(self) -> int:
-    return len(self.train)
-
-  @property
-  def num_train_batches_per_epoch(self) -> int:
-    return steps_per_epoch(len(self.train_features), self.config.batch_size,
-                           drop_remainder=bool(self.config.static_shapes))
-
-  def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
-    return model
 
   def compile_model(self, model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
     return compile_span_model(model, optimizer, jit_compile=jit_compile,
@@ -214,9 +199,6 @@ class SquadRecipe:
                               self.config.n_best_size, static_shapes=bool(self.config.static_shapes))
     metrics = score_answers(self.dev, answers)
     return metrics["f1"], metrics, answers
-
-  def release(self) -> None:
-    pass
 
   def metrics_extras(self) -> Dict:
     return dict(train_questions=len(self.train), train_windows=len(self.train_features),

@@ -29,7 +29,8 @@ from adapter_keras.tasks.tagging import TaggedSentence, TokenTask, check_tagged,
 from adapter_keras.tasks.token_windows import TokenFeatures, TokenFeaturizer, word_logits
 from adapter_keras.train.config import TokenTrainConfig
 from adapter_keras.train.evaluation import fill_last_batch
-from adapter_keras.train.inputs import epoch_order, limit_examples, steps_per_epoch, uses_static_shapes
+from adapter_keras.train.recipe import WindowedRecipe
+from adapter_keras.train.inputs import epoch_order
 from adapter_keras.values import KERAS_PACKAGE
 
 PREDICTIONS_FILE = "predictions.conll"
@@ -131,7 +132,7 @@ def conll_text(sentences: Sequence[TaggedSentence], predicted: Sequence[Sequence
   return "\n".join(blocks)
 
 
-class TokenRecipe:
+class TokenRecipe(WindowedRecipe):
   """A TaskRecipe (train/recipe.py) for token classification: windows in, entity F1 on dev, best tags kept."""
 
   log_prefix = "[train] "
@@ -154,29 +155,13 @@ class TokenRecipe:
     return tagging_sha256(self.train, self.dev)
 
   def prepare(self, preprocessor: BertPreprocessor, config: TokenTrainConfig) -> None:
-    self.config = config
     self.featurizer = TokenFeaturizer.from_preprocessor(preprocessor, self.task.label_names, config.doc_stride,
                                                         config.label_all_subwords)
-    self.train = limit_examples(self.train, config.max_train_examples, config.seed)
-    self.train_features = self.featurizer.featurize(self.train)
-    if uses_static_shapes(config):  # known without the strategy: refuse too few windows before a run writes
-      steps_per_epoch(len(self.train_features), config.batch_size, drop_remainder=True)
+    self.featurize_train(config, self.train)
 
   def describe(self) -> str:
     dev = f"{len(self.dev)} dev sentences" if self.dev else "no dev"
     return f"{len(self.train)} train sentences ({len(self.train_features)} windows), {dev}"
-
-  @property
-  def num_train_examples(self) -> int:
-    return len(self.train)
-
-  @property
-  def num_train_batches_per_epoch(self) -> int:
-    return steps_per_epoch(len(self.train_features), self.config.batch_size,
-                           drop_remainder=bool(self.config.static_shapes))
-
-  def training_model(self, model, strategy: tf.distribute.Strategy, verbose: bool):
-    return model
 
   def compile_model(self, model, optimizer, jit_compile: bool = False, steps_per_execution: int = 1):
     return compile_token_model(model, optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
@@ -194,9 +179,6 @@ class TokenRecipe:
     predicted = predict_tags(model, self.featurizer, self.dev, static_shapes=bool(self.config.static_shapes))
     metrics = score_sentences(self.dev, predicted)
     return metrics["f1"], metrics, predicted
-
-  def release(self) -> None:
-    pass
 
   def metrics_extras(self) -> Dict:
     return dict(train_sentences=len(self.train), train_windows=len(self.train_features),
