@@ -76,7 +76,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from adapter_keras.analysis.common import pyplot  # noqa: E402
-from adapter_keras.analysis.report import collect_runs, select_run  # noqa: E402
+from adapter_keras.analysis import run_grid  # noqa: E402
+from adapter_keras.analysis.run_grid import lr_text  # noqa: E402
 from adapter_keras.config import AdapterConfig  # noqa: E402
 from adapter_keras.io import read_json_object, write_json_atomic, write_text_atomic  # noqa: E402
 from adapter_keras.methods import ModelShape, get_method, method_names  # noqa: E402
@@ -157,12 +158,6 @@ class Cell:
     return dict(key=self.key, label=self.label, method=self.method, knob=spec.knob, value=self.value,
                 target=self.target, trained_params_without_head=self.trained_params, base_params=self.base_params,
                 trained_percent=100 * self.fraction)
-
-
-def lr_text(lr: float) -> str:
-  """3e-4 as "3e-4" (run directory names and progress lines)."""
-  mantissa, exponent = f"{lr:.6e}".split("e")
-  return f"{float(mantissa):g}e{int(exponent)}"
 
 
 def train_config(args, cell: Cell, learning_rate: float, seed: int) -> TrainConfig:
@@ -250,44 +245,21 @@ def plan_text(cells: Sequence[Cell], notes: Sequence[str], shape: ModelShape) ->
 
 def learning_rates(args) -> Dict[str, Tuple[float, ...]]:
   """Each requested method's grid: its defaults, or --learning-rates METHOD=LR[,LR...]."""
-  rates = {name: METHODS[name].learning_rates for name in args.methods}
-  for value in args.learning_rates:
-    name, _, listed = value.partition("=")
-    if name not in METHODS or not listed:
-      sys.exit(f"error: --learning-rates {value!r}: expected METHOD=LR[,LR...] with METHOD one of "
-               f"{', '.join(METHODS)}")
-    try:
-      rates[name] = tuple(float(lr) for lr in listed.split(","))
-    except ValueError:
-      sys.exit(f"error: --learning-rates {value!r}: {listed!r} is not a list of numbers")
-  return rates
+  try:
+    return run_grid.parse_learning_rates(args.learning_rates, list(METHODS),
+                                         {name: METHODS[name].learning_rates for name in args.methods})
+  except ValueError as e:
+    sys.exit(f"error: {e}")
 
 
 def run_dir(args, task: str, cell: Cell, lr: float, seed: int) -> str:
   return os.path.join(args.runs_dir, task, cell.key, f"lr{lr_text(lr)}-seed{seed}")
 
 
-def _finished(path: str) -> Optional[Dict]:
-  metrics = os.path.join(path, "metrics.json")
-  return collect_runs([path])[0] if os.path.exists(metrics) else None
-
-
 def planned_runs(args, task: str, cell: Cell, rates: Sequence[float]) -> List[Tuple[float, int]]:
-  """The (learning rate, seed) runs of one cell on one task, as far as they are known: with --lr-search
-  first-seed the other seeds' runs are known once every first-seed run has finished."""
-  seeds = list(args.seeds)
-  if args.lr_search == "grid" or len(seeds) == 1:
-    return [(lr, seed) for lr in rates for seed in seeds]
-  first = [(lr, seeds[0]) for lr in rates]
-  scores = [_finished(run_dir(args, task, cell, lr, seed)) for lr, seed in first]
-  if any(s is None for s in scores):
-    return first
-  best = max(range(len(rates)), key=lambda i: _rank(scores[i]["score"]))  # ties: the first (smaller) rate
-  return first + [(rates[best], seed) for seed in seeds[1:]]
-
-
-def _rank(score: float) -> float:
-  return -math.inf if score is None or math.isnan(score) else score
+  """The (learning rate, seed) runs of one cell on one task, as far as they are known (run_grid.planned_runs)."""
+  return run_grid.planned_runs(rates, args.seeds, args.lr_search,
+                               lambda lr, seed: run_dir(args, task, cell, lr, seed))
 
 
 def train_cell(args, task, train, dev, cell: Cell, rates: Sequence[float], counts: Dict) -> None:
@@ -317,26 +289,12 @@ def train_cell(args, task, train, dev, cell: Cell, rates: Sequence[float], count
       tf_keras.backend.clear_session()
 
 
-def cell_summary(runs: List[Dict]) -> Dict:
-  """A cell on one task: its best run and the mean +- s.e.m. over seeds at the best-mean learning rate."""
-  best = select_run(runs, "best-run")
-  mean = select_run(runs, "best-mean")
-  by_lr = {}
-  for run in sorted(runs, key=lambda r: (r["config"]["learning_rate"], r["config"]["seed"])):
-    by_lr.setdefault(lr_text(run["config"]["learning_rate"]), {})[str(run["config"]["seed"])] = run["score"]
-  return dict(best_run=dict(score=best["score"], learning_rate=best["config"]["learning_rate"],
-                            seed=best["config"]["seed"]),
-              mean=mean["score"], sem=mean["sem"], n_seeds=mean["n_seeds"],
-              learning_rate=mean["config"]["learning_rate"],
-              trained_params=int(np.mean([r["trained_params"] for r in runs])),
-              seconds=sum(r["seconds"] for r in runs), runs=len(runs), by_learning_rate=by_lr)
+cell_summary = run_grid.summarize  # a cell on one task: its best run and the mean +- s.e.m. at the best-mean lr
 
 
 def runs_per_cell(args, rates: Sequence[float]) -> int:
   """How many runs a cell has once its task is complete."""
-  if args.lr_search == "grid" or len(args.seeds) == 1:
-    return len(rates) * len(args.seeds)
-  return len(rates) + len(args.seeds) - 1
+  return run_grid.runs_expected(len(rates), args.seeds, args.lr_search)
 
 
 def gather(args, cells: Sequence[Cell], rates: Dict) -> Tuple[Dict, Dict]:
@@ -345,15 +303,15 @@ def gather(args, cells: Sequence[Cell], rates: Dict) -> Tuple[Dict, Dict]:
   for task in args.tasks:
     done, seconds = 0, 0.0
     for cell in cells:
-      runs = [r for r in (_finished(run_dir(args, task, cell, lr, seed))
+      runs = [r for r in (run_grid.finished_run(run_dir(args, task, cell, lr, seed))
                           for lr, seed in planned_runs(args, task, cell, rates[cell.method])) if r is not None]
       done += len(runs)
       seconds += sum(r["seconds"] for r in runs)
       if runs:
         scores.setdefault(task, {})[cell.key] = cell_summary(runs)
     expected = sum(runs_per_cell(args, rates[c.method]) for c in cells)
-    state = "complete" if done == expected else "missing" if done == 0 else "partial"
-    status[task] = dict(status=state, runs_finished=done, runs_planned=expected, run_seconds=seconds)
+    status[task] = dict(status=run_grid.status(done, expected), runs_finished=done, runs_planned=expected,
+                        run_seconds=seconds)
   return scores, status
 
 
