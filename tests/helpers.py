@@ -114,3 +114,17 @@ def assert_one_error_line(result, expected):
   assert expected in error_lines[0], error_lines[0]
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
   return error_lines[0]
+
+
+def fit_method_model(encoder_dir, train, method, method_config=None):
+  """(a classifier with `method`, trained one epoch on `train`; the plain base's classifier; their sequence
+  outputs before training on 8 sentences): what the tests of a method that starts as the base compare."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models import AdapterClassifier  # pylint: disable=import-outside-toplevel
+  model = AdapterClassifier.from_pretrained(encoder_dir, method=method, method_config=method_config, seed=0)
+  plain = AdapterClassifier.from_pretrained(encoder_dir, method="layer-norm", seed=0)
+  features = model.preprocessor(tf.constant(train.text[:8]))
+  at_init = (model.encoder(features)["sequence_output"].numpy(), plain.encoder(features)["sequence_output"].numpy())
+  model.compile(learning_rate=1e-2)
+  model.fit(train.text, train.labels, batch_size=16, epochs=1, verbose=0)
+  return model, plain, at_init

@@ -15,7 +15,7 @@ from adapter_keras.methods.ia3.layers import IA3Projection, IA3Vector
 from adapter_keras.models import AdapterClassifier, load_adapter
 from adapter_keras.pretrained import load_encoder
 from adapter_keras.tasks.data import load_glue_split
-from tests.helpers import run_cli
+from tests.helpers import fit_method_model, run_cli
 from tests.numpy_bert import bert_forward
 
 
@@ -87,14 +87,7 @@ def test_the_vector_layer_round_trips_its_config():
 
 @pytest.fixture(scope="module")
 def ia3_model(encoder_dir, sentiment_examples):
-  train, _ = sentiment_examples
-  model = AdapterClassifier.from_pretrained(encoder_dir, method="ia3", seed=0)
-  plain = AdapterClassifier.from_pretrained(encoder_dir, method="layer-norm", seed=0)
-  features = model.preprocessor(tf.constant(train.text[:8]))
-  at_init = (model.encoder(features)["sequence_output"].numpy(), plain.encoder(features)["sequence_output"].numpy())
-  model.compile(learning_rate=1e-2)
-  model.fit(train.text, train.labels, batch_size=16, epochs=1, verbose=0)
-  return model, plain, at_init
+  return fit_method_model(encoder_dir, sentiment_examples[0], "ia3")
 
 
 def test_ia3_starts_as_the_base_and_trains_only_its_vectors_and_the_head(ia3_model):

@@ -12,8 +12,8 @@ from adapter_keras import methods
 from adapter_keras.artifacts import read_manifest, read_weights, variable_key
 from adapter_keras.methods.lora import LoRAConfig
 from adapter_keras.methods.lora.layers import LoRAProjection
-from adapter_keras.models import AdapterClassifier, load_adapter
-from tests.helpers import run_cli
+from adapter_keras.models import load_adapter
+from tests.helpers import fit_method_model, run_cli
 
 
 @pytest.mark.parametrize("equation, kernel, inputs", [
@@ -63,15 +63,8 @@ def test_bad_settings_are_one_error(settings, match):
 
 @pytest.fixture(scope="module")
 def lora_model(encoder_dir, sentiment_examples):
-  train, _ = sentiment_examples
-  model = AdapterClassifier.from_pretrained(encoder_dir, method="lora", method_config=dict(rank=2, targets=[
-      "query", "value", "ffn_out"]), seed=0)
-  plain = AdapterClassifier.from_pretrained(encoder_dir, method="layer-norm", seed=0)
-  features = model.preprocessor(tf.constant(train.text[:8]))
-  at_init = (model.encoder(features)["sequence_output"].numpy(), plain.encoder(features)["sequence_output"].numpy())
-  model.compile(learning_rate=1e-2)
-  model.fit(train.text, train.labels, batch_size=16, epochs=1, verbose=0)
-  return model, plain, at_init
+  return fit_method_model(encoder_dir, sentiment_examples[0], "lora",
+                          dict(rank=2, targets=["query", "value", "ffn_out"]))
 
 
 def test_lora_starts_as_the_base_and_trains_only_its_factors_and_the_head(lora_model):
