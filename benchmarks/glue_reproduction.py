@@ -36,6 +36,7 @@ import os
 import sys
 import time
 
+from adapter_keras.analysis import run_grid
 from adapter_keras.analysis.report import collect_runs, markdown_table, select_run
 from adapter_keras.config import AdapterConfig
 from adapter_keras.io import read_json_object, write_json_atomic, write_text_atomic
@@ -229,18 +230,12 @@ def main(argv=None):
 
 
 def _method_learning_rates(values) -> dict:
-  """--method-learning-rates METHOD=LR[,LR...] as {method: [lr, ...]}."""
-  rates = {}
-  for value in values:
-    method, _, listed = value.partition("=")
-    if method not in PAPER_METHOD_CHOICES or not listed:
-      raise SystemExit(f"error: --method-learning-rates {value!r}: expected METHOD=LR[,LR...] with METHOD one of "
-                       f"{', '.join(PAPER_METHOD_CHOICES)}")
-    try:
-      rates[method] = [float(lr) for lr in listed.split(",")]
-    except ValueError:
-      raise SystemExit(f"error: --method-learning-rates {value!r}: {listed!r} is not a list of numbers") from None
-  return rates
+  """--method-learning-rates METHOD=LR[,LR...] as {method: [lr, ...]} (analysis/run_grid.py parses them)."""
+  try:
+    rates = run_grid.parse_learning_rates(values, PAPER_METHOD_CHOICES, {}, flag="--method-learning-rates")
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  return {method: list(listed) for method, listed in rates.items()}
 
 
 def _sweep_grid(method: str, args):

@@ -30,19 +30,19 @@ def lr_text(lr: float) -> str:
 
 
 def parse_learning_rates(overrides: Sequence[str], known: Sequence[str],
-                         rates: Mapping[str, Tuple[float, ...]]) -> Dict[str, Tuple[float, ...]]:
-  """`rates` with each "METHOD=LR[,LR...]" of `overrides` in place of its method's; ValueError (one line)
-  for a method not in `known` or a list that is not numbers."""
+                         rates: Mapping[str, Tuple[float, ...]],
+                         flag: str = "--learning-rates") -> Dict[str, Tuple[float, ...]]:
+  """`rates` with each "METHOD=LR[,LR...]" of `overrides` (the values of `flag`) in place of its method's;
+  ValueError (one line naming `flag`) for a method not in `known` or a list that is not numbers."""
   rates = dict(rates)
   for value in overrides:
     name, _, listed = value.partition("=")
     if name not in known or not listed:
-      raise ValueError(f"--learning-rates {value!r}: expected METHOD=LR[,LR...] with METHOD one of "
-                       f"{', '.join(known)}")
+      raise ValueError(f"{flag} {value!r}: expected METHOD=LR[,LR...] with METHOD one of {', '.join(known)}")
     try:
       rates[name] = tuple(float(lr) for lr in listed.split(","))
     except ValueError:
-      raise ValueError(f"--learning-rates {value!r}: {listed!r} is not a list of numbers") from None
+      raise ValueError(f"{flag} {value!r}: {listed!r} is not a list of numbers") from None
   return rates
 
 

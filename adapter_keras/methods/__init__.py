@@ -1,7 +1,7 @@
 """Tuning methods as plugins: one folder per method, a registry, and how a method is applied to a model.
 
   methods/base.py       TuningMethod (config, inject, trains per variable, trained_params, frozen bottom,
-                        merge), WeightSite, ModelShape, NoConfig
+                        merge), MergeableMethod, MethodSettings, WeightSite, ModelShape, NoConfig
   methods/registry.py   the built-in methods, run-time and entry-point plugins, get_method
   methods/apply.py      apply_method, inject_method, parameter_report, the base/added variables
   methods/adapter/      Houlsby adapters: config.py (AdapterConfig), layers.py (BottleneckAdapter)
@@ -9,7 +9,6 @@
   methods/bitfit/       BitFit: the biases only (a variable-level method)
   methods/lora/, ia3/   LoRA and IA3: wrappers of pre-trained projections, with merge/unmerge
   methods/prefix_tuning/  P-tuning v2: learned keys and values before every attention's
-  methods/ia3/          IA3: learned scales of the keys, values and FFN activation (IA3Config), with merge
 
   name        adds               trains (besides the head)                       frozen bottom ends at
   adapter     2 adapters/block   adapters + every LayerNorm (embedding's too)    the first adapted layer
@@ -22,7 +21,6 @@
   prefix-tuning  p keys+values   its prefixes (or their MLP while training)      - (layer 0 trains)
 
 The Pfeiffer and scaled parallel adapters are placements of the adapter method (AdapterConfig.named).
-  ia3         3 scales/block     its scale vectors (keys, values, FFN)           - (layer 0 trains)
 
 To add a method: a folder with its config and a TuningMethod subclass, registered in registry.py (built
 in) or through the `adapter_keras.methods` entry point group (a plugin package). The CLI's `--method`,
