@@ -21,7 +21,7 @@ knob give one cell; a target more than 2x from what the closest knob trains is n
 `--plan` prints the cells and exits.
 
 Learning rates: two per method by default (`--learning-rates METHOD=LR,LR` overrides):
-  adapters (all three) 3e-4, 3e-3   Houlsby et al. 2019 §3.1 swept {3e-5, 3e-4, 3e-3}; 3e-5 barely moves
+  adapters (all three) 3e-4, 3e-3   Houlsby et al. 2019 §3.2 swept {3e-5, 3e-4, 3e-3}; 3e-5 barely moves
                                     adapters in the ~100 steps of this budget
   lora                 5e-4, 2e-3   Hu et al. 2021 Table 9: 4e-4..5e-4 for RoBERTa-base over 30-80 epochs; 4x that
                                     for our few steps

@@ -11,7 +11,7 @@ anything trains). Methods (`--methods`):
   full      full fine-tuning, the reference
 
 Learning rates, two per method (`--learning-rates METHOD=LR,LR` overrides):
-  adapter  3e-4, 1e-3   Houlsby et al. 2019 §3.1 swept {3e-5, 3e-4, 3e-3}; 1e-3 between the upper two for the
+  adapter  3e-4, 1e-3   Houlsby et al. 2019 §3.2 swept {3e-5, 3e-4, 3e-3}; 1e-3 between the upper two for the
                         few hundred steps of this budget (method_comparison.py's adapters use 3e-4, 3e-3)
   full     3e-5, 1e-4   Devlin et al. 2019 §A.3: {2e-5, 3e-5, 5e-5}; small models such as MiniLM take up to 1e-4
 
