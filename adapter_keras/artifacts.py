@@ -51,7 +51,7 @@ import tensorflow as tf
 import adapter_keras
 from adapter_keras.io import atomic_directory, file_sha256, read_json_object
 from adapter_keras.layers.pooling import POOLINGS
-from adapter_keras.methods import added_variables
+from adapter_keras.methods import added_variables, loaded_source_variables
 from adapter_keras.networks.span_model import SPAN_TASK_TYPE, SpanModel
 from adapter_keras.tasks.registry import TaskSpec
 from adapter_keras.values import is_integer, is_number
@@ -134,6 +134,12 @@ def save_artifact(out_dir: str, model, manifest: Dict, overwrite: bool = False, 
     # Saving takes time; check again so that files put into out_dir meanwhile are not replaced.
     check_artifact_destination(out_dir, overwrite)
   return out_dir
+
+
+def artifact_sha256(artifact_dir: str) -> str:
+  """The sha256 of an artifact's manifest, which records its weights file's sha256 (read_weights checks it): what
+  pins a source artifact that another model is loaded from (fusion, stack: models/sources.py)."""
+  return file_sha256(os.path.join(artifact_dir, MANIFEST_FILE))
 
 
 def resolve_artifact_dir(path: str) -> str:
@@ -271,7 +277,8 @@ def required_weight_keys(model) -> set:
   The model builds these randomly initialised: without them a loaded model
   would give random outputs.
   """
-  added = [v for v in added_variables(model.encoder) if not v.name.endswith("enabled:0")]
+  loaded = {id(v) for v in loaded_source_variables(model.encoder)}
+  added = [v for v in added_variables(model.encoder) if not v.name.endswith("enabled:0") and id(v) not in loaded]
   return {variable_key(model, v) for v in list(model.head.weights) + added}
 
 

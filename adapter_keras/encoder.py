@@ -194,9 +194,24 @@ class AdapterBertEncoder(networks.BertEncoderV2):
     self._adapter_config = adapter_config
     self._adapter_seed = adapter_seed
 
+  def attach_composition(self, adapter_config: AdapterConfig, make_layer) -> None:
+    """Puts `make_layer(layer_index, position)` at every adapter position `adapter_config` names in this built,
+    plain encoder (fusion's and stack's inject: a composition of trained adapters where adapters would sit)."""
+    if self._adapter_config is not None:
+      raise ValueError(f"encoder {self.name} already has adapters")
+    adapter_config.validate_for(len(self.transformer_layers))
+    for i, block in enumerate(self.transformer_layers):
+      block.attach_composition(adapter_config, lambda position, i=i: make_layer(i, position))
+
   def adapters(self) -> list:
     """All adapters, in layer order (attention before FFN within a layer)."""
     return [a for block in self.transformer_layers for a in block.adapters]
+
+  def compositions(self) -> list:
+    """(layer index, position, layer) of each layer attach_composition put in, in layer order (attention before
+    FFN within a layer)."""
+    return [(i, position, layer) for i, block in enumerate(self.transformer_layers)
+            for position, layer in block.compositions]
 
   def set_adapters_enabled(self, enabled: bool, layers=None) -> None:
     """Switches the adapters of `layers` (default: all) on or off."""

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from adapter_keras.cli import flags
+from adapter_keras.methods.base import SourceRef
 from adapter_keras.train.config import TrainConfig
 
 
@@ -81,8 +82,14 @@ def test_value_types_refuse_non_positive_values(parse, text):
     parse(text)
 
 
+# Settings whose default says nothing of their values: the source artifacts of fusion and stack.
+_EXAMPLE_ARGV = {"sources": (["a", "b"], (SourceRef("a"), SourceRef("b"))), "lower": (["a"], SourceRef("a"))}
+
+
 def _non_default_argv(field) -> tuple:
   """Flag arguments giving `field` a value other than its default, and that value."""
+  if field.name in _EXAMPLE_ARGV:
+    return _EXAMPLE_ARGV[field.name]
   default = field.default
   if isinstance(default, bool):
     return [], not default
@@ -96,7 +103,7 @@ def _non_default_argv(field) -> tuple:
                          ids=lambda x: getattr(x, "name", x))
 def test_every_built_in_method_setting_is_a_flag_reaching_the_config(method, field):
   from adapter_keras.methods import get_method
-  flag = "--" + method + "-" + field.name.replace("_", "-")
+  flag = flags._method_flag(method, field.name)  # --<method>-<field>, or its own (fusion's --fuse)
   argv, value = _non_default_argv(field)
   if isinstance(field.default, bool):
     flag = flag if value else "--no-" + flag[2:]

@@ -180,15 +180,17 @@ def test_which_variables_a_method_trains(method, where, top_k, trains):
 
 
 def test_registry_facts():
-  assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm", "bitfit", "lora", "ia3", "prefix-tuning")
+  assert methods.METHOD_NAMES == ("adapter", "full", "top-k", "layer-norm", "bitfit", "lora", "ia3", "prefix-tuning",
+                                  "fusion", "stack")
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).uses_adapters] == ["adapter"]
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).fine_tunes_base] == ["full", "top-k", "bitfit"]
   assert methods.FROZEN_BOTTOM_METHODS == ("adapter", "top-k")
   assert [methods.method_label(m, 3) for m in methods.METHOD_NAMES] == ["adapter", "full", "top-3", "layer-norm",
-                                                                       "bitfit", "lora", "ia3", "prefix-16"]
+                                                                       "bitfit", "lora", "ia3", "prefix-16", "fusion",
+                                                                       "stack"]
   assert [m for m in methods.METHOD_NAMES if methods.get_method(m).can_merge] == ["lora", "ia3"]
   with pytest.raises(ValueError, match="Unknown method 'dora'; choose one of adapter, full, top-k, layer-norm, bitfit, "
-                                       "lora, ia3, prefix-tuning"):
+                                       "lora, ia3, prefix-tuning, fusion, stack"):
     methods.get_method("dora")
   parser = argparse.ArgumentParser()
   flags.add_training_arguments(parser)

@@ -1,4 +1,4 @@
-"""The `adapter-keras analyze` subcommands: ablation, init-scale and tradeoff.
+"""The `adapter-keras analyze` subcommands: ablation, init-scale, tradeoff and fusion.
 
 `add_parsers(subparsers)` adds `analyze` to the main parser; each of its
 subcommands sets `func`, which returns a JSON-able dict (printed as the last
@@ -73,6 +73,25 @@ def _cmd_ablation(args) -> Dict:
   paths = write_result(result, args.out, "ablation", plot_ablation)
   print(f"[ablation] {trained_task.name} {split}: {result['metric']} {result['baseline']:.4f} with all "
         f"adapters, {result['all_removed']:.4f} with none; wrote {paths['json']} and {paths['png']}")
+  return dict(result, **paths)
+
+
+def _cmd_fusion(args) -> Dict:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from adapter_keras.analysis.common import write_result  # pylint: disable=import-outside-toplevel
+  from adapter_keras.analysis.fusion import fusion_weights, plot_fusion_weights  # pylint: disable=import-outside-toplevel
+  from adapter_keras.train.inputs import encode_examples  # pylint: disable=import-outside-toplevel
+  model, trained_task, _, split, dev = _ablation_data(args, args.artifact)
+  result = fusion_weights(model, encode_examples(model.preprocessor, dev[split]), batch_size=args.batch_size,
+                          progress=lambda line: print(line, flush=True))
+  result.update(task=trained_task.name, split=split, artifact=args.artifact,
+                title=f"{trained_task.name} {split}: fusion attention over the source adapters")
+  paths = write_result(result, args.out, "fusion", plot_fusion_weights)
+  top = max(result["sites"], key=lambda site: max(site["weights"]))
+  print(f"[fusion] {trained_task.name} {split}: {result['tokens']} tokens, {len(result['sites'])} fusion layers; "
+        f"the most weight, {max(top['weights']):.2f}, goes to "
+        f"{result['sources'][int(np.argmax(top['weights']))]} at layer {top['layer']} {top['position']}; "
+        f"wrote {paths['json']} and {paths['png']}")
   return dict(result, **paths)
 
 
@@ -213,9 +232,9 @@ def _cmd_tradeoff(args) -> Dict:
 
 
 def add_parsers(subparsers) -> argparse.ArgumentParser:
-  """Adds `analyze {ablation,init-scale,tradeoff}` to the main parser's subparsers."""
+  """Adds `analyze {ablation,fusion,init-scale,tradeoff}` to the main parser's subparsers."""
   analyze = subparsers.add_parser(
-      "analyze", help="the paper's analyses: ablation, init scale, size trade-off")
+      "analyze", help="the paper's analyses: ablation, init scale, size trade-off; fusion attention")
   studies = analyze.add_subparsers(dest="analysis", required=True)
 
   p = studies.add_parser("ablation", help="metric with the adapters of every layer span removed (Fig. 5)")
@@ -236,6 +255,17 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="writes ablation.json and ablation.png here")
   p.add_argument("--json", action="store_true")
   p.set_defaults(func=_cmd_ablation)
+
+  p = studies.add_parser("fusion", help="the softmax weight each source adapter gets at every fusion layer, "
+                                        "averaged over a data set's tokens (AdapterFusion's Figure 6)")
+  p.add_argument("--artifact", required=True, help="an artifact of method fusion (or its train run's directory)")
+  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifact was trained on")
+  add_data_arguments(p)
+  p.add_argument("--split", help="dev split to read (default: the task's first)")
+  p.add_argument("--batch-size", type=positive_int, default=64)
+  p.add_argument("--out", required=True, help="writes fusion.json and fusion.png here")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=_cmd_fusion)
 
   p = studies.add_parser("init-scale", help="dev metric vs. adapter initialisation std (Fig. 6)")
   add_data_arguments(p)

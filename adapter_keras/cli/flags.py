@@ -252,11 +252,17 @@ def _method_flag_fields():
   for method in BUILTIN_METHODS:
     if method.name not in _METHODS_WITH_OWN_FLAGS and dataclasses.is_dataclass(method.config_class):
       for field in dataclasses.fields(method.config_class):
-        yield method.name, field
+        if field.metadata.get("flag", "") is not None:  # None: a field the library fills, not a setting
+          yield method.name, field
 
 
 def _method_flag(method: str, field_name: str) -> str:
-  return f"--{method}-{field_name.replace('_', '-')}"
+  """--<method>-<field>, or the flag the field names in its metadata (fusion's sources: --fuse)."""
+  from adapter_keras.methods.registry import get_method  # pylint: disable=import-outside-toplevel
+  config_class = get_method(method).config_class
+  fields = {f.name: f for f in dataclasses.fields(config_class)} if dataclasses.is_dataclass(config_class) else {}
+  own = fields[field_name].metadata.get("flag") if field_name in fields else None
+  return own or f"--{method}-{field_name.replace('_', '-')}"
 
 
 def add_method_config_argument(parser) -> None:
@@ -268,12 +274,13 @@ def add_method_config_argument(parser) -> None:
                            "also have flags of their own)")
   for method, field in _method_flag_fields():
     default = field.default
-    kwargs = dict(dest=f"{_METHOD_FLAG_DEST}{method}__{field.name}", default=None, metavar=field.name.upper(),
-                  help=f"--method {method}: its {field.name} (default {default!r})")
+    kwargs = dict(dest=f"{_METHOD_FLAG_DEST}{method}__{field.name}", default=None,
+                  metavar=field.metadata.get("metavar", field.name.upper()),
+                  help=f"--method {method}: " + field.metadata.get("help", f"its {field.name} (default {default!r})"))
     if isinstance(default, bool):
       kwargs.update(action=argparse.BooleanOptionalAction, metavar=None)
     elif isinstance(default, tuple):
-      kwargs.update(nargs="+", metavar=field.name.upper().rstrip("S"))
+      kwargs.update(nargs="+", metavar=field.metadata.get("metavar", field.name.upper().rstrip("S")))
     elif isinstance(default, (int, float)):
       kwargs["type"] = type(default)
     parser.add_argument(_method_flag(method, field.name), **kwargs)

@@ -67,6 +67,7 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
     self._adapter_config = adapter_config
     self._layer_index = layer_index
     self._adapter_seed = adapter_seed
+    self._composition = None  # attach_composition's layer maker
 
   def build(self, input_shape):
     super().build(input_shape)
@@ -83,19 +84,31 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
     if self.built:
       self._wrap_with_adapters()
 
+  def attach_composition(self, adapter_config: AdapterConfig, make_layer) -> None:
+    """Puts `make_layer(position)` (0: after attention, 1: after the FFN) at each sequential adapter position
+    `adapter_config` names in this layer: a composition of trained adapters (methods/fusion, methods/stack)
+    in the adapters' place, so that their variables sit where the sources' adapters sat."""
+    if self.adapters or self._composition is not None:
+      raise ValueError(f"block {self.name} already has adapters")
+    if adapter_config.placement != "sequential":
+      raise ValueError("compositions of adapters take sequential adapters only")
+    self._adapter_config = adapter_config
+    self._composition = make_layer
+    if self.built:
+      self._wrap_with_adapters()
+
   def _wrap_with_adapters(self) -> None:
     config = self._adapter_config
     size = config.size_for_layer(self._layer_index)
     if not size:
       return
+    make = self._composition or (lambda position: self._new_adapter(config, size, position, name="adapter"))
     if config.use_attention_adapter:
-      self._wrap_output(_model_garden.ATTENTION_OUTPUT_DROPOUT,
-                        self._new_adapter(config, size, position=0, name="adapter"),
+      self._wrap_output(_model_garden.ATTENTION_OUTPUT_DROPOUT, make(0),
                         input_sublayer=_model_garden.ATTENTION_LAYER,
                         input_name=_model_garden.ATTENTION_INPUT_KEYWORD, name="attention_adapter")
     if config.use_ffn_adapter:
-      self._wrap_output(_model_garden.FFN_OUTPUT_DROPOUT,
-                        self._new_adapter(config, size, position=1, name="adapter"),
+      self._wrap_output(_model_garden.FFN_OUTPUT_DROPOUT, make(1),
                         input_sublayer=_model_garden.FFN_INTERMEDIATE_DENSE, input_name="inputs",
                         name="ffn_adapter")
 
@@ -104,7 +117,7 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
     setattr(self, dropout_attribute, self._attach_adapter(
         getattr(self, dropout_attribute), adapter, input_sublayer, input_name, name))
 
-  def _attach_adapter(self, output_dropout: tf_keras.layers.Layer, adapter: BottleneckAdapter,
+  def _attach_adapter(self, output_dropout: tf_keras.layers.Layer, adapter: tf_keras.layers.Layer,
                       input_sublayer: str, input_name: str, name: str) -> SublayerWithAdapter:
     """Wraps a sub-layer's output dropout; for parallel adapters also taps its input."""
     if self._adapter_config.placement == "sequential":
@@ -150,11 +163,20 @@ class AdapterTransformerEncoderBlock(mg_layers.TransformerEncoderBlock):
   def adapters(self) -> list[BottleneckAdapter]:
     """This block's adapters, attention first; empty before build or if none."""
     found = []
-    for wrapper in (getattr(self, _model_garden.ATTENTION_OUTPUT_DROPOUT, None),
-                    getattr(self, _model_garden.FFN_OUTPUT_DROPOUT, None)):
-      if isinstance(wrapper, SublayerWithAdapter):
+    for wrapper in self._wrappers():
+      if isinstance(wrapper.adapter, BottleneckAdapter):
         found.append(wrapper.adapter)
     return found
+
+  @property
+  def compositions(self) -> list:
+    """(position, layer) of each layer attach_composition put here, the position the wrapper's name
+    ("attention_adapter", "ffn_adapter"), attention first."""
+    return [(w.name, w.adapter) for w in self._wrappers() if not isinstance(w.adapter, BottleneckAdapter)]
+
+  def _wrappers(self) -> list:
+    return [w for w in (getattr(self, _model_garden.ATTENTION_OUTPUT_DROPOUT, None),
+                        getattr(self, _model_garden.FFN_OUTPUT_DROPOUT, None)) if isinstance(w, SublayerWithAdapter)]
 
   @property
   def layer_index(self) -> int:

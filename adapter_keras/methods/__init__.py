@@ -9,6 +9,8 @@
   methods/bitfit/       BitFit: the biases only (a variable-level method)
   methods/lora/, ia3/   LoRA and IA3: wrappers of pre-trained projections, with merge/unmerge
   methods/prefix_tuning/  P-tuning v2: learned keys and values before every attention's
+  methods/fusion/, stack/  compositions of trained adapters (AdapterFusion, Stack), loaded from their
+                        artifacts; methods/composition.py holds what they share
 
   name        adds               trains (besides the head)                       frozen bottom ends at
   adapter     2 adapters/block   adapters + every LayerNorm (embedding's too)    the first adapted layer
@@ -19,6 +21,10 @@
   lora        (alpha/r) B A      its factors A, B (query, value by default)      - (layer 0 trains)
   ia3         3 scale vectors    its vectors (keys, values, FFN activation)      - (layer 0 trains)
   prefix-tuning  p keys+values   its prefixes (or their MLP while training)      - (layer 0 trains)
+  fusion      attention over     its query, key, value + every LayerNorm         - (the embedding LayerNorm trains)
+              frozen adapters
+  stack       an adapter over a  the upper adapters + every LayerNorm            - (the embedding LayerNorm trains)
+              frozen one
 
 The Pfeiffer and scaled parallel adapters are placements of the adapter method (AdapterConfig.named).
 
@@ -32,8 +38,8 @@ from __future__ import annotations
 from typing import Optional
 
 from adapter_keras.methods.apply import (ParameterReport, added_variables, apply_method, base_variables,
-                                         count_parameters, find_encoder, inject_method, mark_only_adapters_trainable,
-                                         model_shape, parameter_report)
+                                         count_parameters, find_encoder, inject_method, loaded_source_variables,
+                                         mark_only_adapters_trainable, model_shape, parameter_report)
 from adapter_keras.methods.base import (ModelShape, NoConfig, TuningMethod, WeightSite, added_by, check_can_merge,
                                         mark_added, mark_shares_base)
 from adapter_keras.methods.registry import (BUILTIN_METHODS, ENTRY_POINT_GROUP, get_method, method_label,
@@ -46,7 +52,8 @@ FROZEN_BOTTOM_METHODS = tuple(m.name for m in BUILTIN_METHODS
 __all__ = ["TuningMethod", "WeightSite", "ModelShape", "NoConfig", "ParameterReport", "get_method", "register",
            "unregister", "method_names", "method_label", "validate_method", "apply_method", "inject_method",
            "mark_only_adapters_trainable", "parameter_report", "model_shape", "base_variables", "added_variables",
-           "find_encoder", "count_parameters", "added_by", "mark_added", "mark_shares_base", "check_can_merge",
+           "find_encoder", "count_parameters",
+           "loaded_source_variables", "added_by", "mark_added", "mark_shares_base", "check_can_merge",
            "frozen_bottom_start_layer", "METHOD_NAMES",
            "FROZEN_BOTTOM_METHODS", "ENTRY_POINT_GROUP"]
 

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Iterator, List, Optional, Tuple
 
 from adapter_keras import _model_garden
-from adapter_keras.methods.base import ModelShape, WeightSite, added_by
+from adapter_keras.methods.base import ModelShape, WeightSite, added_by, is_loaded_source
 from adapter_keras.methods.registry import get_method
 
 
@@ -137,6 +137,13 @@ def inject_method(encoder, method: str, config, seed: Optional[int] = None) -> N
 def added_variables(encoder) -> List[object]:
   """Every variable of the layers tuning methods added to `encoder` (adapters' gates included)."""
   return [v for layer, ancestors in _walk(encoder) if any(added_by(a) for a in ancestors + (layer,))
+          for v in _model_garden.own_variables(layer)]
+
+
+def loaded_source_variables(encoder) -> List[object]:
+  """Every variable of the layers a method loaded from source artifacts (fusion's and stack's frozen adapters):
+  an artifact of the composed model does not hold them."""
+  return [v for layer, ancestors in _walk(encoder) if any(is_loaded_source(a) for a in ancestors + (layer,))
           for v in _model_garden.own_variables(layer)]
 
 

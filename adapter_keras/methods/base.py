@@ -14,6 +14,9 @@ A method (PEFT's `tuners/<method>/` is the model) is one folder under methods/ h
   merge / unmerge  optionally, folding its update into the base weights
   artifact_config / prepare_artifact  optionally, what an artifact holds when that differs from
            what trains (a reparameterisation saved as the values it computes)
+  source_artifacts / with_sources / initialize  optionally, other artifacts its layers are loaded from
+           (a composition of trained adapters: fusion, stack), read and checked by the task model
+           (models/sources.py) before inject, and starting values set once the model is built
 
 This module imports no TensorFlow: the command line reads the registry for `--method`.
 """
@@ -61,6 +64,78 @@ def check_can_merge(model, method_name: str) -> None:
     raise ValueError(f"task model {model.name} shares the base's kernels with the other tasks of a MultiTaskModel; "
                      f"merging its {method_name} update would change them (export or use it unmerged, or merge a "
                      "copy loaded on its own encoder: models.load_adapter)")
+
+
+# The attribute that marks a layer whose variables a method loads from a source artifact (fusion's and
+# stack's frozen source adapters): they never train, and an artifact of the composed model does not hold them.
+LOADED_SOURCE_ATTRIBUTE = "loaded_from_source"
+
+
+def mark_loaded_source(layer):
+  """Marks `layer` as holding variables a method loads from a source artifact (not saved, never trained)."""
+  setattr(layer, LOADED_SOURCE_ATTRIBUTE, True)
+  return layer
+
+
+def is_loaded_source(layer) -> bool:
+  return bool(getattr(layer, LOADED_SOURCE_ATTRIBUTE, False))
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRef:
+  """A trained artifact a method's layers are loaded from: its directory, the sha256 of its manifest (which
+  pins its weights file by their sha256; None until the artifact is first read) and a name for tables."""
+
+  path: str
+  sha256: Optional[str] = None
+  name: Optional[str] = None
+
+  def __post_init__(self):
+    if not isinstance(self.path, str) or not self.path:
+      raise ValueError(f"a source artifact's path must be a non-empty string, got {self.path!r}")
+    if self.sha256 is not None and not (isinstance(self.sha256, str) and len(self.sha256) == 64
+                                        and set(self.sha256) <= _HEX):
+      raise ValueError(f"source {self.path}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+    if self.name is not None and (not isinstance(self.name, str) or not self.name):
+      raise ValueError(f"source {self.path}: name must be a non-empty string, got {self.name!r}")
+
+  @classmethod
+  def of(cls, value) -> "SourceRef":
+    """From a path, a dict {"path", "sha256", "name"} or a SourceRef."""
+    if isinstance(value, SourceRef):
+      return value
+    if isinstance(value, str):
+      return cls(value)
+    if isinstance(value, Mapping):
+      unknown = set(value) - {"path", "sha256", "name"}
+      if unknown:
+        raise ValueError(f"unknown source settings {sorted(unknown)} (a source has path, sha256, name)")
+      return cls(**value)
+    raise ValueError(f"a source artifact is a path or a dict with path and sha256, got {value!r}")
+
+  @property
+  def label(self) -> str:
+    """Its name, else its directory's last component."""
+    return self.name or self.path.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+  def to_dict(self) -> dict:
+    return dict(path=self.path, sha256=self.sha256, name=self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSource:
+  """A source artifact as the task model read it (models/sources.py): the reference (its sha256 filled in), the
+  method it was trained with and that method's config (a dict), its manifest and its tensors ({key: numpy array},
+  keyed as artifacts.variable_key keys them)."""
+
+  ref: SourceRef
+  method: str
+  method_config: Mapping = dataclasses.field(repr=False, compare=False)
+  manifest: Mapping = dataclasses.field(repr=False, compare=False)
+  tensors: Mapping = dataclasses.field(repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +322,22 @@ class TuningMethod:
     model that `artifact_config(config)` builds, so that load_adapter assigns it."""
     del model, config
     return None
+
+  def source_artifacts(self, config) -> tuple:
+    """The artifacts (SourceRefs) this method's layers are loaded from (default none). The task model reads and
+    checks each (present, unchanged by sha256, trained on this base) and hands them to `with_sources`."""
+    del config
+    return ()
+
+  def with_sources(self, config, loaded: tuple):
+    """`config` with its sources read (LoadedSources, in source_artifacts' order): what inject builds from."""
+    del loaded
+    return config
+
+  def initialize(self, model, config) -> None:
+    """Sets starting values of variables that train, once the task model is built and its base fingerprinted
+    (default nothing; fusion and stack start the LayerNorms from their sources')."""
+    del model, config
 
   def merge(self, model, config) -> None:
     """Folds the method's update into the base weights (methods whose update is linear), so that the merged

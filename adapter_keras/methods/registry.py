@@ -10,12 +10,13 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Dict, Optional, Tuple
 
-from adapter_keras.methods import adapter, bitfit, full, ia3, layer_norm, lora, prefix_tuning, top_k
+from adapter_keras.methods import adapter, bitfit, full, fusion, ia3, layer_norm, lora, prefix_tuning, stack, top_k
 from adapter_keras.methods.base import TuningMethod
 
 ENTRY_POINT_GROUP = "adapter_keras.methods"
 BUILTIN_METHODS: Tuple[TuningMethod, ...] = (adapter.METHOD, full.METHOD, top_k.METHOD, layer_norm.METHOD,
-                                             bitfit.METHOD, lora.METHOD, ia3.METHOD, prefix_tuning.METHOD)
+                                             bitfit.METHOD, lora.METHOD, ia3.METHOD, prefix_tuning.METHOD,
+                                             fusion.METHOD, stack.METHOD)
 
 _METHODS: Dict[str, TuningMethod] = {m.name: m for m in BUILTIN_METHODS}
 

@@ -41,6 +41,7 @@ from adapter_keras.train.loop import seed_everything
 from adapter_keras.train.optim import MIXED_PRECISION_POLICIES, create_optimizer
 from adapter_keras.models.inputs import is_text_input
 from adapter_keras.models.keras3 import refuse_keras3_objects
+from adapter_keras.models.sources import read_sources, relocated_config
 
 # What TensorFlow accepts as a name scope, hence as a Keras model's name.
 KERAS_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-]*")
@@ -64,8 +65,9 @@ def constructing(encoder, seed: int):
     yield
 
 
-def loaded_encoder(encoder, method: str, method_config, seed: int, max_seq_length: int) -> PretrainedEncoder:
-  """The PretrainedEncoder a task model is built on, its method injected (call inside `constructing`)."""
+def loaded_encoder(encoder, method: str, method_config, seed: int, max_seq_length: int):
+  """(the PretrainedEncoder a task model is built on, its method injected; the method's config with the source
+  artifacts it names read: models/sources.py). Call inside `constructing`."""
   if isinstance(encoder, str):
     encoder = load_encoder(encoder)
   elif not isinstance(encoder, PretrainedEncoder):
@@ -73,8 +75,9 @@ def loaded_encoder(encoder, method: str, method_config, seed: int, max_seq_lengt
                     f"pretrained.load_encoder) or a loaded PretrainedEncoder, got {type(encoder).__name__}; to put "
                     "adapters into a BertEncoderV2 object use adapter_keras.add_adapters")
   check_max_seq_length(max_seq_length, encoder.config)
+  method_config = read_sources(method, method_config, encoder)
   inject_method(encoder.encoder, method, method_config, seed)
-  return encoder
+  return encoder, method_config
 
 
 def method_and_config(method: str, adapter=None, top_k: Optional[int] = None, method_config=None):
@@ -138,6 +141,7 @@ class TaskModelBase:
     self.base_fingerprint = base_fingerprint(pretrained.encoder)
     self.build_with_dummy_inputs()
     apply_method(self, method, config=method_config)
+    get_method(method).initialize(self, method_config)
     self._recipe = None  # (learning rate, warm-up, compile kwargs) of a no-argument compile()
     self._compiled_by_user = False
     # What save_adapter records as the run (manifest train_config, train_examples); fit updates it.
@@ -349,6 +353,7 @@ def load_adapter(artifact_dir: str, encoder=None, expected: Optional[type] = Non
   except ValueError as e:
     raise ArtifactError(f"artifact {artifact_dir} was trained with method {method!r}, which is not installed "
                         f"here ({e})") from None
+  method_config = relocated_config(method, method_config, artifact_dir)
   spec = _encoder_for(manifest, encoder, artifact_dir)
   tokenizer = manifest["tokenizer"]
   name = keras_name(manifest["task"].get("name"))

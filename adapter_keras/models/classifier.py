@@ -73,7 +73,7 @@ class SequenceTaskModel(TaskModelBase, TaskModel):
         raise ValueError(f"labels must be {num_outputs} distinct names (one per class), got {list(labels)}")
     method, settings = method_and_config(method, adapter, top_k, method_config)
     with constructing(encoder, seed):
-      pretrained = loaded_encoder(encoder, method, settings, seed, max_seq_length)
+      pretrained, settings = loaded_encoder(encoder, method, settings, seed, max_seq_length)
       super().__init__(pretrained.encoder, num_outputs=num_outputs, task_type=self.task_type,
                        pooling=pooling or pretrained.default_pooling, dropout_rate=dropout_rate, head_seed=seed,
                        **kwargs)

@@ -75,7 +75,7 @@ class AdapterSpanExtractor(TaskModelBase, SpanModel):
     # Checked before the encoder loads: SquadTrainConfig refuses window settings no run could use.
     dataclasses.replace(_SQUAD_RECIPE, **windows)
     with constructing(encoder, seed):
-      pretrained = loaded_encoder(encoder, method, settings, seed, max_seq_length)
+      pretrained, settings = loaded_encoder(encoder, method, settings, seed, max_seq_length)
       super().__init__(pretrained.encoder, dropout_rate=dropout_rate, head_seed=seed, **kwargs)
       self._set_up(pretrained, method, settings, seed, max_seq_length, recorded_config(
           _SQUAD_RECIPE, pretrained, method, settings, seed=seed, dropout_rate=dropout_rate, **windows))

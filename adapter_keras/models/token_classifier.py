@@ -81,7 +81,7 @@ class AdapterTokenClassifier(TaskModelBase, TokenModel):
     # Checked before the encoder loads: TokenTrainConfig refuses settings no run could use.
     dataclasses.replace(_TOKEN_RECIPE, max_seq_length=max_seq_length, **settings_of_run)
     with constructing(encoder, seed):
-      pretrained = loaded_encoder(encoder, method, settings, seed, max_seq_length)
+      pretrained, settings = loaded_encoder(encoder, method, settings, seed, max_seq_length)
       super().__init__(pretrained.encoder, num_labels=len(labels), dropout_rate=dropout_rate, head_seed=seed,
                        **kwargs)
       self.labels = labels
