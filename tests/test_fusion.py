@@ -147,7 +147,12 @@ def test_fusion_through_the_command_line_beside_an_ordinary_task(sources, glue_d
                                "--learning-rate", "1e-2", "--out", out])
   assert status == 0, stderr
   artifact = os.path.join(out, "artifact")
-  assert [s["name"] for s in read_manifest(artifact)["method_config"]["sources"]] == ["task0", "task1"]
+  manifest = read_manifest(artifact)
+  assert [s["name"] for s in manifest["method_config"]["sources"]] == ["task0", "task1"]
+  status, stdout, stderr = run_cli(["params", "--encoder", encoder_dir, "--method", "fusion", "--fuse", *sources,
+                                    "--json"])
+  assert status == 0, stderr
+  assert json.loads(stdout.strip().splitlines()[-1])["trained_params"] == manifest["trained_params"]
   status, stdout, stderr = run_cli(["analyze", "fusion", "--artifact", artifact, "--encoder", encoder_dir,
                                     "--data-dir", glue_dir, "--out", str(tmp_path / "analysis"), "--json"])
   assert status == 0, stderr

@@ -16,11 +16,15 @@ def _cmd_params(args) -> dict:
   from adapter_keras.encoder import ARCHITECTURES, build_encoder  # pylint: disable=import-outside-toplevel
   from adapter_keras.methods import apply_method, get_method, inject_method, parameter_report  # pylint: disable=import-outside-toplevel
   from adapter_keras.networks import TaskModel, TokenModel  # pylint: disable=import-outside-toplevel
+  from adapter_keras.models.sources import read_sources  # pylint: disable=import-outside-toplevel
   from adapter_keras.pretrained import load_encoder  # pylint: disable=import-outside-toplevel
 
   method = get_method(args.method)
   settings = method.make_config(method_config_from_args(args), adapter=adapter_config_from_args(args),
                                 top_k=args.top_k)
+  if method.source_artifacts(settings) and args.arch:
+    raise ValueError(f"--method {args.method} reads its source artifacts, which need the base they were trained "
+                     "on: give it with --encoder, not --arch")
   if args.arch:
     bert_config = ARCHITECTURES[args.arch]
     encoder = build_encoder(bert_config)
@@ -29,6 +33,7 @@ def _cmd_params(args) -> dict:
     pretrained = load_encoder(args.encoder)
     bert_config, encoder = pretrained.config, pretrained.encoder
     pooling = args.pooling or pretrained.default_pooling
+    settings = read_sources(args.method, settings, pretrained)
   inject_method(encoder, args.method, settings, seed=0)
   if args.task_type == "token":  # a Dense(num_labels) on every token; no pooled vector, so no pooler
     model = TokenModel(encoder, args.num_labels)
