@@ -231,6 +231,17 @@ def _cmd_tradeoff(args) -> Dict:
   return dict(result, **paths)
 
 
+def _add_artifact_study_arguments(p: argparse.ArgumentParser, name: str, func) -> None:
+  """The flags of a study of trained artifacts on a data set's split (ablation, fusion), writing <name>.json/png."""
+  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifact was trained on")
+  add_data_arguments(p)
+  p.add_argument("--split", help="dev split to evaluate (default: the task's first)")
+  p.add_argument("--batch-size", type=positive_int, default=64)
+  p.add_argument("--out", required=True, help=f"writes {name}.json and {name}.png here")
+  p.add_argument("--json", action="store_true")
+  p.set_defaults(func=func)
+
+
 def add_parsers(subparsers) -> argparse.ArgumentParser:
   """Adds `analyze {ablation,fusion,init-scale,tradeoff}` to the main parser's subparsers."""
   analyze = subparsers.add_parser(
@@ -248,24 +259,12 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
                           "setting with the best mean dev score over seeds; as --artifacts")
   p.add_argument("--adapter-size", type=positive_int,
                  help="with --artifacts-from-sweep: the size whose trials to ablate (default 64)")
-  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifact was trained on")
-  add_data_arguments(p)
-  p.add_argument("--split", help="dev split to evaluate (default: the task's first)")
-  p.add_argument("--batch-size", type=positive_int, default=64)
-  p.add_argument("--out", required=True, help="writes ablation.json and ablation.png here")
-  p.add_argument("--json", action="store_true")
-  p.set_defaults(func=_cmd_ablation)
+  _add_artifact_study_arguments(p, "ablation", _cmd_ablation)
 
   p = studies.add_parser("fusion", help="the softmax weight each source adapter gets at every fusion layer, "
                                         "averaged over a data set's tokens (AdapterFusion's Figure 6)")
   p.add_argument("--artifact", required=True, help="an artifact of method fusion (or its train run's directory)")
-  p.add_argument("--encoder", default=TrainConfig.encoder, help="the base encoder the artifact was trained on")
-  add_data_arguments(p)
-  p.add_argument("--split", help="dev split to read (default: the task's first)")
-  p.add_argument("--batch-size", type=positive_int, default=64)
-  p.add_argument("--out", required=True, help="writes fusion.json and fusion.png here")
-  p.add_argument("--json", action="store_true")
-  p.set_defaults(func=_cmd_fusion)
+  _add_artifact_study_arguments(p, "fusion", _cmd_fusion)
 
   p = studies.add_parser("init-scale", help="dev metric vs. adapter initialisation std (Fig. 6)")
   add_data_arguments(p)
