@@ -171,3 +171,14 @@ def test_fusion_through_the_command_line_beside_an_ordinary_task(sources, glue_d
   status, _, stderr = run_cli(["train", "--task", "sst2", "--data-dir", glue_dir, "--encoder", encoder_dir,
                                "--method", "fusion", "--epochs", "1", "--out", str(tmp_path / "none")])
   assert status != 0 and "--fuse ARTIFACT" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_fusion_task_joins_a_bank_leaving_its_source_task_bit_identical(sources, fused_dir, encoder_dir):
+  from adapter_keras.serving.multitask import MultiTaskModel  # pylint: disable=import-outside-toplevel
+  bank = MultiTaskModel.from_encoder(encoder_dir)
+  bank.add_artifact(sources[0])
+  before = bank.predict(TEXTS, task="task0", logits=True)
+  fused = os.path.join(fused_dir, "fused")
+  bank.add_artifact(fused, name="fused")
+  np.testing.assert_array_equal(bank.predict(TEXTS, task="task0", logits=True), before)
+  np.testing.assert_array_equal(bank.predict(TEXTS, task="fused"), load_adapter(fused, encoder_dir).predict(TEXTS))
