@@ -142,11 +142,27 @@ def embedding_layers(encoder) -> List[object]:
 
 def embed(encoder, word_ids, type_ids):
   """BertEncoderV2.call up to the first block, in inference mode (the embedding dropout is the identity)."""
-  embeddings = encoder._get_embeddings(word_ids, type_ids, None, None, None)
+  return normalize_embeddings(encoder, embedding_sum(encoder, word_ids, type_ids))
+
+
+def embedding_sum(encoder, word_ids, type_ids):
+  """The word + position + type embeddings, before the embedding LayerNorm: the part of `embed` that only
+  looks up the lookup tables (what the tasks of a multi-task bank share, networks/shared_bottom.py)."""
+  return encoder._get_embeddings(word_ids, type_ids, None, None, None)
+
+
+def normalize_embeddings(encoder, embeddings):
+  """The rest of `embed`: the embedding LayerNorm (and projection, if any) of `embedding_sum`'s output."""
   embeddings = encoder._embedding_norm_layer(embeddings)
   if encoder._embedding_projection is not None:
     embeddings = encoder._embedding_projection(embeddings)
   return embeddings
+
+
+def shares_embedding_lookups(encoder, other) -> bool:
+  """Whether two encoders look up their word, position and type embeddings with the same layer objects (the
+  tasks of a multi-task bank do: share_sublayers)."""
+  return all(getattr(encoder, name) is getattr(other, name) for name in SHARED_ENCODER_SUBLAYERS[:3])
 
 
 def attention_mask(encoder, embeddings, input_mask):

@@ -12,6 +12,7 @@ once per example and pad per batch.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, Sequence, Union
 
 import tensorflow as tf
@@ -82,7 +83,13 @@ class BertPreprocessor(tf_keras.layers.Layer):
 
   def pack(self, inputs: TextInputs):
     """Ragged (word_ids, type_ids), each [batch, (length <= max_seq_length)]."""
-    segments = [self.tokenize(s) for s in self._segments(inputs)]
+    return self.pack_tokens([self.tokenize(s) for s in self._segments(inputs)])
+
+  def pack_tokens(self, segments: list):
+    """`pack` of segments tokenized already (`tokenize`), so that preprocessors that tokenize alike (same
+    vocabulary and casing) but pack to different lengths can share one tokenization (serving/export.py)."""
+    if not 1 <= len(segments) <= 2:
+      raise ValueError(f"expected one or two text segments, got {len(segments)}")
     budget = self.max_seq_length - 1 - len(segments)  # [CLS] + one [SEP] per segment
     trimmed = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
     return self._combine(trimmed)
@@ -112,7 +119,10 @@ class BertPreprocessor(tf_keras.layers.Layer):
             tf.ragged.boolean_mask(tf.concat(types, axis=1), keep))
 
   def call(self, inputs: TextInputs) -> Dict[str, tf.Tensor]:
-    word_ids, type_ids = self.pack(inputs)
+    return self.pad(*self.pack(inputs))
+
+  def pad(self, word_ids: tf.RaggedTensor, type_ids: tf.RaggedTensor) -> Dict[str, tf.Tensor]:
+    """`pack`'s ragged ids -> the encoder inputs, padded to the longest row (or to max_seq_length)."""
     shape = [None, self.max_seq_length] if self.pad_to_max_length else None
     mask = tf.ones_like(word_ids)
     return dict(
@@ -128,6 +138,11 @@ class BertPreprocessor(tf_keras.layers.Layer):
         max_seq_length=self.max_seq_length,
         pad_to_max_length=self.pad_to_max_length)
     return config
+
+  def tokenization_key(self) -> tuple:
+    """What decides `tokenize`'s ids (the vocabulary file and the casing): preprocessors with equal keys
+    tokenize every text alike, whatever lengths they pack to."""
+    return (os.path.realpath(self.vocab_file), self.lower_case)
 
   def settings(self) -> dict:
     """What an artifact manifest records about tokenization."""

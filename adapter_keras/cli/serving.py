@@ -30,6 +30,7 @@ def _cmd_export(args) -> dict:
     signature_names([task.name for task in tasks])  # colliding names, before any loading
   else:
     check_task_name(tasks[0].name)  # a reserved signature name, before any loading
+  base = None
   if len(artifacts) == 1:  # one task: its own model, whatever its method (nothing to share)
     entries = {tasks[0].name: load_adapter(artifacts[0], args.encoder)}
   else:
@@ -37,8 +38,10 @@ def _cmd_export(args) -> dict:
     for artifact in artifacts:
       multitask.add_artifact(artifact)
     entries = {name: multitask[name] for name in multitask.task_names}
+    base = multitask.base.encoder  # the `all` signature computes what the tasks share with its layers
   # One task only: several share the base's kernels, so their updates cannot be folded into them.
-  export_saved_model(entries, args.out, overwrite=args.overwrite, merge=len(entries) == 1 and not args.no_merge)
+  export_saved_model(entries, args.out, overwrite=args.overwrite, merge=len(entries) == 1 and not args.no_merge,
+                     base=base)
   print(f"exported {', '.join(entries)} to {args.out}")
   return dict(out=args.out, tasks=list(entries))
 
@@ -110,10 +113,12 @@ def add_parsers(subparsers) -> None:
 
   p = subparsers.add_parser("predict", help="predictions of an exported SavedModel: one JSON line per input "
                                             "({text, [text_b], label, score}; a token model's {text, words: "
-                                            "[{word, tag, start, end, score}]}), in input order")
+                                            "[{word, tag, start, end, score}]}; with --task all {text, [text_b], "
+                                            "tasks: {task: its result}}), in input order")
   p.add_argument("--model", required=True, help="SavedModel directory written by export")
   p.add_argument("--task", help="the task to run: required for a multi-task model; a single-task model "
-                                "refuses any other than its own")
+                                "refuses any other than its own. `all`: every task of a multi-task model, in one "
+                                "call that computes what the tasks share once (text_b when any is a pair task)")
   p.add_argument("--input", metavar="FILE|-",
                  help='inputs, one per line: the text, or a JSON object {"text": ..., "text_b": ...} '
                       "(text_b for pair tasks); - reads stdin")

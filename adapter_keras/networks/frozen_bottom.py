@@ -59,6 +59,39 @@ def trainable_bottom_variables(model, start_layer: int) -> List[str]:
   return [v.name for v in model.trainable_variables if id(v) in in_prefix]
 
 
+def run_blocks(encoder, x, attention_mask, start: int, stop: int, training=None):
+  """Transformer blocks start..stop-1 of `encoder` on the hidden states `x`, as BertEncoderV2.call runs them
+  (its last block with the encoder's output range)."""
+  blocks = encoder.transformer_layers
+  for i in range(start, stop):
+    output_range = _model_garden.output_range(encoder) if i == len(blocks) - 1 else None
+    x = blocks[i]([x, attention_mask], output_range=output_range, training=training)
+  return x
+
+
+def bottom_output(encoder, features: Dict[str, tf.Tensor], start_layer: int, embeddings=None) -> tf.Tensor:
+  """The hidden states entering block `start_layer`, in inference mode: BertEncoderV2.call up to it, the
+  embedding dropout left out (inference mode makes it the identity). `embeddings`: the raw embedding sum
+  (_model_garden.embedding_sum) when it is computed already."""
+  if embeddings is None:
+    embeddings = _model_garden.embedding_sum(encoder, features["input_word_ids"], features["input_type_ids"])
+  x = _model_garden.normalize_embeddings(encoder, embeddings)
+  attention_mask = _model_garden.attention_mask(encoder, x, features["input_mask"])
+  return run_blocks(encoder, x, attention_mask, 0, start_layer, training=False)
+
+
+def top_outputs(encoder, hidden: tf.Tensor, input_mask: tf.Tensor, start_layer: int, pooling: str,
+                training=None) -> Dict[str, tf.Tensor]:
+  """The encoder's outputs from `hidden`, the hidden states entering block `start_layer` (0: the normalized
+  embeddings): "sequence_output", and "pooled_output" when `pooling` is "cls" (the pooler is read then only)."""
+  attention_mask = _model_garden.attention_mask(encoder, hidden, input_mask)
+  x = run_blocks(encoder, hidden, attention_mask, start_layer, len(encoder.transformer_layers), training)
+  outputs = dict(sequence_output=x)
+  if pooling == "cls":
+    outputs["pooled_output"] = encoder.pooler_layer(x[:, 0, :])
+  return outputs
+
+
 def _check_start_layer(encoder, start_layer: int) -> None:
   num_layers = len(encoder.transformer_layers)
   if not is_integer(start_layer) or not 1 <= start_layer < num_layers:
@@ -116,36 +149,15 @@ class FrozenBottomModel(tf_keras.Model):
     return self.task_model.pooling
 
   def bottom_output(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """The hidden states entering layer k, computed in inference mode (no dropout).
-
-    BertEncoderV2.call up to layer k; the embedding dropout is left out
-    because inference mode makes it the identity.
-    """
-    encoder = self.encoder
-    embeddings = _model_garden.embed(encoder, features["input_word_ids"], features["input_type_ids"])
-    attention_mask = _model_garden.attention_mask(encoder, embeddings, features["input_mask"])
-    x = embeddings
-    for block in encoder.transformer_layers[:self.start_layer]:
-      x = block([x, attention_mask], training=False)
-    return x
+    """The hidden states entering layer k, computed in inference mode (no dropout): `bottom_output`."""
+    return bottom_output(self.encoder, features, self.start_layer)
 
   def call(self, inputs, training=None):
     if BOTTOM_OUTPUT in inputs:
       hidden = inputs[BOTTOM_OUTPUT]
     else:
       hidden = tf.stop_gradient(self.bottom_output(inputs))
-    encoder, model = self.encoder, self.task_model
-    mask = inputs["input_mask"]
-    attention_mask = _model_garden.attention_mask(encoder, hidden, mask)
-    blocks = encoder.transformer_layers
-    x = hidden
-    for i in range(self.start_layer, len(blocks)):
-      output_range = _model_garden.output_range(encoder) if i == len(blocks) - 1 else None
-      x = blocks[i]([x, attention_mask], output_range=output_range, training=training)
-    outputs = dict(sequence_output=x)
-    if model.pooling == "cls":
-      outputs["pooled_output"] = encoder.pooler_layer(x[:, 0, :])
+    model, mask = self.task_model, inputs["input_mask"]
+    outputs = top_outputs(self.encoder, hidden, mask, self.start_layer, model.pooling, training)
     return head_outputs(pool(model.pooling, outputs, mask, model.mean_pooling), model.head_dropout,
                         model.head, training)
-
-

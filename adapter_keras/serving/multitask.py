@@ -11,11 +11,15 @@ only. So the base weights exist once in memory and once in an exported SavedMode
 only its own variables, and every earlier task keeps its predictions bit for bit. A method that trains the
 base's own weights (full, top-k) cannot join: its tasks would change each other; nor can a task merge its
 update into the kernels every task shares.
+
+`predict_all` (and the export's `all` signature) gives every task's outputs for the same texts in one pass,
+computing what the tasks share once: the tokenization, the embedding lookups and, where the tasks leave them as
+the base's, the first blocks (serving/export.py: AllTasks; networks/shared_bottom.py).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +34,8 @@ from adapter_keras.models import load_adapter, model_class
 from adapter_keras.models.base import keras_name
 from adapter_keras.preprocessing import BertPreprocessor
 from adapter_keras.pretrained import PretrainedEncoder, base_fingerprint, load_encoder
-from adapter_keras.serving.export import export_saved_model
+from adapter_keras.serving.export import AllTasks, export_saved_model
+from adapter_keras.serving.predict import Example, length_sorted_batches
 from adapter_keras.tasks.data import TextExamples
 from adapter_keras.train.classification import fit_task_model
 from adapter_keras.train.config import TokenTrainConfig, TrainConfig
@@ -60,6 +65,7 @@ class MultiTaskModel:
       layer.trainable = False
     self._tasks: Dict[str, object] = {}
     self.active: Optional[str] = None
+    self._all_tasks = None  # predict_all's traced function, with what it was traced for
 
   @classmethod
   def from_encoder(cls, spec: str) -> "MultiTaskModel":
@@ -166,6 +172,45 @@ class MultiTaskModel:
     outputs = self.base.encoder(features, training=False)
     return pool(self.base.default_pooling, outputs, features["input_mask"], MeanPooling()).numpy()
 
+  def predict_all(self, text: Sequence[str], text_b: Optional[Sequence[str]] = None,
+                  batch_size: int = 64) -> Dict[str, object]:
+    """Every task's outputs for the same raw strings in one pass: {task: what `predict(text, text_b, task=task)`
+    returns}: probabilities (classification), scores (regression), or per text its (word, tag) pairs (a token
+    task, its words split on whitespace). What the tasks share is computed once (AllTasks: the tokenization, the
+    embedding lookups, the first blocks where every task leaves them as the base's). `text_b`: the second texts,
+    needed when a task is a pair task; single-sentence and token tasks ignore them. Length-sorted batches of
+    `batch_size`, as the export's `all` signature computes them."""
+    if not self._tasks:
+      raise ValueError("predict_all: the bank has no tasks; add one with add_task or add_artifact")
+    texts = [text] if isinstance(text, str) else list(text)
+    if not texts:
+      raise ValueError("predict_all: no texts given")
+    everything = AllTasks(dict(self._tasks), self.base.encoder)
+    pair_tasks = [name for name, server in zip(everything.task_names, everything.servers) if server.is_pair]
+    if pair_tasks and text_b is None:
+      raise ValueError(f"predict_all: task {pair_tasks[0]!r} is a sentence-pair task; give text_b, one second "
+                       "text per text")
+    texts_b = None if text_b is None else ([text_b] if isinstance(text_b, str) else list(text_b))
+    if texts_b is not None and len(texts_b) != len(texts):
+      raise ValueError(f"predict_all: {len(texts)} texts but {len(texts_b)} text_b; give one second text per text")
+    if batch_size < 1:
+      raise ValueError(f"predict_all: batch_size must be a positive integer, got {batch_size}")
+    # One trace per set of tasks and shared depths (the depths are read from the variables' values).
+    key = (tuple(everything.task_names), tuple(self._tasks.values()), tuple(everything.depths))
+    if self._all_tasks is None or self._all_tasks[0] != key:
+      self._all_tasks = (key, tf.function(everything.outputs, reduce_retracing=True))
+    function = self._all_tasks[1]
+    examples = [Example(t, None if texts_b is None else texts_b[i]) for i, t in enumerate(texts)]
+    rows: Dict[str, list] = {name: [None] * len(texts) for name in everything.task_names}
+    for batch in length_sorted_batches(examples, batch_size):
+      batch_b = tf.constant([texts_b[i] for i in batch]) if pair_tasks else None
+      outputs = function(tf.constant([texts[i] for i in batch]), batch_b)
+      for name in everything.task_names:
+        for i, row in zip(batch, _rows(self._tasks[name].task_type, outputs[name])):
+          rows[name][i] = row
+    return {name: values if self._tasks[name].task_type == "token" else np.stack(values)
+            for name, values in rows.items()}
+
   def train(self, name: str, train: TextExamples, dev: Dict[str, TextExamples], config, verbose=True):
     """Trains task `name` in place (only what its method trains). A token task takes TaggedSentences
     (tasks/tagging.py) as `train` and a list of them (or {split: list}) as `dev`."""
@@ -199,10 +244,21 @@ class MultiTaskModel:
     return model.save_adapter(out_dir, overwrite=overwrite)
 
   def export(self, out_dir: str, tasks: Optional[List[str]] = None, overwrite: bool = False) -> str:
-    """One SavedModel: a signature per task, plus `mixed` when there are several.
+    """One SavedModel: a signature per task, plus `mixed` and `all` when there are several (serving/export.py).
 
     `out_dir` must be new or empty; `overwrite` lets it replace an earlier
     export (and nothing else: serving/signatures.py).
     """
     names = tasks or self.task_names
-    return export_saved_model({n: self[n] for n in names}, out_dir, overwrite=overwrite)
+    return export_saved_model({n: self[n] for n in names}, out_dir, overwrite=overwrite, base=self.base.encoder)
+
+
+def _rows(task_type: str, outputs: Dict[str, tf.Tensor]) -> list:
+  """One batch's outputs of one task (AllTasks), one value per text, as the task model's predict gives them."""
+  if task_type == "classification":
+    return list(outputs["probabilities"].numpy())
+  if task_type == "regression":
+    return list(outputs["score"].numpy())
+  words, tags = outputs["words"].numpy(), outputs["tags"].numpy()
+  return [[(words[row, i].decode("utf-8"), tags[row, i].decode("utf-8")) for i in range(count)]
+          for row, count in enumerate(outputs["num_words"].numpy())]

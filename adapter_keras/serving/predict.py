@@ -6,6 +6,11 @@ second; the export's manifest (serving/signatures.py) says what each task
 expects. An export written before the manifest existed is still served: its
 tasks are then read from its signatures once it is loaded.
 
+`--task all` (`ServedAll`) runs the export's `all` signature: every task's
+result for each input from one call, which computes what the tasks share once
+(serving/export.py); a multi-task export written before that signature existed
+is refused with the fix named.
+
 Inputs (`read_examples`): one per line, either the text itself or a JSON
 object {"text": ..., "text_b": ...} ("text_b" only for sentence-pair tasks; a
 text that itself starts with "{" must be given as JSON). Every input is read
@@ -23,12 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from adapter_keras.serving.signatures import (ARTIFACT_FILES, DEFAULT_SIGNATURE, RESERVED_SIGNATURES,
-                                              ROUTER_SIGNATURE, RUN_DIRECTORY_FILES, read_export_manifest)
+from adapter_keras.serving.signatures import (ALL_SIGNATURE, ARTIFACT_FILES, DEFAULT_SIGNATURE,
+                                              RESERVED_SIGNATURES, ROUTER_SIGNATURE, RUN_DIRECTORY_FILES,
+                                              read_export_manifest)
 
 INPUT_FIELDS = ("text", "text_b")
 DEFAULT_BATCH_SIZE = 64
@@ -105,6 +111,23 @@ class ServedTask:
     return f"task {self.name!r}" if self.name is not None else "this model's task"
 
 
+@dataclasses.dataclass(frozen=True)
+class ServedAll:
+  """`--task all`: every task of a multi-task export, from its `all` signature in one call."""
+  tasks: Tuple[ServedTask, ...]
+  signature: str = ALL_SIGNATURE
+  name: str = ALL_SIGNATURE
+  task_type: str = "all"
+
+  @property
+  def is_pair(self) -> bool:
+    """Whether the signature takes text_b: when any task is a pair task (the others ignore it)."""
+    return any(t.is_pair for t in self.tasks)
+
+  def describe(self) -> str:
+    return f"--task {ALL_SIGNATURE}"
+
+
 def _not_a_saved_model_hint(path: str) -> str:
   entries = os.listdir(path)
   if any(f in entries for f in RUN_DIRECTORY_FILES):
@@ -155,10 +178,13 @@ class ExportedModel:
       return [ServedTask(n, n, _takes_text_b(signatures[n])) for n in names]
     return [ServedTask(None, DEFAULT_SIGNATURE, _takes_text_b(signatures[DEFAULT_SIGNATURE]))]
 
-  def choose_task(self, requested: Optional[str]) -> ServedTask:
-    """The task to run: `requested` (--task) must be one the export serves."""
+  def choose_task(self, requested: Optional[str]) -> Union[ServedTask, ServedAll]:
+    """The task to run: `requested` (--task) must be one the export serves, or `all` (`ServedAll`)."""
     tasks = self.tasks()
     names = ", ".join(str(t.name) for t in tasks)
+    # A task named "all" of an export from before the name was reserved keeps its meaning there.
+    if requested == ALL_SIGNATURE and not any(t.name == ALL_SIGNATURE for t in tasks):
+      return self._all_tasks(tasks, names)
     if len(tasks) > 1:
       if requested is None:
         raise ValueError(f"--model {self.path} serves several tasks; choose one with --task ({names})")
@@ -175,12 +201,42 @@ class ExportedModel:
     return task
 
 
+  def _all_tasks(self, tasks: List[ServedTask], names: str) -> ServedAll:
+    if len(tasks) == 1:
+      raise ValueError(f"--model {self.path} serves a single task ({tasks[0].describe()}); --task {ALL_SIGNATURE} "
+                       "runs every task of a multi-task export: leave --task out")
+    if self.manifest is not None:
+      has_all = self.manifest.get("all_tasks") == ALL_SIGNATURE
+    else:
+      has_all = ALL_SIGNATURE in self.signatures()
+    if not has_all:
+      raise ValueError(f"--model {self.path} has no {ALL_SIGNATURE!r} signature (exported by an older adapter_keras): "
+                       f"export its artifacts again for --task {ALL_SIGNATURE}, or choose one task with --task "
+                       f"({names})")
+    return ServedAll(tuple(tasks))
+
+
 def _takes_text_b(function) -> bool:
   return "text_b" in function.structured_input_signature[1]
 
 
-def check_examples(task: ServedTask, examples: Sequence[Example]) -> None:
-  """Refuses inputs that do not fit the task: a pair task needs every second text, a single one none."""
+def check_examples(task: Union[ServedTask, ServedAll], examples: Sequence[Example]) -> None:
+  """Refuses inputs that do not fit the task: a pair task needs every second text, a single one none; with
+  `--task all`, every input needs one when any task is a pair task, and none may have one otherwise."""
+  if isinstance(task, ServedAll):
+    pairs = [t.name for t in task.tasks if t.is_pair]
+    if pairs:
+      missing = next((i for i, e in enumerate(examples) if e.text_b is None), None)
+      if missing is not None:
+        raise ValueError(f"{task.describe()} runs sentence-pair task {pairs[0]!r} and input {missing + 1} has no "
+                         "second text; give one with --text-b, or as \"text_b\" in --input's JSON lines "
+                         "(single-sentence tasks ignore it)")
+    else:
+      given = next((i for i, e in enumerate(examples) if e.text_b is not None), None)
+      if given is not None:
+        raise ValueError(f"{task.describe()} runs single-sentence tasks only, but input {given + 1} has a second "
+                         "text (--text-b or text_b); leave it out")
+    return
   if task.is_pair:
     missing = next((i for i, e in enumerate(examples) if e.text_b is None), None)
     if missing is not None:
@@ -198,9 +254,10 @@ def check_examples(task: ServedTask, examples: Sequence[Example]) -> None:
 
 class Predictor:
   """One task's signature of a loaded export: a batch of examples -> a result per example: {"label", "score"},
-  or for a token task {"words": [{"word", "tag", "start", "end", "score"}, ...]} (character offsets)."""
+  or for a token task {"words": [{"word", "tag", "start", "end", "score"}, ...]} (character offsets); with
+  `--task all` (ServedAll) {"tasks": {task name: its result}}, in export order."""
 
-  def __init__(self, model: ExportedModel, task: ServedTask):
+  def __init__(self, model: ExportedModel, task: Union[ServedTask, ServedAll]):
     signatures = model.signatures()
     if task.signature not in signatures:
       raise ValueError(f"--model {model.path} has no signature {task.signature!r} for {task.describe()}; "
@@ -211,6 +268,7 @@ class Predictor:
                        "its manifest says; the manifest does not match the SavedModel")
     self.is_pair = task.is_pair
     self.is_token = task.task_type == "token"
+    self.tasks = task.tasks if isinstance(task, ServedAll) else None
 
   def __call__(self, batch: Sequence[Example]) -> List[dict]:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -218,14 +276,25 @@ class Predictor:
     if self.is_pair:
       inputs["text_b"] = tf.constant([e.text_b for e in batch])
     out = {name: value.numpy() for name, value in self.function(**inputs).items()}
-    if self.is_token:
-      return [dict(words=[dict(word=out["words"][row, i].decode("utf-8"), tag=out["tags"][row, i].decode("utf-8"),
-                               start=int(out["start"][row, i]), end=int(out["end"][row, i]),
-                               score=float(out["score"][row, i])) for i in range(count)])
-              for row, count in enumerate(out["num_words"])]
-    # A single-sentence classification signature returns probabilities without a score.
-    scores = out["score"] if "score" in out else out["probabilities"].max(axis=-1)
-    return [dict(label=label.decode("utf-8"), score=float(score)) for label, score in zip(out["label"], scores)]
+    if self.tasks is None:
+      return _results(out, self.is_token)
+    # `all` returns each task's outputs under "<its signature>/<output>".
+    per_task = {t.name: _results({k[len(t.signature) + 1:]: v for k, v in out.items()
+                                  if k.startswith(t.signature + "/")}, t.task_type == "token")
+                for t in self.tasks}
+    return [dict(tasks={name: results[row] for name, results in per_task.items()}) for row in range(len(batch))]
+
+
+def _results(out: dict, is_token: bool) -> List[dict]:
+  """A task signature's outputs (numpy) -> its result per example (Predictor)."""
+  if is_token:
+    return [dict(words=[dict(word=out["words"][row, i].decode("utf-8"), tag=out["tags"][row, i].decode("utf-8"),
+                             start=int(out["start"][row, i]), end=int(out["end"][row, i]),
+                             score=float(out["score"][row, i])) for i in range(count)])
+            for row, count in enumerate(out["num_words"])]
+  # A single-sentence classification signature returns probabilities without a score.
+  scores = out["score"] if "score" in out else out["probabilities"].max(axis=-1)
+  return [dict(label=label.decode("utf-8"), score=float(score)) for label, score in zip(out["label"], scores)]
 
 
 def length_sorted_batches(examples: Sequence[Example], batch_size: int) -> List[np.ndarray]:

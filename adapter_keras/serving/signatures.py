@@ -8,7 +8,10 @@ An export directory holds the SavedModel and `EXPORT_MANIFEST`:
 
   format, format_version, library_version
   tasks     [{name, signature, is_pair, task_type, label_names}] in export order
-  router    "mixed" for a multi-task export, else null
+  router    "mixed" for a multi-task export with a sentence-level task, else null
+  all_tasks "all" for a multi-task export (every task's outputs for the same texts
+            in one call: serving/export.py), else null; absent in exports written
+            before it existed
   files     every file and directory the export wrote ("dir/" for directories),
             so that `--overwrite` can tell an earlier export from files that
             someone put there, and replace only the former
@@ -25,8 +28,9 @@ EXPORT_MANIFEST = "adapter_keras_export.json"
 EXPORT_FORMAT = "adapter_keras.export"
 EXPORT_FORMAT_VERSION = 1
 ROUTER_SIGNATURE = "mixed"
+ALL_SIGNATURE = "all"
 DEFAULT_SIGNATURE = "serving_default"
-RESERVED_SIGNATURES = (ROUTER_SIGNATURE, DEFAULT_SIGNATURE)
+RESERVED_SIGNATURES = (ROUTER_SIGNATURE, ALL_SIGNATURE, DEFAULT_SIGNATURE)
 # What marks a directory as a training run (train/run_dir.py) or an artifact (artifacts.py); copies,
 # because those modules import TensorFlow.
 RUN_DIRECTORY_FILES = ("run.json", "metrics.json", "checkpoint")
@@ -65,7 +69,7 @@ def signature_names(task_names: Sequence[str]) -> Dict[str, str]:
 
 def _reserved(task_name: str) -> str:
   return (f"task {task_name!r} would be signature {signature_name(task_name)!r}, which is reserved "
-          f"({' and '.join(RESERVED_SIGNATURES)} serve every task)")
+          f"({', '.join(RESERVED_SIGNATURES[:-1])} and {RESERVED_SIGNATURES[-1]} serve every task)")
 
 
 def check_task_name(task_name: str) -> None:
@@ -83,7 +87,8 @@ def check_task_name(task_name: str) -> None:
 # ---------------------------------------------------------------- the manifest
 
 
-def export_manifest(tasks: List[dict], router: Optional[str], directory: str, library_version: str) -> dict:
+def export_manifest(tasks: List[dict], router: Optional[str], directory: str, library_version: str,
+                    all_tasks: Optional[str] = None) -> dict:
   """The manifest of the export written to `directory` (its `files` are listed from it).
 
   Raises ValueError for a single-task export of a task with a reserved name
@@ -93,7 +98,7 @@ def export_manifest(tasks: List[dict], router: Optional[str], directory: str, li
     for task in tasks:
       check_task_name(task["name"])
   return dict(format=EXPORT_FORMAT, format_version=EXPORT_FORMAT_VERSION, library_version=library_version,
-              tasks=tasks, router=router, files=sorted(_entries(directory)))
+              tasks=tasks, router=router, all_tasks=all_tasks, files=sorted(_entries(directory)))
 
 
 def _entries(directory: str) -> List[str]:
