@@ -21,10 +21,11 @@ Learning rates, two per method (`--learning-rates METHOD=LR,LR` overrides):
 
 Protocol: per task, method, learning rate and seed one `train_token` run (train/run.py) under
 RUNS_DIR/<task>/<method>/lr<lr>-seed<seed>: at most --max-train-examples training sentences (a seeded subsample
-that differs by seed; default 5,000: all of WNUT-17's 3,394, a quarter of WikiANN's 20,000), --epochs epochs
-(default 3) keeping the epoch with the best dev entity F1, batch 32, max length 128, windows of stride 64, the
-first sub-word of each word labelled. The dev set (at most --max-dev-examples sentences, default 2,000: all of
-WNUT-17's 1,009, a fixed seed-0 subsample of WikiANN's 10,000, the same for every run) picks the epoch and the
+that differs by seed; per task by default (TASK_BUDGETS): WNUT-17 all 3,394 (the cap is 5,000), WikiANN 2,000 of
+its 20,000), --epochs epochs (default 3) keeping the epoch with the best dev entity F1, batch 32, max length 128,
+windows of stride 64, the first sub-word of each word labelled. The dev set (at most --max-dev-examples
+sentences; by default all of WNUT-17's 1,009 (the cap is 2,000), a fixed seed-0 subsample of 1,000 of WikiANN's
+10,000, the same for every run) picks the epoch and the
 learning rate; it is scored after every epoch, so its size is paid three times per run. `--lr-search
 first-seed` (default) trains both learning rates with the first seed and the other seeds only at the better one
 (4 runs per cell); `grid` trains all 6. The test set, in full, is scored once per run, right after training, by
@@ -50,8 +51,9 @@ Budget, measured with MiniLM-L6 on 2 CPU cores shared with another benchmark (be
 sentences): training ~24 sentences/s with adapters and ~20/s fully fine-tuned on WNUT-17 (18.5 words per
 sentence), ~21/s with adapters on WikiANN (8 words: per-batch cost dominates); scoring ~58 WNUT-17 and ~92 WikiANN
 sentences/s. Per run: WNUT-17 (3,394 x 3 epochs, 3 x 1,009 dev, 1,287 test) ~9 min adapter, ~10 min full;
-WikiANN (5,000 x 3, 3 x 2,000 dev, 10,000 test) ~15 min adapter, ~17 min full. 16 runs (2 tasks x 2 methods x
-4): WNUT-17 ~75 min, WikiANN ~2 h 10 min, about 3.4 hours in all (less on idle cores). One task per sitting:
+WikiANN at 5,000 x 3, 3 x 2,000 dev and 10,000 test would take ~15 min adapter, ~17 min full, so its default
+budget is 2,000 x 3 and 3 x 1,000 dev (~7 min adapter, ~8 min full). 16 runs (2 tasks x 2 methods x 4): WNUT-17
+~75 min, WikiANN ~1 hour, about 2 1/4 hours in all (less on idle cores). One task per sitting:
 
   python benchmarks/token_classification.py --plan
   python benchmarks/token_classification.py --tasks wnut17        # then wikiann-en; commit after each
@@ -87,17 +89,39 @@ PUBLISHED = {
               "reported in the mid-40s to about 50",
     "wikiann-en": "WikiANN English (PAN-X en) test F1 of mBERT fine-tuning about 84-85 (XTREME)",
 }
+# (training, dev) sentences per task when the flags do not say. WNUT-17's caps exceed its files (all of both);
+# WikiANN's keep its 3 x 4 runs at about 1 hour on 2 cores (a tenth of its training set, a tenth of its dev set).
+TASK_BUDGETS = {"wnut17": (5000, 2000), "wikiann-en": (2000, 1000)}
+DEFAULT_BUDGET = (5000, 2000)
 PUBLISHED_NOTE = "quoted from ../shared/data/README.md, which says: check the source before citing"
 
 
-def train_config(args, method: str, learning_rate: float, seed: int):
+def budget(args, task: str) -> Tuple[int, Optional[int]]:
+  """(at most how many training sentences, at most how many dev sentences (None: all)) of `task`: the flags when
+  given, else TASK_BUDGETS."""
+  train, dev = TASK_BUDGETS.get(task, DEFAULT_BUDGET)
+  train = train if args.max_train_examples is None else args.max_train_examples
+  dev = dev if args.max_dev_examples is None else args.max_dev_examples
+  return train, dev or None
+
+
+def budget_text(args) -> str:
+  parts = []
+  for task in args.tasks:
+    train, dev = budget(args, task)
+    parts.append(f"{task} at most {train:,} training sentences and "
+                 + ("every dev sentence" if dev is None else f"{dev:,} dev sentences"))
+  return "; ".join(parts)
+
+
+def train_config(args, task: str, method: str, learning_rate: float, seed: int):
   from adapter_keras.config import AdapterConfig  # pylint: disable=import-outside-toplevel
   from adapter_keras.train.config import TokenTrainConfig  # pylint: disable=import-outside-toplevel
   fields = dict(method="adapter", adapter=AdapterConfig.named("houlsby", size=args.adapter_size)) \
       if method == "adapter" else dict(method="full")
   return TokenTrainConfig(encoder=args.encoder, learning_rate=learning_rate, epochs=args.epochs,
                           batch_size=BATCH_SIZE, max_seq_length=MAX_SEQ_LENGTH, seed=seed,
-                          max_train_examples=args.max_train_examples, **fields)
+                          max_train_examples=budget(args, task)[0], **fields)
 
 
 def cell_key(args, method: str) -> str:
@@ -131,7 +155,7 @@ def load_task(args, name: str):
     check_tags(test, labels, "the test set")
   except (OSError, ValueError) as e:
     sys.exit(f"error: {name}: {e}")
-  dev = limit_examples(dev, args.max_dev_examples, 0)  # one dev subsample for every run: selections compare
+  dev = limit_examples(dev, budget(args, name)[1], 0)  # one dev subsample for every run: selections compare
   return TokenTask(name, labels), train, dev, test, tagging_sha256(test, [])
 
 
@@ -167,7 +191,7 @@ def train_cell(args, data, method: str, rates: Sequence[float], counts: Dict) ->
         print(f"{LOG} {name}: finished without test scores on these test sentences; training it again", flush=True)
         os.remove(metrics_file)  # run_dir's rule: a finished run trains again once its metrics.json is gone
       try:
-        result, model = train_token(task, train, dev, train_config(args, method, lr, seed), out_dir=out,
+        result, model = train_token(task, train, dev, train_config(args, task.name, method, lr, seed), out_dir=out,
                                     verbose=False, save_model=False)
       except FileExistsError as e:
         sys.exit(f"error: {e} (the runs there were made with other settings: give another --runs-dir)")
@@ -247,10 +271,8 @@ def write_outputs(args, rates: Dict, digests: Dict, command: str, invocation_sec
                          f"{s['run_seconds'] / 60:.0f} min of runs and test scoring)" for t, s in status.items())
   search = ("both learning rates with the first seed, the other seeds at the first seed's best learning rate"
             if args.lr_search == "first-seed" else "every learning rate with every seed")
-  dev_text = "in full" if args.max_dev_examples is None else \
-      f"at most {args.max_dev_examples:,} sentences (one seed-0 subsample for every run)"
-  budget = (f"encoder {args.encoder}; at most {args.max_train_examples:,} training sentences per task (a seeded "
-            f"subsample, drawn per seed); dev {dev_text}, scored after every epoch: it picks the epoch and the "
+  budget = (f"encoder {args.encoder}; {budget_text(args)} (training: a seeded subsample, drawn per seed; dev: one "
+            f"seed-0 subsample for every run), dev scored after every epoch: it picks the epoch and the "
             f"learning rate (entity F1); test in full, scored once per run and never used to choose; "
             f"{args.epochs} epochs, batch {BATCH_SIZE}, max length {MAX_SEQ_LENGTH}, first sub-word labelled; "
             f"seeds {list(args.seeds)}; learning rates "
@@ -300,8 +322,7 @@ def write_outputs(args, rates: Dict, digests: Dict, command: str, invocation_sec
 
 def plan_text(args, rates: Dict) -> str:
   lines = [f"encoder {args.encoder}; tasks {', '.join(args.tasks)} from {args.data_dir}; epochs {args.epochs}, "
-           f"batch {BATCH_SIZE}, max length {MAX_SEQ_LENGTH}, at most {args.max_train_examples:,} training and "
-           f"{'all' if args.max_dev_examples is None else f'{args.max_dev_examples:,}'} dev sentences; "
+           f"batch {BATCH_SIZE}, max length {MAX_SEQ_LENGTH}; {budget_text(args)}; "
            f"--lr-search {args.lr_search}; runs under {args.runs_dir}"]
   for task in args.tasks:
     for method in args.methods:
@@ -326,9 +347,11 @@ def main(argv=None) -> int:
   parser.add_argument("--adapter-size", type=int, default=64)
   parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
   parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--max-train-examples", type=int, default=5000)
-  parser.add_argument("--max-dev-examples", type=int, default=2000,
-                      help="dev sentences (a fixed seed-0 subsample, the same for every run); 0: all")
+  parser.add_argument("--max-train-examples", type=int,
+                      help="training sentences of every task (default: each task's own, TASK_BUDGETS)")
+  parser.add_argument("--max-dev-examples", type=int,
+                      help="dev sentences of every task (a fixed seed-0 subsample, the same for every run); 0: all "
+                           "(default: each task's own, TASK_BUDGETS)")
   parser.add_argument("--learning-rates", nargs="+", default=[], metavar="METHOD=LR[,LR...]",
                       help="a method's own learning rates instead of its defaults (module docstring)")
   parser.add_argument("--lr-search", choices=run_grid.LR_SEARCHES, default="first-seed",
@@ -340,9 +363,9 @@ def main(argv=None) -> int:
   parser.add_argument("--plan", action="store_true", help="print the runs and their state, and exit")
   parser.add_argument("--report-only", action="store_true", help="train nothing: the outputs from the finished runs")
   args = parser.parse_args(argv)
-  if args.max_train_examples < 1 or args.epochs < 1 or args.adapter_size < 1 or args.max_dev_examples < 0:
+  if (args.max_train_examples is not None and args.max_train_examples < 1) or args.epochs < 1 \
+      or args.adapter_size < 1 or (args.max_dev_examples is not None and args.max_dev_examples < 0):
     parser.error("--max-train-examples, --epochs and --adapter-size must be >= 1, --max-dev-examples >= 0")
-  args.max_dev_examples = args.max_dev_examples or None
   args.methods = list(dict.fromkeys(args.methods))
   args.tasks = list(dict.fromkeys(args.tasks))
   try:
