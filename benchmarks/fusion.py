@@ -18,7 +18,8 @@ three seeds (`--lr-search first-seed`: both rates with the first seed, the other
 Each run: at most --max-train-examples training examples (a seeded subsample that differs by seed; default
 1,000), the dev set in full, --epochs epochs (default 3) with the best epoch's dev score, batch 32, max length
 128, under RUNS_DIR/<target>/<cell>/lr<lr>-seed<seed>. Each cell reports its best run (the paper's rule) and the
-mean +- s.e.m. over seeds at the learning rate with the best mean (analysis/run_grid.py). A run directory holding
+mean +- s.e.m. over seeds at the learning rate with the best mean among those trained with every seed
+(analysis/run_grid.py). A run directory holding
 the same finished run is reused (the run identity), so an interrupted benchmark resumes; after every target the
 results are written again (docs/results/fusion.{json,md}), marking each target complete, partial or missing, and
 the fusion attention of the target's best fusion run over its dev set is plotted (analysis/fusion.py, the

@@ -37,7 +37,8 @@ RUNS_DIR/<task>/<method>-<knob><value>/lr<lr>-seed<seed>. `--lr-search first-see
 learning rate with the first seed, then the other seeds only at the learning rate whose first-seed run scored
 best (4 runs per cell instead of 6: the budget below); `--lr-search grid` trains the whole grid. Each cell
 reports its best run (the highest dev score over learning rates x seeds, the paper's rule) and the mean +- s.e.m.
-over seeds at the learning rate with the best mean (analysis/report.select_run's two rules). A run directory
+over seeds at the learning rate with the best mean among those trained with every seed (analysis/run_grid.py:
+best_mean_run; under first-seed search the first seed's best). A run directory
 holding the same finished run is reused (train/run_dir.py: the run identity), so an interrupted benchmark
 resumes; after every task the results are written again (--out-json, --out-md, --figure), saying which tasks
 are complete, partial or missing, so that each task can be committed as it finishes. Runs keep no artifact.
@@ -581,7 +582,8 @@ def write_outputs(args, cells, notes, rates, command: str, invocation_seconds: D
       f"# Tuning methods side by side on {args.encoder} (measured)\n\n"
       f"Command: `{command}`\n\nBudget: {budget}.\n\nTasks: {tasks_text}.\n\n"
       "Each task cell: the mean ± s.e.m. over seeds (primary dev metric x 100) at the learning rate with the "
-      "best mean, and in parentheses the best single run over learning rates x seeds (the paper's rule). "
+      "best mean among those trained with every seed, and in parentheses the best single run over learning rates "
+      "x seeds (the paper's rule). "
       "Trained parameters: each method's formula, the task head excluded (the runs' counts, head included, are "
       "in the JSON). Inference: time over the plain base's, LoRA and IA3 as unmerged / merged.\n\n"
       + "\n".join(lines) + "\n\n"

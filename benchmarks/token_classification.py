@@ -222,10 +222,10 @@ def _mean_sem(values: Sequence[float]) -> Dict:
 
 def cell_summary(runs: List[Dict]) -> Dict:
   """run_grid.summarize's dev selection, plus the test scores of the best run and, at the best-mean learning
-  rate, their mean +- s.e.m. over seeds."""
+  rate (run_grid.best_mean_run), their mean +- s.e.m. over seeds."""
   summary = run_grid.summarize(runs)
   best = select_run(runs, "best-run")
-  seeds = run_grid.setting_runs(runs, select_run(runs, "best-mean"))
+  seeds = run_grid.setting_runs(runs, run_grid.best_mean_run(runs))
   summary["dev"] = dict(best_run=best["metrics"], mean=_mean_sem([r["score"] for r in seeds]))
   summary["test"] = dict(best_run=best["test"]["metrics"],
                          mean={m: _mean_sem([r["test"]["metrics"][m] for r in seeds]) for m in METRICS},
@@ -307,7 +307,8 @@ def write_outputs(args, rates: Dict, digests: Dict, command: str, invocation_sec
       f"Command: `{command}`\n\nBudget: {budget}.\n\nTasks: {tasks_text}.\n\n"
       "Scores x 100. Entity F1, precision and recall as conlleval counts them (seqeval's default mode), token "
       "accuracy over words. dev F1 and the test columns: mean ± s.e.m. over seeds at the learning rate (lr) "
-      "whose dev F1 has the best mean; best run: the single run with the best dev F1 over learning rates x "
+      "whose dev F1 has the best mean among those trained with every seed; best run: the single run with the best "
+      "dev F1 over learning rates x "
       "seeds (the paper's rule) and its test F1. Trained parameters: the runs' own count, the tagging head "
       "included. Run time: training, dev scoring and test scoring of the cell's runs.\n\n"
       + "\n".join(lines) + "\n\n"

@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 from tests.test_token_classifier import tiny_tagged, write_conll
 
@@ -64,3 +66,15 @@ def test_cells_are_written_a_second_run_trains_nothing_and_plan_trains_nothing(t
   assert json.loads(out_json.read_text())["scores"] == result["scores"]
   assert bench.main(argv + ["--plan"]) == 0
   assert "lr1e-2-seed0 finished" in capsys.readouterr().out
+
+
+def test_a_rate_run_with_one_seed_is_not_compared_on_its_one_score_against_a_mean():
+  from adapter_keras.analysis import run_grid
+  def run(lr, seed, score):
+    return dict(score=score, config=dict(learning_rate=lr, seed=seed, method="full"), trained_params=1, seconds=1.0)
+  # first-seed search: 1e-4 won seed 0 and got seeds 1, 2; its mean (0.375) is below 5e-5's single score (0.378)
+  runs = [run(5e-5, 0, 0.378), run(1e-4, 0, 0.417), run(1e-4, 1, 0.314), run(1e-4, 2, 0.394)]
+  summary = run_grid.summarize(runs)
+  assert summary["learning_rate"] == 1e-4 and summary["n_seeds"] == 3
+  assert summary["mean"] == pytest.approx((0.417 + 0.314 + 0.394) / 3)
+  assert summary["best_run"] == dict(score=0.417, learning_rate=1e-4, seed=0)

@@ -3,7 +3,8 @@
 What benchmarks/method_comparison.py and benchmarks/token_classification.py share: the learning-rate text of
 run directory names, the finished runs (their metrics.json, train/run_dir.py), which runs a cell has under
 the two learning-rate searches, how many it has once complete, and a cell's summary by report.select_run's
-two rules (the best single run; the mean +- s.e.m. over seeds at the learning rate with the best mean).
+two rules (the best single run; the mean +- s.e.m. over seeds at the learning rate with the best mean among
+those trained with the most seeds).
 
   lr-search "grid":        every learning rate with every seed
   lr-search "first-seed":  every learning rate with the first seed; the other seeds only at the learning rate
@@ -89,12 +90,23 @@ def setting_runs(runs: Sequence[Dict], chosen: Dict) -> List[Dict]:
   return sorted((r for r in runs if setting_key(r) == key), key=lambda r: r["config"]["seed"])
 
 
+def best_mean_run(runs: List[Dict]) -> Dict:
+  """report.select_run's "best-mean" over the settings trained with the most seeds: the chosen setting's first
+  run, with its mean score, s.e.m. and number of seeds (setting_runs gives all its runs)."""
+  seeds_of: Dict[str, int] = {}
+  for run in runs:
+    seeds_of[setting_key(run)] = seeds_of.get(setting_key(run), 0) + 1
+  most = max(seeds_of.values())
+  return select_run([r for r in runs if seeds_of[setting_key(r)] == most], "best-mean")
+
+
 def summarize(runs: List[Dict]) -> Dict:
   """A cell from its finished runs (dev scores): its best run (the paper's rule) and the mean +- s.e.m. over
-  seeds at the learning rate with the best mean (report.select_run's two rules), with every run's score by
-  learning rate and seed."""
+  seeds at the learning rate with the best mean among those trained with the most seeds (report.select_run's
+  two rules; under "first-seed" that is the first seed's best rate: a rate run with one seed is not compared
+  on its one score against another's mean), with every run's score by learning rate and seed."""
   best = select_run(runs, "best-run")
-  mean = select_run(runs, "best-mean")
+  mean = best_mean_run(runs)
   by_lr = {}
   for run in sorted(runs, key=lambda r: (r["config"]["learning_rate"], r["config"]["seed"])):
     by_lr.setdefault(lr_text(run["config"]["learning_rate"]), {})[str(run["config"]["seed"])] = run["score"]
