@@ -15,7 +15,7 @@ import dataclasses
 from typing import Dict, List, Mapping, Sequence
 
 from adapter_keras.methods.adapter.config import AdapterConfig
-from adapter_keras.methods.base import LoadedSource, SourceRef, added_by, mark_loaded_source
+from adapter_keras.methods.base import LoadedSource, SourceRef, TuningMethod, WeightSite, added_by, mark_loaded_source
 
 
 def source_refs(values, method: str) -> tuple:
@@ -133,3 +133,40 @@ def with_loaded(config, loaded: Sequence[LoadedSource], refs_field: str):
   refs = tuple(s.ref for s in loaded)
   value = refs if isinstance(getattr(config, refs_field), tuple) else refs[0]
   return dataclasses.replace(config, **{refs_field: value, "loaded": tuple(loaded)})
+
+
+class CompositionMethod(TuningMethod):
+  """What fusion and stack share as methods: their config names source artifacts in the field `refs_field` (a
+  tuple of SourceRefs or one) and holds them, read, in `loaded`; what the method added trains, with every
+  LayerNorm (started from the sources') and the head; `missing` says, in one line, which flag names sources."""
+
+  refs_field = ""
+  missing = ""
+
+  def validate(self, config, num_layers: int) -> None:
+    if not self.source_artifacts(config):
+      raise ValueError(self.missing)
+    if config.loaded:
+      common_positions(config.loaded, self.name, num_layers)
+
+  def source_artifacts(self, config) -> tuple:
+    refs = getattr(config, self.refs_field)
+    return refs if isinstance(refs, tuple) else (() if refs is None else (refs,))
+
+  def with_sources(self, config, loaded: tuple):
+    for source in loaded:
+      source_adapter_config(source, self.name)
+    return with_loaded(config, loaded, self.refs_field)
+
+  def positions(self, config, num_layers: int) -> AdapterConfig:
+    """The sources' common adapter positions; a one-line error when the config's sources were not read."""
+    if not config.loaded:
+      raise ValueError(f"the {self.name} method's source artifacts were not read: build a task model with method "
+                       f"{self.name!r} (models/sources.py reads them) before injecting or counting it")
+    return common_positions(config.loaded, self.name, num_layers)
+
+  def trains(self, site: WeightSite, config) -> bool:
+    return site.added_by == self.name or site.is_head or (site.is_layer_norm and site.added_by is None)
+
+  def initialize(self, model, config) -> None:
+    layer_norms_from_sources(model, config.loaded)

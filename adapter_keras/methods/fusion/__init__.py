@@ -15,7 +15,7 @@ import dataclasses
 from typing import Optional, Tuple
 
 from adapter_keras.methods import composition
-from adapter_keras.methods.base import ModelShape, SourceRef, TuningMethod, WeightSite
+from adapter_keras.methods.base import ModelShape, SourceRef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,36 +41,20 @@ class FusionConfig:
     return cls(sources=tuple(d.get("sources") or ()))
 
 
-class FusionMethod(TuningMethod):
+class FusionMethod(composition.CompositionMethod):
   """Attention over frozen source adapters; its query/key/value, the LayerNorms and the head train."""
 
   name = "fusion"
   config_class = FusionConfig
+  refs_field = "sources"
+  missing = "method fusion needs source artifacts: --fuse ARTIFACT [ARTIFACT ...] (FusionConfig(sources=[...]))"
 
   def label(self, config: FusionConfig) -> str:
     return f"fusion-{len(config.sources)}" if config.sources else self.name
 
-  def validate(self, config: FusionConfig, num_layers: int) -> None:
-    if not config.sources:
-      raise ValueError("method fusion needs source artifacts: --fuse ARTIFACT [ARTIFACT ...] "
-                       "(FusionConfig(sources=[...]))")
-    if config.loaded:
-      composition.common_positions(config.loaded, self.name, num_layers)
-
-  def source_artifacts(self, config: FusionConfig) -> tuple:
-    return config.sources
-
-  def with_sources(self, config: FusionConfig, loaded: tuple) -> FusionConfig:
-    for source in loaded:
-      composition.source_adapter_config(source, self.name)
-    return composition.with_loaded(config, loaded, "sources")
-
   def inject(self, encoder, config: FusionConfig, seed: Optional[int] = None) -> None:
     from adapter_keras.methods.fusion.layers import AdapterFusion  # pylint: disable=import-outside-toplevel
-    if not config.loaded:
-      raise ValueError("the fusion's sources were not read: build a task model with method 'fusion' "
-                       "(models/sources.py reads them), not inject_method on its own")
-    positions = composition.common_positions(config.loaded, self.name, len(encoder.transformer_layers))
+    positions = self.positions(config, len(encoder.transformer_layers))
 
     def make_fusion(layer_index: int, position: int):
       sources = [composition.source_adapter(s, layer_index, position, f"source_{n}", self.name)
@@ -80,19 +64,10 @@ class FusionMethod(TuningMethod):
 
     encoder.attach_composition(positions, make_fusion)
 
-  def trains(self, site: WeightSite, config) -> bool:
-    return site.added_by == self.name or site.is_head or (site.is_layer_norm and site.added_by is None)
-
   def trained_params(self, shape: ModelShape, config: FusionConfig) -> int:
-    if not config.loaded:
-      raise ValueError("the fusion's trained parameters depend on its sources' adapter positions: read them first")
-    positions = composition.common_positions(config.loaded, self.name, shape.num_layers)
-    sites = composition.adapter_sites(positions, shape.num_layers)
+    sites = composition.adapter_sites(self.positions(config, shape.num_layers), shape.num_layers)
     d = shape.hidden_size
     return len(sites) * 3 * (d * d + d) + shape.layer_norm_params + shape.head_params
-
-  def initialize(self, model, config: FusionConfig) -> None:
-    composition.layer_norms_from_sources(model, config.loaded)
 
 
 METHOD = FusionMethod()

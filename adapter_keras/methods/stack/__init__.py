@@ -11,7 +11,7 @@ from typing import Optional
 
 from adapter_keras.methods import composition
 from adapter_keras.methods.adapter import adapter_params
-from adapter_keras.methods.base import ModelShape, SourceRef, TuningMethod, WeightSite, mark_added
+from adapter_keras.methods.base import ModelShape, SourceRef, mark_added
 from adapter_keras.values import is_integer
 
 
@@ -42,25 +42,13 @@ class StackConfig:
     return cls(**d)
 
 
-class StackMethod(TuningMethod):
+class StackMethod(composition.CompositionMethod):
   """A new adapter over a frozen trained one at each position; the new adapter, LayerNorms and head train."""
 
   name = "stack"
   config_class = StackConfig
-
-  def validate(self, config: StackConfig, num_layers: int) -> None:
-    if config.lower is None:
-      raise ValueError("method stack needs the lower adapter's artifact: --stack-lower ARTIFACT "
-                       "(StackConfig(lower=...))")
-    if config.loaded:
-      composition.common_positions(config.loaded, self.name, num_layers)
-
-  def source_artifacts(self, config: StackConfig) -> tuple:
-    return (config.lower,) if config.lower is not None else ()
-
-  def with_sources(self, config: StackConfig, loaded: tuple) -> StackConfig:
-    composition.source_adapter_config(loaded[0], self.name)
-    return composition.with_loaded(config, loaded, "lower")
+  refs_field = "lower"
+  missing = "method stack needs the lower adapter's artifact: --stack-lower ARTIFACT (StackConfig(lower=...))"
 
   def upper_config(self, config: StackConfig):
     """The upper adapter's AdapterConfig: the lower's with the stack's size in every layer the lower adapts."""
@@ -72,11 +60,8 @@ class StackMethod(TuningMethod):
   def inject(self, encoder, config: StackConfig, seed: Optional[int] = None) -> None:
     from adapter_keras.methods.adapter.layers import BottleneckAdapter  # pylint: disable=import-outside-toplevel
     from adapter_keras.methods.stack.layers import StackedAdapters  # pylint: disable=import-outside-toplevel
-    if not config.loaded:
-      raise ValueError("the stack's lower adapter was not read: build a task model with method 'stack' "
-                       "(models/sources.py reads it), not inject_method on its own")
+    positions = self.positions(config, len(encoder.transformer_layers))
     source = config.loaded[0]
-    positions = composition.common_positions(config.loaded, self.name, len(encoder.transformer_layers))
     upper = self.upper_config(config)
 
     def make_stack(layer_index: int, position: int):
@@ -90,17 +75,10 @@ class StackMethod(TuningMethod):
 
     encoder.attach_composition(positions, make_stack)
 
-  def trains(self, site: WeightSite, config) -> bool:
-    return site.added_by == self.name or site.is_head or (site.is_layer_norm and site.added_by is None)
-
   def trained_params(self, shape: ModelShape, config: StackConfig) -> int:
-    if not config.loaded:
-      raise ValueError("the stack's trained parameters depend on its lower adapter's positions: read it first")
+    self.positions(config, shape.num_layers)
     return adapter_params(shape.hidden_size, shape.num_layers, self.upper_config(config)) + \
         shape.layer_norm_params + shape.head_params
-
-  def initialize(self, model, config: StackConfig) -> None:
-    composition.layer_norms_from_sources(model, config.loaded)
 
 
 METHOD = StackMethod()
