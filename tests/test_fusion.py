@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from adapter_keras import AdapterClassifier, AdapterConfig, testing
+from adapter_keras.config import FusionConfig
 from adapter_keras.artifacts import ArtifactError, artifact_sha256, read_manifest, read_weights
 from adapter_keras.methods import get_method, model_shape
 from adapter_keras.models import load_adapter
@@ -50,7 +51,7 @@ def _source_values(model):
 
 def test_fusion_over_one_source_is_that_source_at_initialisation(sources, encoder_dir):
   fused = AdapterClassifier.from_pretrained(encoder_dir, method="fusion", adapter=None,
-                                            method_config=dict(sources=[sources[0]]))
+                                            method_config=FusionConfig(sources=[sources[0]]))
   np.testing.assert_array_equal(_sequence_output(fused), _sequence_output(load_adapter(sources[0], encoder_dir)))
 
 
