@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 from adapter_keras.artifacts import (ArtifactError, artifact_sha256, check_fingerprint, method_of, read_manifest,
                                      read_weights, resolve_artifact_dir)
@@ -18,21 +18,17 @@ from adapter_keras.methods.base import LoadedSource, SourceRef
 from adapter_keras.pretrained import PretrainedEncoder, base_fingerprint
 
 
-def _locate(ref: SourceRef, method: str, search_dirs: Sequence[str]) -> str:
-  candidates = [ref.path] + [os.path.join(d, os.path.basename(os.path.normpath(ref.path))) for d in search_dirs]
-  for candidate in candidates:
-    if os.path.isdir(candidate):
-      return resolve_artifact_dir(candidate)
-  where = " or ".join(dict.fromkeys(candidates))
+def _locate(ref: SourceRef, method: str) -> str:
+  if os.path.isdir(ref.path):
+    return resolve_artifact_dir(ref.path)
   pinned = f" (sha256 {ref.sha256[:12]}...)" if ref.sha256 else ""
-  raise ArtifactError(f"{method} source {ref.label}{pinned} is missing: no artifact at {where}; put it back, or "
+  raise ArtifactError(f"{method} source {ref.label}{pinned} is missing: no artifact at {ref.path}; put it back, or "
                       "give its new path")
 
 
-def read_source(ref: SourceRef, method: str, pretrained: PretrainedEncoder, fingerprint: str,
-                search_dirs: Sequence[str] = ()) -> LoadedSource:
+def read_source(ref: SourceRef, method: str, pretrained: PretrainedEncoder, fingerprint: str) -> LoadedSource:
   """One source artifact, read and checked (module docstring)."""
-  directory = _locate(ref, method, search_dirs)
+  directory = _locate(ref, method)
   digest = artifact_sha256(directory)
   if ref.sha256 is not None and digest != ref.sha256:
     raise ArtifactError(f"{method} source {ref.label} at {directory} has changed since it was referenced: its "
@@ -54,7 +50,7 @@ def read_source(ref: SourceRef, method: str, pretrained: PretrainedEncoder, fing
                       manifest, tensors)
 
 
-def read_sources(method: str, config, pretrained: PretrainedEncoder, search_dirs: Sequence[str] = ()):
+def read_sources(method: str, config, pretrained: PretrainedEncoder):
   """`config` with the sources its method names read (TuningMethod.with_sources), or as it is when it names
   none. Call on the plain encoder, before inject."""
   spec = get_method(method)
@@ -62,7 +58,7 @@ def read_sources(method: str, config, pretrained: PretrainedEncoder, search_dirs
   if not refs:
     return config
   fingerprint = base_fingerprint(pretrained.encoder)
-  loaded = tuple(read_source(ref, method, pretrained, fingerprint, search_dirs) for ref in refs)
+  loaded = tuple(read_source(ref, method, pretrained, fingerprint) for ref in refs)
   return spec.with_sources(config, loaded)
 
 
