@@ -10,9 +10,11 @@ Phase "targets": per target (`--targets`, default rte mrpc) three cells, each tr
 three seeds (`--lr-search first-seed`: both rates with the first seed, the other seeds at the better one):
 
   adapter  the target's own adapter, as the sources (the paper's ST-A)   1e-3, 3e-3
-  fusion   AdapterFusion over the sources that are not the target        3e-4, 1e-3  (Pfeiffer et al. 2021 use
-           (for RTE: SST-2, CoLA, STS-B and MRPC), V from the identity                5e-5 over 10 epochs of full
-                                                                                      data; ours has ~100 steps)
+  fusion   AdapterFusion over the sources that are not the target        3e-4, 1e-3  (the fusion's Q/K/V are d x d,
+           (for RTE: SST-2, CoLA, STS-B and MRPC), V from the identity                like full fine-tuning's layers,
+                                                                                      trained in ~100 steps; the
+                                                                                      AdapterFusion paper's own rate
+                                                                                      is not in ../shared/seeds)
   full     full fine-tuning                                              3e-5, 1e-4
 
 Each run: at most --max-train-examples training examples (a seeded subsample that differs by seed; default

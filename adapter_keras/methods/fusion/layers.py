@@ -1,4 +1,4 @@
-"""The AdapterFusion layer (Pfeiffer et al. 2021, section 3.2): attention over frozen source adapters at one
+"""The AdapterFusion layer (Pfeiffer et al. 2021): attention over frozen source adapters at one
 adapter position.
 
 With h the position's input (the sub-layer's output after its dropout, what a sequential adapter reads) and
@@ -22,7 +22,7 @@ from adapter_keras.methods.base import LoadedSource
 from adapter_keras.methods.composition import build_sources
 from adapter_keras.values import KERAS_PACKAGE
 
-QUERY_KEY_INIT_STD = 0.02  # BERT's initializer range, AdapterHub's for the fusion's query and key
+QUERY_KEY_INIT_STD = 0.02  # BERT's initializer range: small scores, so the softmax starts near uniform
 
 
 @tf_keras.utils.register_keras_serializable(package=KERAS_PACKAGE)
