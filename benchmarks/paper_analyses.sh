@@ -6,7 +6,8 @@
 # adapters at lr 1e-3) and adds the extra sizes / k that a per-task trade-off curve
 # needs. The last section redraws Figs. 4 and 5 over three seeds for RTE and MRPC from
 # protocol sweeps under runs/glue_paper/ (skipped where they are missing). Every step
-# resumes: finished runs are skipped. Figures and JSON go to docs/figures/;
+# resumes: finished runs are skipped. Figures and JSON go to docs/figures/, replacing this
+# script's earlier ones there (--overwrite);
 # docs/analyses.md discusses them.
 #
 #   bash benchmarks/paper_analyses.sh [GLUE_DIR] [all|seeds]    (seeds: only the last section)
@@ -29,7 +30,7 @@ for task in sst2 mrpc rte cola; do
   if [ -e "$EXTRA/ablation-$task/ablation.json" ]; then
     echo "ablation $task: done earlier ($EXTRA/ablation-$task), skipped"
   elif [ -d "$REPRO/$task-adapter-64/artifact" ]; then
-    "$AK" analyze ablation --artifact "$REPRO/$task-adapter-64/artifact" --encoder minilm-l6 \
+    "$AK" analyze ablation --overwrite --artifact "$REPRO/$task-adapter-64/artifact" --encoder minilm-l6 \
       --task "$task" --data-dir "$GLUE" --out "$EXTRA/ablation-$task"
   else
     echo "skip ablation $task: run benchmarks/glue_reproduction.py first"
@@ -41,7 +42,7 @@ done
 
 # Fig. 6: initialisation scale, adapters of size 64 on SST-2; three seeds on 2,000 training
 # examples each, for error bars at the same cost as one seed on 10,000 (finished runs are reused).
-"$AK" analyze init-scale --task sst2 --data-dir "$GLUE" "${BUDGET[@]}" --max-train-examples 2000 \
+"$AK" analyze init-scale --overwrite --task sst2 --data-dir "$GLUE" "${BUDGET[@]}" --max-train-examples 2000 \
   --adapter-size 64 --stds 1e-6 1e-4 1e-2 1e-1 1 --seeds 0 1 2 --out "$EXTRA/init-scale-sst2"
 cp "$EXTRA/init-scale-sst2/init_scale.json" "$EXTRA/init-scale-sst2/init_scale.png" "$FIGS/"
 
@@ -60,11 +61,11 @@ for task in sst2 mrpc; do
   done
   runs=("$EXTRA/$task"-adapter-* "$EXTRA/$task"-top-*-lr1e-4 "$REPRO/$task"-adapter-* "$REPRO/$task-full"
         "$REPRO/$task-layer-norm")
-  "$AK" analyze tradeoff --from-runs "${runs[@]}" --out "$FIGS/tradeoff-$task"
+  "$AK" analyze tradeoff --overwrite --from-runs "${runs[@]}" --out "$FIGS/tradeoff-$task"
 done
 
 # Fig. 3: all five tasks, scores minus full fine-tuning, 20/50/80th percentiles.
-"$AK" analyze tradeoff --from-runs "$REPRO"/* --out "$FIGS/tradeoff-glue"
+"$AK" analyze tradeoff --overwrite --from-runs "$REPRO"/* --out "$FIGS/tradeoff-glue"
 fi
 
 # Figs. 4 and 5 over seeds, RTE and MRPC: from the protocol sweeps under runs/glue_paper/<task>/<method>
@@ -81,7 +82,7 @@ for task in rte mrpc; do
   if [ -e "$EXTRA/ablation-seeds-$task/ablation.json" ]; then
     echo "ablation over seeds $task: done earlier ($EXTRA/ablation-seeds-$task), skipped"
   else
-    "$AK" analyze ablation --artifacts-from-sweep "$SWEEP" --adapter-size 64 --encoder minilm-l6 \
+    "$AK" analyze ablation --overwrite --artifacts-from-sweep "$SWEEP" --adapter-size 64 --encoder minilm-l6 \
       --task "$task" --data-dir "$GLUE" --out "$EXTRA/ablation-seeds-$task"
   fi
   mkdir -p "$FIGS/ablation-seeds-$task"
@@ -98,5 +99,5 @@ for task in rte mrpc; do
     done
     [ "$found" = 1 ] || echo "tradeoff over seeds $task: no finished $method trials in $PAPER/$task/$method, left out"
   done
-  "$AK" analyze tradeoff --from-runs "${trials[@]}" --out "$FIGS/tradeoff-seeds-$task"
+  "$AK" analyze tradeoff --overwrite --from-runs "${trials[@]}" --out "$FIGS/tradeoff-seeds-$task"
 done

@@ -292,7 +292,12 @@ def test_init_scale_cli_trains_per_std_and_seed_and_resumes(tmp_path, capsys, mo
     raise AssertionError("a finished run was trained again")
 
   monkeypatch.setattr(common, "train_task", no_training)
-  assert cli.main(argv) == 0
+  before = (out / "init_scale.json").read_bytes()
+  assert cli.main(argv) == 2  # the earlier result is kept unless --overwrite
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "init_scale.json and init_scale.png" in err[0] and "--overwrite" in err[0], err
+  assert (out / "init_scale.json").read_bytes() == before
+  assert cli.main(argv + ["--overwrite"]) == 0
   assert last_json(capsys)["scores"] == written["scores"]
 
 
@@ -491,6 +496,26 @@ def test_tradeoff_from_runs_tunes_the_learning_rate_on_the_mean_over_seeds(tmp_p
   assert result["full_selection"]["rte"]["learning_rate"] == 3e-5
   assert json.loads((out / "tradeoff.json").read_text())["curves"] == result["curves"]
   _assert_png(out / "tradeoff.png")
+
+
+@pytest.mark.parametrize("study,argv", [
+    ("tradeoff", ["tradeoff", "--from-runs", "RUN"]),
+    ("ablation", ["ablation", "--artifact", "ARTIFACT", "--task", "sst2"]),
+    ("fusion", ["fusion", "--artifact", "ARTIFACT", "--task", "sst2"]),
+    ("init_scale", ["init-scale", "--task", "rte"])])
+@pytest.mark.parametrize("existing", ["json", "png"])
+def test_a_study_refuses_an_out_holding_its_earlier_result_before_any_work(tmp_path, capsys, study, argv,
+                                                                           existing):
+  """Nothing the user has is replaced without --overwrite; the check comes first, so missing inputs are not
+  even read."""
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / f"{study}.{existing}").write_text("the user's")
+  assert cli.main(["analyze", *argv, "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and f"{study}.{existing} already" in err[0] and "--overwrite" in err[0], err
+  assert (out / f"{study}.{existing}").read_text() == "the user's"
+  assert sorted(os.listdir(out)) == [f"{study}.{existing}"]
 
 
 @pytest.mark.parametrize("seed,refused", [(0, True), (1, False)])

@@ -51,11 +51,25 @@ def log(verbose: bool, message: str) -> None:
     print(message, flush=True)
 
 
-def write_result(result: Dict, out_dir: str, name: str, plot: Callable[[Dict, str], str]) -> Dict:
-  """Writes `<name>.json` and `<name>.png` under `out_dir`; returns the paths."""
+def result_paths(out_dir: str, name: str) -> Dict[str, str]:
+  return dict(json=os.path.join(out_dir, f"{name}.json"), png=os.path.join(out_dir, f"{name}.png"))
+
+
+def check_result_destination(out_dir: str, name: str, overwrite: bool = False) -> None:
+  """Refuses, before any work, an `out_dir` already holding `<name>.json` or `<name>.png`, unless `overwrite`."""
+  existing = [os.path.basename(path) for path in result_paths(out_dir, name).values() if os.path.exists(path)]
+  if existing and not overwrite:
+    raise FileExistsError(f"--out {out_dir} holds {' and '.join(existing)} already; pass --overwrite to replace "
+                          f"them, or give another --out")
+
+
+def write_result(result: Dict, out_dir: str, name: str, plot: Callable[[Dict, str], str],
+                 overwrite: bool = False) -> Dict:
+  """Writes `<name>.json` and `<name>.png` under `out_dir` (an earlier pair only with `overwrite`); returns
+  the paths."""
+  check_result_destination(out_dir, name, overwrite)
   os.makedirs(out_dir, exist_ok=True)
-  json_path = os.path.join(out_dir, f"{name}.json")
-  png_path = os.path.join(out_dir, f"{name}.png")
-  write_json_atomic(json_path, result)
-  plot(result, png_path)
-  return dict(json=json_path, png=png_path)
+  paths = result_paths(out_dir, name)
+  write_json_atomic(paths["json"], result)
+  plot(result, paths["png"])
+  return paths

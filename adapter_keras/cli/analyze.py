@@ -3,7 +3,8 @@
 `add_parsers(subparsers)` adds `analyze` to the main parser; each of its
 subcommands sets `func`, which returns a JSON-able dict (printed as the last
 stdout line with --json, like every other command) and writes `<name>.json`
-and `<name>.png` under --out. The studies live in analysis/.
+and `<name>.png` under --out: an --out already holding them is refused before
+any work unless --overwrite is given. The studies live in analysis/.
 
 Several seeds: `ablation --artifacts A B C` (or `--artifacts-from-sweep SWEEP
 --adapter-size 64`) averages the ablations of several models of one task;
@@ -15,6 +16,7 @@ trial directories).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -70,7 +72,7 @@ def _cmd_ablation(args) -> Dict:
   model, trained_task, train, split, dev = _ablation_data(args, args.artifact)
   result = _ablate(model, trained_task, encode_examples(model.preprocessor, dev[split]), train, args)
   result["split"] = split
-  paths = write_result(result, args.out, "ablation", plot_ablation)
+  paths = write_result(result, args.out, "ablation", plot_ablation, args.overwrite)
   print(f"[ablation] {trained_task.name} {split}: {result['metric']} {result['baseline']:.4f} with all "
         f"adapters, {result['all_removed']:.4f} with none; wrote {paths['json']} and {paths['png']}")
   return dict(result, **paths)
@@ -86,7 +88,7 @@ def _cmd_fusion(args) -> Dict:
                           progress=lambda line: print(line, flush=True))
   result.update(task=trained_task.name, split=split, artifact=args.artifact,
                 title=f"{trained_task.name} {split}: fusion attention over the source adapters")
-  paths = write_result(result, args.out, "fusion", plot_fusion_weights)
+  paths = write_result(result, args.out, "fusion", plot_fusion_weights, args.overwrite)
   top = max(result["sites"], key=lambda site: max(site["weights"]))
   print(f"[fusion] {trained_task.name} {split}: {result['tokens']} tokens, {len(result['sites'])} fusion layers; "
         f"the most weight, {max(top['weights']):.2f}, goes to "
@@ -145,7 +147,7 @@ def _ablation_over_artifacts(args) -> Dict:
   result["split"] = split
   if selected is not None:
     result["selected_from_sweep"] = selected
-  paths = write_result(result, args.out, "ablation", ablation.plot_ablation)
+  paths = write_result(result, args.out, "ablation", ablation.plot_ablation, args.overwrite)
   mean, sem = result["mean"], result["sem"]
   print(f"[ablation] {task.name} {split}, {len(runs)} artifacts: {result['metric']} "
         f"{mean['baseline']:.4f} ± {sem['baseline']:.4f} with all adapters, {mean['all_removed']:.4f} ± "
@@ -159,7 +161,7 @@ def _cmd_init_scale(args) -> Dict:
   config = _train_config(args)
   task, train, dev = load_task_data(data_source_from_args(args))
   result = init_scale_study(task, train, dev, config, args.stds, args.seeds, args.out)
-  paths = write_result(result, args.out, "init_scale", plot_init_scale)
+  paths = write_result(result, args.out, "init_scale", plot_init_scale, args.overwrite)
   print(f"[init-scale] {len(result['stds'])} stds x {len(result['seeds'])} seeds; wrote {paths['json']} "
         f"and {paths['png']}")
   return dict(result, **paths)
@@ -225,7 +227,7 @@ def _cmd_tradeoff(args) -> Dict:
         layer_norm=args.layer_norm, full=True if args.full else None,
         fine_tune_learning_rate=args.fine_tune_learning_rate, out_dir=args.out,
         learning_rates=learning_rates, seeds=seeds)
-  paths = write_result(result, args.out, "tradeoff", tradeoff.plot_tradeoff)
+  paths = write_result(result, args.out, "tradeoff", tradeoff.plot_tradeoff, args.overwrite)
   print(f"[tradeoff] {len(result['runs'])} runs on {', '.join(result['tasks'])}; wrote {paths['json']} "
         f"and {paths['png']}")
   return dict(result, **paths)
@@ -237,9 +239,23 @@ def _add_artifact_study_arguments(p: argparse.ArgumentParser, name: str, func) -
   add_data_arguments(p)
   p.add_argument("--split", help="dev split to evaluate (default: the task's first)")
   p.add_argument("--batch-size", type=positive_int, default=64)
-  p.add_argument("--out", required=True, help=f"writes {name}.json and {name}.png here")
+  _add_out_arguments(p, name, func, f"writes {name}.json and {name}.png here")
+
+
+def _study(name: str, func, args) -> Dict:
+  """`func(args)`, after refusing an --out holding an earlier result (before any model is built or trained)."""
+  from adapter_keras.analysis.common import check_result_destination  # pylint: disable=import-outside-toplevel
+  check_result_destination(args.out, name, args.overwrite)
+  return func(args)
+
+
+def _add_out_arguments(p: argparse.ArgumentParser, name: str, func, out_help: str) -> None:
+  """--out, --overwrite and --json of a study writing <name>.json and <name>.png; sets `func`."""
+  p.add_argument("--out", required=True, help=out_help)
+  p.add_argument("--overwrite", action="store_true",
+                 help=f"replace the {name}.json and {name}.png an earlier run left in --out (otherwise refused)")
   p.add_argument("--json", action="store_true")
-  p.set_defaults(func=func)
+  p.set_defaults(func=functools.partial(_study, name, func))
 
 
 def add_parsers(subparsers) -> argparse.ArgumentParser:
@@ -271,9 +287,8 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
   _add_training_arguments(p, with_adapter_size=True)
   p.add_argument("--stds", type=positive_float, nargs="+", default=list(DEFAULT_INIT_STDS))
   p.add_argument("--seeds", type=int, nargs="+", default=[0])
-  p.add_argument("--out", required=True, help="writes init_scale.json, init_scale.png and runs/ here")
-  p.add_argument("--json", action="store_true")
-  p.set_defaults(func=_cmd_init_scale)
+  _add_out_arguments(p, "init_scale", _cmd_init_scale,
+                     "writes init_scale.json, init_scale.png and runs/ here (finished runs there are reused)")
 
   p = studies.add_parser("tradeoff", help="metric vs. trained parameters: adapters, top-k, LayerNorm "
                                           "(Figs. 3 and 4)")
@@ -302,8 +317,7 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
                       "fine-tuning run")
   # None tells an explicit --learning-rate apart, which --learning-rates refuses.
   p.set_defaults(learning_rate=None)
-  p.add_argument("--out", required=True, help="writes tradeoff.json, tradeoff.png and runs/ here")
-  p.add_argument("--json", action="store_true")
-  p.set_defaults(func=_cmd_tradeoff)
+  _add_out_arguments(p, "tradeoff", _cmd_tradeoff,
+                     "writes tradeoff.json, tradeoff.png and runs/ here (finished runs there are reused)")
   return analyze
 
