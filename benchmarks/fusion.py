@@ -276,7 +276,7 @@ def main(argv=None) -> int:
 
   for path in (args.out_json, args.out_md):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  command = "python benchmarks/fusion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = run_grid.benchmark_command(__file__, argv)
   counts, figures = dict(trained=0, reused=0), {}
   if not args.report_only:
     started = time.monotonic()

@@ -195,7 +195,7 @@ def main(argv=None):
   # Summed over the runs (each run's own time, resumed parts included), so a
   # benchmark resumed over several sessions still reports its whole cost.
   seconds = sum(r["seconds"] for r in runs)
-  command = "python benchmarks/glue_reproduction.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = run_grid.benchmark_command(__file__, argv)
   used = ", ".join(f"{name} {n:,}" + (f" of {total:,}" if n < total else "")
                    for name, (n, total) in train_sizes.items())
   budget = (f"{len(args.tasks)} tasks; at most {args.max_train_examples:,} training examples per task "
@@ -327,7 +327,7 @@ def paper_protocol(args, argv) -> int:
   elif best_runs:
     submission = write_glue_submission(best_runs, args.encoder, args.data_dir, submission_dir)
   seconds = sum(r["seconds"] for r in runs)
-  command = "python benchmarks/glue_reproduction.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = run_grid.benchmark_command(__file__, argv)
   used = ", ".join(f"{name} {n:,}" + (f" of {total:,}" if n < total else "")
                    for name, (n, total) in train_sizes.items())
   grid_text = _runs_grid(runs)

@@ -44,6 +44,8 @@ from typing import Dict, List
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from adapter_keras.analysis import run_grid  # noqa: E402
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH_SIZE = 32
 WARMUP = 50
@@ -233,7 +235,7 @@ def main(argv=None):
       load_average_before=load_before, load_average_after=os.getloadavg(),
       device=f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
       date=datetime.date.today().isoformat(), seconds=time.perf_counter() - started,
-      command="python benchmarks/input_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+      command=run_grid.benchmark_command(__file__, argv))
   print_table(result)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   write_json_atomic(args.out, result)

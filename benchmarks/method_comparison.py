@@ -648,7 +648,7 @@ def main(argv=None) -> int:
     return 0
   if not os.path.isdir(args.data_dir):
     sys.exit(f"error: GLUE data dir {args.data_dir} not found")
-  command = "python benchmarks/method_comparison.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = run_grid.benchmark_command(__file__, argv)
   invocation_seconds = {}
   if args.resources:
     resources = measure_resources(args, cells)

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -35,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (tokenizer ops for the reloaded SavedModel)
 
+from adapter_keras.analysis import run_grid
 from adapter_keras.config import AdapterConfig
 from adapter_keras.io import write_json_atomic
 from adapter_keras.serving.export import AllTasks
@@ -143,7 +143,7 @@ def main(argv=None):
                       mixed_8_tasks=mixed_spread_ms),
       mixed_8_tasks_over_single=mixed_spread_ms / single_ms,
       all_tasks=all_rows, all_rounds=args.all_rounds,
-      command="python benchmarks/multitask_serving.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+      command=run_grid.benchmark_command(__file__, argv))
   print(f"{'tasks':>5} {'SavedModel MiB':>15} {'variables MiB':>14} {'variables x base':>17}")
   for row in result["saved_model"]:
     print(f"{row['tasks']:>5} {row['total_bytes'] / 2**20:>15.1f} {row['variables_bytes'] / 2**20:>14.1f} "

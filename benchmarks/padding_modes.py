@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from adapter_keras.analysis import run_grid  # noqa: E402
 from adapter_keras.preprocessing import BertPreprocessor  # noqa: E402
 from adapter_keras.pretrained import resolve_named_encoder  # noqa: E402
 from adapter_keras.io import write_json_atomic  # noqa: E402
@@ -88,7 +89,7 @@ def main():
     rows.append(dict(mode=name, padding=round(padding, 4), distinct_shapes=shapes, batches=len(batches)))
   if args.out_json:
     write_json_atomic(args.out_json, dict(
-        command="python benchmarks/padding_modes.py " + " ".join(sys.argv[1:]), task=args.task,
+        command=run_grid.benchmark_command(__file__), task=args.task,
         encoder=args.encoder, train_examples=n, mean_length=round(float(lengths.mean()), 2),
         batch_size=batch_size, max_seq_length=args.max_seq_length, epoch=0, seed=0, modes=rows))
 

@@ -36,6 +36,7 @@ from typing import Dict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from adapter_keras.analysis import run_grid  # noqa: E402
 from adapter_keras.io import write_json_atomic  # noqa: E402
 from adapter_keras.serving.predict import DEFAULT_BATCH_SIZE  # noqa: E402
 from adapter_keras.testing import tiny_sentiment_data, write_tiny_hf_bert  # noqa: E402
@@ -115,7 +116,7 @@ def main(argv=None):
     rows.append(dict(batch_size=batch_size, one_call=batch_size > args.short, short=measured["short"],
                      short_and_long=measured["short_and_long"], long_over_short=ratio))
   result = dict(short_strings=args.short, long_words=args.long_words, rows=rows,
-                command="python benchmarks/predict_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+                command=run_grid.benchmark_command(__file__, argv))
   write_json_atomic(args.out, result)
   if args.json:
     print(json.dumps(result))

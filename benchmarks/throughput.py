@@ -48,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from adapter_keras.analysis import run_grid  # noqa: E402
 from adapter_keras.config import AdapterConfig, IA3Config, LoRAConfig  # noqa: E402
 from adapter_keras.encoder import ARCHITECTURES, BertConfig, build_encoder  # noqa: E402
 from adapter_keras.methods import apply_method, get_method, inject_method  # noqa: E402
@@ -577,7 +578,7 @@ def main(argv=None):
       device=tf.config.list_physical_devices("GPU")[0].name if tf.config.list_physical_devices("GPU")
       else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
       date=datetime.date.today().isoformat(), seconds=time.perf_counter() - started,
-      command="python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+      command=run_grid.benchmark_command(__file__, argv))
   print_table(result)
   if args.json:
     print(json.dumps(result))

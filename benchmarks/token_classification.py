@@ -380,7 +380,7 @@ def main(argv=None) -> int:
     return 0
   if not os.path.isdir(args.data_dir):
     sys.exit(f"error: tagging data dir {args.data_dir} not found")
-  command = "python benchmarks/token_classification.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  command = run_grid.benchmark_command(__file__, argv)
   invocation_seconds, digests, counts = {}, {}, dict(trained=0, reused=0)
   data = {}
   for task in args.tasks:  # every file read and checked before anything trains

@@ -78,3 +78,12 @@ def test_a_rate_run_with_one_seed_is_not_compared_on_its_one_score_against_a_mea
   assert summary["learning_rate"] == 1e-4 and summary["n_seeds"] == 3
   assert summary["mean"] == pytest.approx((0.417 + 0.314 + 0.394) / 3)
   assert summary["best_run"] == dict(score=0.417, learning_rate=1e-4, seed=0)
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], "python benchmarks/fusion.py"),
+    (["--targets", "rte", "mrpc"], "python benchmarks/fusion.py --targets rte mrpc"),
+    (["--data-dir", "my data"], "python benchmarks/fusion.py --data-dir 'my data'")])
+def test_a_report_quotes_the_command_as_a_shell_would_run_it(argv, expected):
+  from adapter_keras.analysis import run_grid
+  assert run_grid.benchmark_command(os.path.join(REPO_ROOT, "benchmarks", "fusion.py"), argv) == expected

@@ -6,6 +6,8 @@ the two learning-rate searches, how many it has once complete, and a cell's summ
 two rules (the best single run; the mean +- s.e.m. over seeds at the learning rate with the best mean among
 those trained with the most seeds).
 
+The command line a benchmark's report quotes (`benchmark_command`) is here too: every benchmark writes one.
+
   lr-search "grid":        every learning rate with every seed
   lr-search "first-seed":  every learning rate with the first seed; the other seeds only at the learning rate
                            whose first-seed run scored best (ties: the first rate listed), known once every
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import sys
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +26,12 @@ import numpy as np
 from adapter_keras.analysis.report import collect_runs, select_run, setting_key
 
 LR_SEARCHES = ("first-seed", "grid")
+
+
+def benchmark_command(script: str, argv: Optional[Sequence[str]] = None) -> str:
+  """"python benchmarks/<script's file name> ARGS" as a report quotes it; `argv` defaults to sys.argv[1:]."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  return shlex.join(["python", f"benchmarks/{os.path.basename(script)}", *args])
 
 
 def lr_text(lr: float) -> str:
