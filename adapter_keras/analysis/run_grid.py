@@ -6,12 +6,12 @@ the two learning-rate searches, how many it has once complete, and a cell's summ
 two rules (the best single run; the mean +- s.e.m. over seeds at the learning rate with the best mean among
 those trained with the most seeds).
 
-The command line a benchmark's report quotes (`benchmark_command`) is here too: every benchmark writes one.
-
   lr-search "grid":        every learning rate with every seed
   lr-search "first-seed":  every learning rate with the first seed; the other seeds only at the learning rate
                            whose first-seed run scored best (ties: the first rate listed), known once every
                            first-seed run has finished
+
+The command line a benchmark's report quotes (`benchmark_command`) is here too: every benchmark writes one.
 """
 from __future__ import annotations
 
