@@ -51,9 +51,9 @@ above the process's RSS before the model was built, as throughput.py measures it
 (save_adapter). About 15 minutes for the 18 cells on MiniLM (2 cores); written to RUNS_DIR/resources.json
 and read by every later report.
 
-Budget: about 535 s of one run per cell-setting over the five tasks on 2 idle cores (measured for adapters:
-RTE ~190 s, MRPC ~130 s, STS-B ~100 s, CoLA ~55 s, SST-2 ~60 s at 1,000 examples and 3 epochs), 18 cells x 4
-runs: about 11 hours, RTE the longest task (~4 h). Run it one task per sitting:
+Budget: 18 cells x 4 runs per task at 1,000 examples and 3 epochs on 2 idle cores. Measured over all 72 runs:
+SST-2 91 min, CoLA 44 min, RTE 134 min; MRPC and STS-B about 2 hours each (adapter runs of ~90-130 s and
+~100 s). About 8.5 hours in all. Run it one task per sitting:
 
   python benchmarks/method_comparison.py --plan
   python benchmarks/method_comparison.py --tasks rte        # then mrpc, stsb, cola, sst2; commit after each
