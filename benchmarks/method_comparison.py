@@ -52,8 +52,9 @@ above the process's RSS before the model was built, as throughput.py measures it
 and read by every later report.
 
 Budget: 18 cells x 4 runs per task at 1,000 examples and 3 epochs on 2 idle cores. Measured over all 72 runs:
-SST-2 91 min, CoLA 44 min, RTE 134 min; MRPC and STS-B about 2 hours each (adapter runs of ~90-130 s and
-~100 s). About 8.5 hours in all. Run it one task per sitting:
+SST-2 91 min, CoLA 44 min, RTE 134 min; MRPC about 90 s a run alone (its first 30 runs), so about 1 h 50 min;
+STS-B 152 min, run two at a time beside MRPC (one thread each). About 8.5 hours in all. Run it one task per
+sitting:
 
   python benchmarks/method_comparison.py --plan
   python benchmarks/method_comparison.py --tasks rte        # then mrpc, stsb, cola, sst2; commit after each
